@@ -1,0 +1,30 @@
+"""hftl: transfer learning on Hugging Face. Fine-tune a pretrained checkpoint on your data, measure it, share it.
+
+Public API (imported lazily, so `import hftl` and `hftl --help` stay fast):
+    TextClassificationRecipe, load_config, load (a saved run), __version__
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Recipe": "hftl.train",
+    "RunResult": "hftl.train",
+    "TextClassificationRecipe": "hftl.tasks.text_classification",
+    "load_config": "hftl.config",
+    "RunConfig": "hftl.config",
+    "HftlError": "hftl.errors",
+    "ConfigError": "hftl.errors",
+    "DataError": "hftl.errors",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hftl' has no attribute '{name}'")

@@ -1,0 +1,56 @@
+"""The `hftl` command line. Each subcommand lives in `hftl/commands/<name>.py` and registers itself."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: subcommand modules, in the order `hftl --help` lists them
+COMMANDS = ["train", "validate", "evaluate", "demo", "models"]
+
+EPILOG = """examples:
+  hftl demo                                          fine-tune the packaged MiniLM on the bundled demo set
+  hftl demo --data ../shared/datasets/sst2           ... on SST-2 (train.tsv / test.tsv) instead
+  hftl train recipes/configs/sst2_minilm_lora.yaml --set training.learning_rate=1e-4
+  hftl validate recipes/configs/sst2_minilm_lora.yaml   check a config and its data without training
+  hftl evaluate runs/sst2-minilm-lora --data test.tsv   metrics of a finished run on new data
+  accelerate launch recipes/text_classification.py --config recipes/configs/sst2_minilm_lora.yaml
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hftl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hftl",
+        description="Transfer learning on Hugging Face: fine-tune a pretrained checkpoint on your data.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"hftl {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"hftl.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from hftl.errors import HftlError
+
+    try:
+        return args.func(args) or 0
+    except HftlError as err:
+        print(f"hftl {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

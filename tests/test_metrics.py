@@ -1,0 +1,203 @@
+"""Tests for hftl.metrics: values are checked against confusion matrices worked out by hand."""
+
+import json
+import os
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hftl import metrics
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# 3-class example. Confusion matrix (rows = true, cols = predicted):
+#            pred0 pred1 pred2 | support
+#   true0      2     1     1   |   4
+#   true1      1     2     0   |   3
+#   true2      0     1     2   |   3
+#   column     3     4     3
+REFS_3 = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+PREDS_3 = [0, 0, 1, 2, 1, 1, 0, 2, 2, 1]
+NAMES_3 = ["neg", "neu", "pos"]
+
+
+def test_three_class_report_matches_hand_computation():
+    report = metrics.classification_report(PREDS_3, REFS_3, NAMES_3)
+
+    assert report["confusion_matrix"] == [[2, 1, 1], [1, 2, 0], [0, 1, 2]]
+    # precision = diagonal / column sum, recall = diagonal / row sum, f1 = 2PR / (P + R)
+    precision = [2 / 3, 2 / 4, 2 / 3]
+    recall = [2 / 4, 2 / 3, 2 / 3]
+    f1 = [4 / 7, 4 / 7, 2 / 3]
+    support = [4, 3, 3]
+    for i, name in enumerate(NAMES_3):
+        assert report["per_class"][name] == pytest.approx(
+            {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}
+        )
+    assert report["accuracy"] == pytest.approx(6 / 10)
+    assert report["precision"] == pytest.approx(11 / 18)  # (2/3 + 1/2 + 2/3) / 3
+    assert report["recall"] == pytest.approx(11 / 18)  # (1/2 + 2/3 + 2/3) / 3
+    assert report["f1"] == pytest.approx(38 / 63)  # (4/7 + 4/7 + 2/3) / 3
+    assert report["precision_weighted"] == pytest.approx(37 / 60)  # (4*2/3 + 3*1/2 + 3*2/3) / 10
+    assert report["recall_weighted"] == pytest.approx(6 / 10)  # weighted recall is always accuracy
+    assert report["f1_weighted"] == pytest.approx(6 / 10)  # (4*4/7 + 3*4/7 + 3*2/3) / 10
+    assert report["num_examples"] == 10
+    assert set(report) == {
+        "accuracy", "precision", "recall", "f1", "precision_weighted", "recall_weighted", "f1_weighted",
+        "per_class", "confusion_matrix", "num_examples",
+    }
+
+
+def test_class_missing_from_predictions_and_from_data_counts_as_zero():
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    # Class 2 is never predicted; class 3 appears nowhere but is still one of the labels.
+    references, predictions = [0, 1, 2, 2], [0, 1, 1, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)  # zero_division=0 must silence these
+        report = metrics.classification_report(predictions, references, ["a", "b", "c", "d"])
+
+    assert report["confusion_matrix"] == [[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]]
+    assert report["per_class"]["a"] == pytest.approx({"precision": 1 / 2, "recall": 1.0, "f1": 2 / 3, "support": 1})
+    assert report["per_class"]["b"] == pytest.approx({"precision": 1 / 2, "recall": 1.0, "f1": 2 / 3, "support": 1})
+    assert report["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert report["per_class"]["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    # Macro averages divide by all 4 labels, including the absent class 3.
+    assert report["precision"] == pytest.approx((1 / 2 + 1 / 2) / 4)
+    assert report["recall"] == pytest.approx((1 + 1) / 4)
+    assert report["f1"] == pytest.approx((2 / 3 + 2 / 3) / 4)
+    assert report["accuracy"] == pytest.approx(2 / 4)
+
+
+def test_binary_case():
+    # true0: [2, 0], true1: [2, 2] -> P0 = 1/2, R0 = 1, P1 = 1, R1 = 1/2, F1 = 2/3 for both classes.
+    references, predictions = [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]
+    report = metrics.classification_report(predictions, references, ["no", "yes"])
+
+    assert report["confusion_matrix"] == [[2, 0], [2, 2]]
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["precision"] == pytest.approx(3 / 4)
+    assert report["recall"] == pytest.approx(3 / 4)
+    assert report["f1"] == pytest.approx(2 / 3)
+    assert report["precision_weighted"] == pytest.approx((2 * 1 / 2 + 4 * 1) / 6)
+    assert report["per_class"]["yes"] == pytest.approx({"precision": 1.0, "recall": 1 / 2, "f1": 2 / 3, "support": 4})
+
+
+def test_weighted_differs_from_macro_on_imbalanced_data():
+    # 9 examples of class 0, 1 of class 1, model always predicts 0: F1_0 = 2*0.9*1/1.9 = 18/19, F1_1 = 0.
+    references, predictions = [0] * 9 + [1], [0] * 10
+    report = metrics.classification_report(predictions, references, ["major", "minor"])
+
+    assert report["f1"] == pytest.approx((18 / 19) / 2)
+    assert report["f1_weighted"] == pytest.approx(0.9 * 18 / 19)
+    assert report["f1_weighted"] > report["f1"]
+    assert report["precision_weighted"] == pytest.approx(0.9 * 0.9)
+    assert report["precision"] == pytest.approx(0.9 / 2)
+
+
+def test_metric_classes_average_and_labels():
+    f1 = metrics.F1(labels=[0, 1, 2], average="weighted")
+    assert f1.name == "f1"
+    assert f1.compute(predictions=PREDS_3, references=REFS_3) == {"f1_weighted": pytest.approx(6 / 10)}
+    # compute-time kwargs override the constructor defaults; micro over all labels equals accuracy.
+    assert f1.compute(predictions=PREDS_3, references=REFS_3, average="micro") == {"f1_micro": pytest.approx(0.6)}
+    assert metrics.Precision().compute(predictions=PREDS_3, references=REFS_3) == {"precision": pytest.approx(11 / 18)}
+    # Accuracy ignores `labels`, which evaluate.combine forwards to every module.
+    assert metrics.Accuracy().compute(predictions=[0, 1], references=[0, 0], labels=[0, 1]) == {"accuracy": 0.5}
+    matrix = metrics.ConfusionMatrix(labels=[2, 1, 0]).compute(predictions=PREDS_3, references=REFS_3)
+    assert matrix == {"confusion_matrix": [[2, 1, 0], [0, 2, 1], [1, 1, 2]]}  # label order is respected
+    with pytest.raises(ValueError, match="average"):
+        metrics.Recall(average="samples")
+
+
+def test_combined_metrics_streaming_matches_one_shot():
+    combined = metrics.combined_metrics([0, 1, 2])
+    for start in range(0, 10, 4):
+        combined.add_batch(predictions=PREDS_3[start : start + 4], references=REFS_3[start : start + 4])
+    streamed = combined.compute()
+    report = metrics.classification_report(PREDS_3, REFS_3, NAMES_3)
+    assert streamed["f1"] == pytest.approx(report["f1"])
+    assert streamed["confusion_matrix"] == report["confusion_matrix"]
+    assert streamed["per_class"][1] == report["per_class"]["neu"]
+
+
+def test_compute_metrics_on_fake_eval_prediction_with_logits_tuple(monkeypatch):
+    builds = []
+    real_combined_metrics = metrics.combined_metrics
+    monkeypatch.setattr(
+        metrics, "combined_metrics", lambda *a, **k: builds.append(1) or real_combined_metrics(*a, **k)
+    )
+    logits = np.full((10, 3), -1.0, dtype=np.float32)
+    logits[np.arange(10), PREDS_3] = 2.0
+    hidden = np.zeros((10, 4, 8), dtype=np.float32)
+    eval_pred = types.SimpleNamespace(predictions=(logits, hidden), label_ids=np.array(REFS_3))
+
+    compute_metrics = metrics.make_compute_metrics(NAMES_3)
+    first = compute_metrics(eval_pred)
+    second = compute_metrics(eval_pred)
+
+    assert first == second
+    assert len(builds) == 1  # evaluate modules built once per callable, not per call
+    assert set(first) == {"accuracy", "precision", "recall", "f1", "f1_weighted"}
+    assert all(type(value) is float for value in first.values())
+    assert first["accuracy"] == pytest.approx(0.6)
+    assert first["precision"] == pytest.approx(11 / 18)
+    assert first["f1"] == pytest.approx(38 / 63)
+
+
+def test_logits_to_predictions():
+    logits = np.array([[0.1, 0.9], [2.0, -1.0], [0.0, 0.5]])
+    assert metrics.logits_to_predictions(logits).tolist() == [1, 0, 1]
+    assert metrics.logits_to_predictions((logits, None)).tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="num_labels"):
+        metrics.logits_to_predictions(np.zeros((3, 1)))  # num_labels=1 is regression in transformers
+
+
+def test_report_is_json_serialisable_plain_python():
+    report = metrics.classification_report(np.array(PREDS_3), np.array(REFS_3), NAMES_3)
+    assert json.loads(json.dumps(report)) == report
+    assert type(report["num_examples"]) is int
+    assert all(type(report[key]) is float for key in ("accuracy", "precision", "f1_weighted"))
+    assert type(report["per_class"]["neg"]["support"]) is int
+    assert all(type(count) is int for row in report["confusion_matrix"] for count in row)
+
+
+def test_invalid_inputs_raise():
+    with pytest.raises(ValueError, match="class ids"):
+        metrics.classification_report([0, 3], [0, 1], ["a", "b"])  # 3 is out of range
+    with pytest.raises(ValueError, match="class ids"):
+        metrics.classification_report([0, -100], [0, 1], ["a", "b"])
+    with pytest.raises(ValueError, match="as many"):
+        metrics.classification_report([0, 1], [0], ["a", "b"])
+    with pytest.raises(ValueError, match="unique"):
+        metrics.classification_report([0], [0], ["a", "a"])
+
+
+def test_nothing_written_to_metrics_cache(tmp_path, monkeypatch):
+    import evaluate
+
+    cache = tmp_path / "metrics"
+    monkeypatch.setattr(evaluate.config, "HF_METRICS_CACHE", cache)
+    metrics.classification_report(PREDS_3, REFS_3, NAMES_3)
+    assert not cache.exists()
+
+
+def test_import_is_lazy_and_fast():
+    code = (
+        "import json, sys, time\n"
+        "start = time.perf_counter()\n"
+        "import hftl.metrics\n"
+        "elapsed = time.perf_counter() - start\n"
+        "heavy = [m for m in ('evaluate', 'datasets', 'sklearn', 'transformers', 'torch') if m in sys.modules]\n"
+        "print(json.dumps({'elapsed': elapsed, 'heavy': heavy}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []
+    assert result["elapsed"] < 0.1
