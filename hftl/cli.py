@@ -8,7 +8,7 @@ import logging
 import sys
 
 #: subcommand modules, in the order `hftl --help` lists them
-COMMANDS = ["train", "validate", "evaluate", "demo", "models"]
+COMMANDS = ["train", "validate", "evaluate", "demo", "models", "generate", "predict", "card", "push", "export"]
 
 EPILOG = """examples:
   hftl demo                                          fine-tune the packaged MiniLM on the bundled demo set

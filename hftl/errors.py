@@ -35,3 +35,13 @@ class OutputExistsError(HftlError):
 
 class HubError(HftlError):
     """Pushing to or reading from the Hugging Face Hub failed in a way the user can fix."""
+
+
+class TrainingInterrupted(HftlError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; the message says how to resume."""
+
+    exit_code = 130
+
+
+class NonFiniteLossError(HftlError):
+    """The training loss became NaN or infinite; the message names the step and the last good checkpoint."""

@@ -71,9 +71,71 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+#: config fields naming local inputs (as in `hftl.config.load`): saved relative to the run folder
+_INPUT_PATH_FIELDS = (("model", "name_or_path"), ("data", "train"), ("data", "validation"), ("data", "test"))
+#: never saved, whatever the config holds (hftl reads tokens from HF_TOKEN or the cached login)
+_SECRET_TRAINING_KEYS = ("hub_token",)
+
+
+def portable_path(value, run_dir: str | Path):
+    """`value` relative to `run_dir` if it names an existing or absolute local path, else unchanged.
+
+    Hub ids and `packaged:` names pass through. Loading the saved config resolves the relative path
+    against the run folder again (`hftl.config.load`), so the absolute path stays in memory only.
+    """
+    if not isinstance(value, str) or not value or not (os.path.isabs(value) or os.path.exists(value)):
+        return value
+    try:
+        return os.path.relpath(Path(value).resolve(), Path(run_dir).resolve())
+    except ValueError:  # another drive (Windows): no relative form exists
+        return value
+
+
+def _portable_output_dir(value: str) -> str:
+    """A relative output_dir as written; an absolute one relative to the working folder, or its name."""
+    if not os.path.isabs(value):
+        return value
+    relative = os.path.relpath(value)
+    return relative if not relative.startswith("..") else Path(value).name
+
+
+def portable_config(config: RunConfig, run_dir: str | Path) -> dict:
+    """The config as saved in a run folder: local input paths relative to it, no absolute paths, no tokens."""
+    data = config.to_dict()
+    for section, key in _INPUT_PATH_FIELDS:
+        if isinstance(data.get(section), dict) and key in data[section]:
+            data[section][key] = portable_path(data[section][key], run_dir)
+    training = data.get("training") or {}
+    for key, value in training.items():
+        if key in _SECRET_TRAINING_KEYS:
+            training[key] = None
+        elif key == "output_dir" and isinstance(value, str):
+            training[key] = _portable_output_dir(value)
+        elif isinstance(value, str) and os.path.isabs(value):
+            training[key] = portable_path(value, run_dir)
+    return data
+
+
+def write_config(out: Path, config: RunConfig) -> None:
+    """Save `config.yaml` in run folder `out` (see `portable_config`)."""
+    write_atomic(out / CONFIG_FILE, yaml.safe_dump(portable_config(config, out), sort_keys=False))
+
+
+def _portable_argv(argv: list[str], run_dir: Path) -> list[str]:
+    """The command line with absolute paths (also in KEY=PATH) made relative to the run folder."""
+    portable = []
+    for arg in argv:
+        key, sep, value = arg.partition("=") if "=" in arg else ("", "", arg)
+        portable.append(f"{key}{sep}{portable_path(value, run_dir)}" if os.path.isabs(value) else arg)
+    return portable
+
+
 def save_run_record(out: Path, config: RunConfig, data_fingerprints: dict[str, str], seed: int) -> None:
-    """Save the resolved config and the manifest (versions, seed, data fingerprints, command)."""
-    write_atomic(out / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Save the config and the manifest (versions, seed, data fingerprints, command).
+
+    No absolute path of this machine is written: see `portable_config`.
+    """
+    write_config(out, config)
     write_json(
         out / MANIFEST_FILE,
         {
@@ -84,6 +146,6 @@ def save_run_record(out: Path, config: RunConfig, data_fingerprints: dict[str, s
             "packages": package_versions(),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
-            "command": [os.path.basename(sys.argv[0])] + sys.argv[1:],
+            "command": [os.path.basename(sys.argv[0])] + _portable_argv(sys.argv[1:], out),
         },
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hftl.config import load_config
 from hftl.config.schema import DataConfig, RunConfig
-from hftl.outputs import METRICS_FILE, prepare_output_dir, save_run_record, write_json
+from hftl.outputs import METRICS_FILE, save_run_record, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,12 @@ class Recipe:
     task: str = ""
     data_config_class: type[DataConfig] = DataConfig
     peft_task_type: str | None = None
+    #: name of the transformers Auto class the task loads (checked against the checkpoint before loading)
+    auto_model_class: str | None = None
     #: module names of the task head (trained by every strategy; `modules_to_save` under LoRA)
     head_modules: tuple[str, ...] = ()
+    #: model card template in model_cards/ (default: the task name with underscores, e.g. text_classification.md)
+    card_template: str | None = None
 
     def __init__(self, config: RunConfig | dict | str | Path, overrides=()):
         if isinstance(config, RunConfig):
@@ -99,6 +103,10 @@ class Recipe:
     def evaluate_split(self, trainer, dataset) -> dict:
         return trainer.evaluate(dataset)
 
+    def evaluate_before(self, trainer, datasets: dict) -> dict:
+        """Metrics of the untrained model by split (saved as metrics['before_training']); {} to skip."""
+        return {}
+
     def save_extras(self, out: Path, processor) -> None:
         """Task files saved beside the model (label maps...)."""
 
@@ -108,12 +116,12 @@ class Recipe:
         from transformers import set_seed
 
         from hftl.strategies import apply_strategy, count_parameters
-        from hftl.trainer import build_trainer, last_checkpoint, training_arguments
+        from hftl.trainer import build_trainer, last_checkpoint, prepare_run_dir, training_arguments
 
         config = self.config
         args = training_arguments(config, self.training_defaults())  # bad arguments fail here, before loading
         seed = args.seed
-        out = prepare_output_dir(config)
+        out = prepare_run_dir(config, args)  # main process only; the others wait
         set_seed(seed)
 
         raw = self.load_data()
@@ -127,8 +135,9 @@ class Recipe:
         trainer = build_trainer(self, model, datasets, processor, args)
         if trainer.is_world_process_zero():
             save_run_record(out, config, self.data_fingerprints, seed)
+        before = self.evaluate_before(trainer, datasets)
         train_output = trainer.train(resume_from_checkpoint=last_checkpoint(out) if config.resume else None)
-        metrics = {"train": {**train_output.metrics, **parameters}}
+        metrics = {"train": {**train_output.metrics, **parameters}, **({"before_training": before} if before else {})}
         for split in ("validation", "test"):
             if split in datasets:
                 metrics[split] = self.evaluate_split(trainer, datasets[split])
@@ -138,6 +147,9 @@ class Recipe:
             trainer.save_state()
             self.save_extras(out, processor)
             write_json(out / METRICS_FILE, metrics)
+            from hftl.card import render_card
+
+            render_card(out)  # README.md: the model card, with its figures
         result = RunResult(run_dir=out, metrics=metrics, config=config, trainer=trainer)
         if config.hub.push and trainer.is_world_process_zero():
             result.push_to_hub(private=config.hub.private, mode=config.hub.mode)

@@ -42,7 +42,8 @@ In a test module (``tests/`` has no ``__init__.py``, so pytest puts ``tests/`` o
         assert "model.safetensors" in local_hub.repos["user/tiny"].files()
 
 To share it with every test, add ``from hub_server import local_hub  # noqa: F401`` to ``tests/conftest.py``
-(``pytest_plugins = ["hub_server"]`` also works, but only in the *rootdir* conftest).
+(conftest.py is imported with ``tests/`` on ``sys.path`` too). Import it under one name only (``hub_server``, not
+also ``tests.hub_server``), otherwise pytest sees two copies of the module.
 
 The ``local_hub`` fixture starts a fresh server and, through ``monkeypatch`` (undone after the test):
 
@@ -60,10 +61,17 @@ The ``local_hub`` fixture starts a fresh server and, through ``monkeypatch`` (un
   ``model_info``, ``upload_folder``, ``file_exists``... whose endpoint was frozen at import), and
   ``transformers.utils.hub._hf_api`` (cached ``HfApi`` used by ``push_to_hub``) is reset to ``None``.
   New ``HfApi()`` instances pick up the patched ``constants.ENDPOINT`` by themselves.
+* ``datasets.config`` (if installed): ``HF_ENDPOINT``, ``HUB_DATASETS_URL``, ``HF_HUB_OFFLINE``,
+  ``HF_DATASETS_OFFLINE``, ``HF_UPDATE_DOWNLOAD_COUNTS``, ``HF_DATASETS_CACHE`` & co, so ``load_dataset("user/ds")``
+  and ``Dataset.push_to_hub`` work too; ``transformers.utils.hub.HF_MODULES_CACHE``. ``transformers.utils.hub`` and
+  ``datasets.config`` are imported by the fixture so that their import-time values are patched *and restored*
+  (imported for the first time inside a test, they would keep this server's endpoint for the rest of the session).
 
-Without pytest: ``with LocalHub() as hub: HfApi(endpoint=hub.endpoint, token=hub.token)...`` works for the
-``HfApi`` methods, but ``hf_hub_download``/``from_pretrained`` need the constants patched
-(``hub.patch_client(monkeypatch, hf_home)``) and LFS uploads need ``HF_HUB_DISABLE_XET``.
+Without the fixture: ``with LocalHub() as hub: HfApi(endpoint=hub.endpoint, token=hub.token)...`` works for
+the ``HfApi`` methods, but ``hf_hub_download``/``from_pretrained`` need the constants patched
+(``hub.patch_client(monkeypatch, hf_home)``, e.g. with ``pytest.MonkeyPatch.context()`` for a module-scoped hub),
+LFS uploads need ``HF_HUB_DISABLE_XET``, and ``constants.HF_HUB_OFFLINE`` must be False (``tests/conftest.py``
+sets ``HF_HUB_OFFLINE=1`` for the whole session, so every request would raise ``OfflineModeIsEnabled``).
 
 Extra knobs: ``LocalHub(user="user", orgs=("test-org",), token=None, lfs=True, lfs_threshold=10 MiB)``;
 ``hub.add_token(token, user)`` for a second user; ``hub.requests`` records ``(method, path, authenticated)``.
@@ -380,8 +388,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         hub: LocalHub = self.server.hub  # type: ignore[attr-defined]
         body = self._read_body()
-        if self.headers.get("Expect", "").lower() == "100-continue":
-            pass  # body already read (httpx does not send Expect)
         parts = urlsplit(self.path)
         try:
             response = hub._dispatch(self.command, parts.path, parse_qs(parts.query), self.headers, body)
@@ -979,7 +985,7 @@ class LocalHub:
         )
 
     def _lfs_batch(self, req: _Request) -> _Response:
-        repo = self._get_repo(req, write=True)
+        self._get_repo(req, write=True)  # auth + existence check
         payload = req.json()
         if payload.get("operation") != "upload":
             raise HubError(400, "LocalHub only supports LFS 'upload' batches")
@@ -993,7 +999,6 @@ class LocalHub:
                     "verify": {"href": f"{self.endpoint}/__lfs/verify/{oid}", "header": {}},
                 }
             objects.append(entry)
-        del repo  # only used for the auth check
         return _Response.json({"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
 
     def _lfs_upload(self, req: _Request) -> _Response:

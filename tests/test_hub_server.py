@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -123,7 +124,7 @@ def test_upload_folder_and_from_pretrained(local_hub, tiny_model_dir, tmp_path):
         torch.testing.assert_close(loaded(**_inputs()).logits, reference(**_inputs()).logits, rtol=0, atol=0)
 
     config_path = hf_hub_download("user/tiny", "config.json")
-    assert json.loads(open(config_path).read())["hidden_size"] == 32
+    assert json.loads(Path(config_path).read_text())["hidden_size"] == 32
     assert f"snapshots/{repo.sha}/" in config_path.replace("\\", "/")
 
     local = snapshot_download("user/tiny", local_dir=tmp_path / "snap")
@@ -148,7 +149,7 @@ def test_upload_without_token_is_401(local_hub, tiny_model_dir):
     assert set(local_hub.repos["user/tiny"].files()) == {".gitattributes"}
 
 
-def test_second_commit_updates_file(local_hub, tmp_path):
+def test_second_commit_updates_file(local_hub):
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
@@ -156,13 +157,13 @@ def test_second_commit_updates_file(local_hub, tmp_path):
     api.create_repo("user/notes")
     first = api.upload_file(path_or_fileobj=b"v1", path_in_repo="dir/notes.txt", repo_id="user/notes")
     api.upload_file(path_or_fileobj=b"keep", path_in_repo="other.txt", repo_id="user/notes")
-    assert open(hf_hub_download("user/notes", "dir/notes.txt")).read() == "v1"
+    assert Path(hf_hub_download("user/notes", "dir/notes.txt")).read_text() == "v1"
 
     second = api.upload_file(path_or_fileobj=b"version 2", path_in_repo="dir/notes.txt", repo_id="user/notes")
     assert second.oid != first.oid
-    assert open(hf_hub_download("user/notes", "dir/notes.txt")).read() == "version 2"
+    assert Path(hf_hub_download("user/notes", "dir/notes.txt")).read_text() == "version 2"
     # old revision still reachable by commit sha
-    assert open(hf_hub_download("user/notes", "dir/notes.txt", revision=first.oid)).read() == "v1"
+    assert Path(hf_hub_download("user/notes", "dir/notes.txt", revision=first.oid)).read_text() == "v1"
     assert api.list_repo_files("user/notes") == [".gitattributes", "dir/notes.txt", "other.txt"]
     assert [c.title for c in api.list_repo_commits("user/notes")][:1] == ["Upload dir/notes.txt with huggingface_hub"]
 
@@ -208,10 +209,12 @@ def test_lora_adapter_push_and_load(local_hub, tiny_model_dir):
     assert not torch.allclose(got, base_logits)  # the adapter really is applied
 
 
-def test_regular_mode_and_plain_localhub(tmp_path):
+def test_regular_mode_and_plain_localhub(monkeypatch):
     """LocalHub without the fixture (explicit endpoint/token) and with lfs=False (everything inline base64)."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
 
+    # tests/conftest.py turns HF_HUB_OFFLINE on for the whole session: without `patch_client`, turn it off here
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with LocalHub(lfs=False) as hub:
         api = HfApi(endpoint=hub.endpoint, token=hub.token)
         api.create_repo("user/plain")

@@ -27,8 +27,8 @@ def demo_config(data_dir: Path | None, strategy: str, max_train_samples: int | N
         "data": {"train": str(data_dir / "train.tsv"), "test": str(data_dir / "test.tsv"),
                  "text_column": "sentence", "label_column": "label", "max_length": 64,
                  "max_train_samples": max_train_samples or (8000 if real else None)},
-        "training": {"output_dir": output_dir, "num_train_epochs": 1 if real else 3,
-                     "learning_rate": 5e-4 if strategy == "lora" else 5e-5 if strategy == "full" else 1e-3,
+        "training": {"output_dir": output_dir, "num_train_epochs": 1 if real else 5,
+                     "learning_rate": 2e-3 if strategy == "lora" else 1e-4 if strategy == "full" else 5e-3,
                      "per_device_train_batch_size": 32, "seed": 42},
         "overwrite": overwrite,
     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -10,6 +12,21 @@ import yaml
 from hftl.config.parse import build, check_keys, coerce
 from hftl.config.schema import HubConfig, ModelConfig, RunConfig, SpeedConfig
 from hftl.errors import ConfigError
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-4` (no dot) as a string; every ML config means a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
 
 # Fields that name local inputs: resolved relative to the config file when such a path exists.
 _INPUT_PATHS = {"model": ["name_or_path"], "data": ["train", "validation", "test"]}
@@ -20,7 +37,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError([f"config file not found: {path}. Check the path, or start from one in recipes/configs/."])
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigError([f"not valid YAML: {err}"], source=str(path)) from None
     if not isinstance(data, dict):
@@ -45,7 +62,7 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
                 break
             node = child
         else:
-            node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+            node[keys[-1]] = parse_yaml(raw) if raw.strip() else None
     if problems:
         raise ConfigError(problems, source="--set")
     return data
@@ -67,6 +84,7 @@ def resolve_paths(data: dict, base_dir: Path) -> None:
 
 def parse_config(data: dict, source: str | None = None) -> RunConfig:
     """Turn config data into a `RunConfig`, raising one `ConfigError` that lists every problem."""
+    from hftl.config.validate import check_training_args
     from hftl.tasks import get_recipe_class
 
     problems: list[str] = []
@@ -81,9 +99,13 @@ def parse_config(data: dict, source: str | None = None) -> RunConfig:
         except KeyError as err:
             problems.append(f"config.task: {err.args[0]}")
 
+    # a misspelt section ("trainng") is reported once, as an unknown key, not again as a missing section
+    fields = RunConfig.__dataclass_fields__
+    misspelt = {m for k in data if k not in fields for m in difflib.get_close_matches(str(k), fields, n=1, cutoff=0.6)}
+
     def section(name, cls, required=False):
         if name not in data:
-            if required:
+            if required and name not in misspelt:
                 problems.append(f"config: missing required section '{name}'.")
             return None if required else cls()
         return coerce(data[name], cls, name, problems)
@@ -96,7 +118,8 @@ def parse_config(data: dict, source: str | None = None) -> RunConfig:
     if not isinstance(training, dict):
         problems.append(f"training: expected a mapping of TrainingArguments, got {training!r}.")
         training = {}
-    if "output_dir" not in training:
+    problems += check_training_args(training)
+    if "output_dir" not in training and "training" not in misspelt:
         problems.append("training: missing required key 'output_dir' (where the run is saved, e.g. runs/my-run).")
     flags = {k: coerce(data.get(k, False), bool, k, problems) for k in ("overwrite", "resume")}
     if problems:

@@ -110,6 +110,9 @@ class HubConfig:
     mode: Literal["auto", "adapter", "merged"] = field(
         "auto", help="what to push for LoRA runs: the adapter, or the merged model ('auto' = adapter)"
     )
+    license: str | None = field(
+        None, help="license id for the model card (e.g. apache-2.0); default: the base model's, if its card says"
+    )
 
     def __post_init__(self):
         if self.push and not self.repo_id:

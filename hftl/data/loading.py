@@ -40,8 +40,10 @@ def check_source(source: str, where: str, formats=FILE_FORMATS, folders_ok: bool
         if path.suffix.lower() not in formats:
             return [f"{where}: {path} has an unsupported format '{path.suffix}'. Use one of: {', '.join(formats)}."]
         if path.stat().st_size == 0:
-            return [f"{where}: {path} is empty."]
-        return []
+            return [f"{where}: {path} is empty. Give a file with a header line and data rows."]
+        from hftl.data.checks import scan_problems  # encoding, ragged rows, bad JSON lines, no rows
+
+        return scan_problems(source, where)
     if kind == "folder" and not folders_ok:
         return [f"{where}: {path} is a folder but not a saved dataset (no dataset_info.json). Give a file instead."]
     if kind == "hub" and (source.startswith((".", "/", "~")) or Path(source).suffix.lower() in formats):

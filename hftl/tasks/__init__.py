@@ -8,6 +8,9 @@ from hftl.config.parse import did_you_mean
 
 TASKS: dict[str, str] = {
     "text-classification": "hftl.tasks.text_classification:TextClassificationRecipe",
+    "causal-lm": "hftl.tasks.language_modeling:CausalLMRecipe",
+    "masked-lm": "hftl.tasks.language_modeling:MaskedLMRecipe",
+    "image-classification": "hftl.tasks.image_classification:ImageClassificationRecipe",
 }
 
 

@@ -60,6 +60,7 @@ class TextClassificationRecipe(Recipe):
     task = "text-classification"
     data_config_class = TextClassificationData
     peft_task_type = "SEQ_CLS"
+    auto_model_class = "AutoModelForSequenceClassification"
     head_modules = ("classifier", "score", "pre_classifier")
 
     @classmethod
@@ -82,6 +83,11 @@ class TextClassificationRecipe(Recipe):
             except DataError as err:
                 source_problems = [f"{where}: {err}"]
             problems += source_problems
+        if not problems:  # row-level checks (empty cells, label sets, split sizes) need readable files
+            from hftl.data.checks import check_rows
+
+            data = config.data
+            problems += check_rows(data, [c for c in (data.text_column, data.text_pair_column) if c], data.label_column)
         if model_ok:
             problems += cls._check_model_limits(config)
         return problems

@@ -1,0 +1,145 @@
+"""Trainer callbacks that make a run survive faults: a clean stop on SIGINT/SIGTERM, a stop on non-finite loss.
+
+Both are added to every Trainer `hftl.trainer.build_trainer` builds, so they apply to every task. Under
+distributed training the decision to stop is agreed by all processes (one small all-reduce per step),
+so no process is left waiting in a collective the others have abandoned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shlex
+import signal
+import sys
+import threading
+
+from transformers import TrainerCallback
+
+from hftl.errors import NonFiniteLossError, TrainingInterrupted
+
+logger = logging.getLogger(__name__)
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _agree(flag: bool, device) -> bool:
+    """True if `flag` is true on any process (a MAX all-reduce); just `flag` when not distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return flag
+    import torch
+
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+class GracefulStopCallback(TrainerCallback):
+    """On SIGINT or SIGTERM: finish the current step, save a checkpoint, then raise `TrainingInterrupted`.
+
+    A second signal while stopping gets the default behaviour back (Ctrl-C twice aborts at once).
+
+    Args:
+        resume_hint (`str`): the command that continues the run, quoted in the message.
+    """
+
+    def __init__(self, resume_hint: str = "hftl train CONFIG --resume"):
+        self.resume_hint = resume_hint
+        self.received: str | None = None
+        self.stopped_at: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        logger.warning("%s received: stopping after this step and saving a checkpoint (send it again to abort now).",
+                       self.received)
+        self._restore()
+
+    def _restore(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            for signum in _STOP_SIGNALS:
+                self._previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._handle)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if _agree(self.received is not None, args.device):
+            self.received = self.received or "a stop signal on another process"
+            self.stopped_at = state.global_step
+            control.should_save = True  # the Trainer saves checkpoint-<step> right after this event
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._restore()
+        if self.stopped_at is not None:
+            raise TrainingInterrupted(
+                f"training stopped by {self.received} at step {self.stopped_at} of {state.max_steps}; "
+                f"checkpoint saved in {args.output_dir}/checkpoint-{self.stopped_at}. "
+                f"Continue the run with: {self.resume_hint}"
+            )
+
+
+class NonFiniteLossCallback(TrainerCallback):
+    """Stop with `NonFiniteLossError` as soon as the training loss is NaN or infinite.
+
+    The check runs before the optimizer step, so the weights in memory and every checkpoint on disk
+    stay finite; nothing is saved after the bad step. It reads the Trainer's running loss, which needs
+    `logging_nan_inf_filter=False` (hftl's default): with the filter on, the Trainer hides such steps.
+
+    Args:
+        trainer (`transformers.Trainer`): the trainer whose loss is watched.
+    """
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        running = getattr(self.trainer, "_tr_loss", None)
+        if running is None:
+            return control
+        value = float(running.detach().float().sum().item()) if hasattr(running, "detach") else float(running)
+        if _agree(not math.isfinite(value), args.device):
+            self._fail(args, state, value)
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # Fallback for trainers without a running loss attribute.
+        loss = (logs or {}).get("loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            self._fail(args, state, loss)
+
+    def _fail(self, args, state, value):
+        from hftl.trainer import last_checkpoint
+
+        step = state.global_step + 1
+        kept = last_checkpoint(args.output_dir, quiet=True)
+        where = f"The last good checkpoint is {kept}" if kept else "No checkpoint was saved before it"
+        raise NonFiniteLossError(
+            f"the training loss became {value} at step {step} (epoch {state.epoch or 0:.2f}); training stopped "
+            f"before the optimizer step, nothing after step {step - 1} was saved. {where}. Lower "
+            "training.learning_rate, set training.max_grad_norm (e.g. 1.0), turn off fp16, or check the data "
+            "for extreme values; then resume with --resume or start again with --overwrite."
+        )
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that continues this run: the current one with `--resume` (for `hftl train`)."""
+    argv = list(sys.argv if argv is None else argv)
+    program = os.path.basename(argv[0]) if argv else ""
+    if program in ("hftl", "cli.py", "__main__.py") and len(argv) > 1 and argv[1] == "train":
+        args = [a for a in argv[1:] if a != "--overwrite"]
+        return shlex.join(["hftl", *args] + ([] if "--resume" in args else ["--resume"]))
+    return "the same command with resume: true in the config (--set resume=true)"
+
+
+def default_callbacks(trainer) -> list[TrainerCallback]:
+    """The callbacks hftl adds to every Trainer."""
+    return [GracefulStopCallback(resume_command()), NonFiniteLossCallback(trainer)]

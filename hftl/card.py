@@ -1,0 +1,455 @@
+"""Model cards: gather what a finished run saved, draw its figures, render `README.md` from `model_cards/`.
+
+The card is rendered from the run folder alone (`config.yaml`, `metrics.json`, `manifest.json`, `labels.json`,
+`trainer_state.json`), so `hftl card RUN_DIR` re-renders it at any time. Each task names its template through
+`Recipe.card_template` (default `<task with underscores>.md`); every template extends `base.md`.
+
+Nothing machine-specific is written: local models and data appear by folder and file name only, and no
+token is ever read here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+from hftl.outputs import CONFIG_FILE, LABELS_FILE, MANIFEST_FILE, METRICS_FILE, read_json, write_atomic
+
+logger = logging.getLogger(__name__)
+
+CARD_FILE = "README.md"
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+TRAINING_CURVES_PNG = "training_curves.png"
+ADAPTER_CONFIG = "adapter_config.json"
+TRAINER_STATE = "trainer_state.json"
+
+#: the Hub's pipeline tag of each hftl task (a recipe may set `pipeline_tag` itself)
+PIPELINE_TAGS = {
+    "text-classification": "text-classification",
+    "image-classification": "image-classification",
+    "causal-lm": "text-generation",
+    "masked-lm": "fill-mask",
+}
+#: metrics reported in the card's `model-index`: metrics.json key -> (Hub metric type, name, metric args)
+INDEX_METRICS = {
+    "accuracy": ("accuracy", "Accuracy", None),
+    "f1": ("f1", "F1 (macro)", {"average": "macro"}),
+    "precision": ("precision", "Precision (macro)", {"average": "macro"}),
+    "recall": ("recall", "Recall (macro)", {"average": "macro"}),
+    "perplexity": ("perplexity", "Perplexity", None),
+    "pseudo_perplexity": ("perplexity", "Pseudo-perplexity", None),
+}
+#: scalar metrics shown in the card's tables, in this order (others follow)
+TABLE_METRICS = ("accuracy", "precision", "recall", "f1", "f1_weighted", "perplexity", "pseudo_perplexity", "loss")
+#: effective `TrainingArguments` shown in the card
+HYPERPARAMETERS = (
+    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "per_device_eval_batch_size", "optim", "weight_decay", "lr_scheduler_type", "warmup_steps", "max_grad_norm",
+    "bf16", "fp16", "seed",
+)
+STRATEGY_TEXT = {
+    "full": "full fine-tuning (every weight trained)",
+    "freeze": "frozen backbone: only the task head{layers} trained",
+    "lora": "LoRA adapters (peft) on the attention projections, task head trained fully",
+}
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def template_dirs() -> list[Path]:
+    """Where templates are looked up: `hftl/model_cards` (inside the wheel), then the repository's `model_cards/`."""
+    here = Path(__file__).resolve().parent
+    found = [d for d in (here / "model_cards", here.parent / "model_cards") if d.is_dir()]
+    return [d for i, d in enumerate(found) if d.resolve() not in {f.resolve() for f in found[:i]}]
+
+
+def template_name(task: str) -> str:
+    """The card template of `task`: its recipe's `card_template`, else `<task with underscores>.md`, else base."""
+    from hftl.tasks import get_recipe_class
+
+    try:
+        name = getattr(get_recipe_class(task), "card_template", None)
+    except KeyError:
+        name = None
+    name = name or f"{task.replace('-', '_')}.md"
+    return name if any((d / name).is_file() for d in template_dirs()) else "base.md"
+
+
+# -- naming things without local paths ---------------------------------------------------------------
+def _is_local(value: str | None) -> bool:
+    return bool(value) and (os.path.isabs(value) or os.path.exists(value))
+
+
+def base_model_info(name_or_path: str, resolved: str | None = None) -> dict:
+    """How the card names the checkpoint a run started from.
+
+    Returns `hub_id` (a Hub model id, or None for a local folder), `display` (no local path: a Hub id, or a
+    folder name) and `packaged` (the `packaged:` name, if any).
+    """
+    from hftl.modeling import PACKAGED, PACKAGED_PREFIX
+
+    if name_or_path.startswith(PACKAGED_PREFIX):
+        entry = PACKAGED.get(name_or_path[len(PACKAGED_PREFIX):])
+        # the description starts with the Hub id the package copied the checkpoint from
+        match = re.match(r"^([\w.-]+/[\w.-]+)", entry.description) if entry else None
+        hub_id = match.group(1) if match else None
+        return {"hub_id": hub_id, "display": hub_id or name_or_path, "packaged": name_or_path}
+    local = resolved if _is_local(resolved) else name_or_path
+    if _is_local(local):
+        return {"hub_id": None, "display": Path(local).resolve().name, "packaged": None}
+    return {"hub_id": name_or_path if _HUB_ID.match(name_or_path) else None, "display": name_or_path, "packaged": None}
+
+
+def data_source_info(source: str | None) -> dict | None:
+    """`hub_id` (a Hub dataset id, or None), `display` (folder/file name of a local source) and `name`."""
+    if not source:
+        return None
+    if _is_local(source):
+        path = Path(source).resolve()
+        return {"hub_id": None, "display": f"{path.parent.name}/{path.name}", "name": path.parent.name}
+    return {"hub_id": source, "display": source, "name": source}
+
+
+def portable_base_name(name_or_path: str, resolved: str | None, run_dir: Path, for_hub: bool = False) -> str:
+    """What `adapter_config.json` records as `base_model_name_or_path` (never an absolute path).
+
+    A Hub id (also the one a `packaged:` checkpoint was copied from) as is; a local folder relative to the
+    run folder (as in `config.yaml`), or by its name only where it leaves this machine (`for_hub`).
+    """
+    from hftl.outputs import portable_path
+
+    info = base_model_info(name_or_path, resolved)
+    if info["hub_id"]:
+        return info["hub_id"]
+    if info["packaged"]:
+        return info["packaged"]
+    local = resolved if _is_local(resolved) else name_or_path
+    return info["display"] if for_hub else portable_path(local, run_dir)
+
+
+def scrub_adapter_configs(run_dir: Path, base_name: str) -> None:
+    """Rewrite the absolute base path peft saved into `adapter_config.json` (and its README) in the run folder.
+
+    hftl loads a LoRA run from `config.yaml`, never through this field, so only the record changes.
+    """
+    for config_file in [run_dir / ADAPTER_CONFIG, *run_dir.glob(f"checkpoint-*/{ADAPTER_CONFIG}")]:
+        if not config_file.is_file():
+            continue
+        data = read_json(config_file)
+        old = data.get("base_model_name_or_path")
+        if old and os.path.isabs(old):
+            data["base_model_name_or_path"] = base_name
+            write_atomic(config_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
+            peft_card = config_file.parent / CARD_FILE
+            if config_file.parent != run_dir and peft_card.is_file():
+                text = peft_card.read_text(encoding="utf-8")
+                write_atomic(peft_card, text.replace(old, base_name))
+
+
+def adapter_config_for_hub(run_dir: Path, config) -> bytes | None:
+    """The run's `adapter_config.json` with the base model named for the Hub (see `portable_base_name`)."""
+    path = run_dir / ADAPTER_CONFIG
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    data["base_model_name_or_path"] = portable_base_name(config.model.name_or_path, _resolved_model(config), run_dir,
+                                                         for_hub=True)
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _resolved_model(config) -> str | None:
+    from hftl.modeling import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(config.model)[0]
+    except Exception:  # e.g. a packaged checkpoint whose package is not installed here
+        return None
+
+
+def base_license(info: dict, resolved: str | None) -> str | None:
+    """The license the base model's own card declares, if it can be read without the network."""
+    from huggingface_hub import metadata_load
+
+    readme = None
+    if _is_local(resolved) and Path(resolved, CARD_FILE).is_file():
+        readme = Path(resolved, CARD_FILE)
+    elif info["hub_id"]:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(info["hub_id"], CARD_FILE)
+        readme = Path(cached) if isinstance(cached, str) else None
+    try:
+        return (metadata_load(readme) or {}).get("license") if readme else None
+    except Exception:  # an unreadable card header: no license claimed
+        return None
+
+
+# -- figures --------------------------------------------------------------------------------------------
+def _figure(width: float, height: float):
+    """A matplotlib figure on the Agg canvas: no pyplot, no global backend change."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> Path:
+    """Rows are true classes, columns predicted ones; counts written in the cells up to 30 classes."""
+    size = max(4.0, 0.45 * len(labels) + 2)
+    figure = _figure(size + 1, size)
+    axes = figure.add_subplot()
+    shown = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(shown, ax=axes)
+    axes.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted", ylabel="true", title=title)
+    axes.set_xticklabels(labels, rotation=45, ha="right")
+    axes.set_yticklabels(labels)
+    if len(labels) <= 30:
+        peak = max((max(row) for row in matrix), default=0)
+        for i, row in enumerate(matrix):
+            for j, count in enumerate(row):
+                axes.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                          color="white" if count > peak / 2 else "black")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
+    """Training and validation loss by step, and the validation metrics; None if nothing was logged."""
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    evals = [e for e in log_history if "eval_loss" in e and "step" in e]
+    scores = [k for k in ("eval_accuracy", "eval_f1", "eval_perplexity") if any(k in e for e in evals)]
+    if not train and not evals:
+        return None
+    figure = _figure(11 if scores else 6, 4)
+    axes = figure.add_subplot(1, 2 if scores else 1, 1)
+    if train:
+        axes.plot(*zip(*train), label="training loss")
+    if evals:
+        axes.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], marker="o", label="validation loss")
+    axes.set(xlabel="step", ylabel="loss", title="Loss")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    if scores:
+        right = figure.add_subplot(1, 2, 2)
+        for key in scores:
+            points = [(e["step"], e[key]) for e in evals if key in e]
+            right.plot(*zip(*points), marker="o", label=key.removeprefix("eval_"))
+        right.set(xlabel="step", title="Validation metrics")
+        right.legend()
+        right.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+# -- the card data --------------------------------------------------------------------------------------
+def _read_optional(path: Path, default):
+    return read_json(path) if path.is_file() else default
+
+
+def _scalar_rows(metrics: dict) -> tuple[list[str], list[dict]]:
+    """Columns and rows (one per split) of the scalar metrics table."""
+    splits = [s for s in ("before_training", "validation", "test") if isinstance(metrics.get(s), dict)]
+    flat = []  # before_training holds {split: metrics} (language modelling baselines)
+    for split in splits:
+        values = metrics[split]
+        if split == "before_training" and all(isinstance(v, dict) for v in values.values()):
+            flat += [(f"{name} (before training)", v) for name, v in values.items()]
+        else:
+            flat.append((split, values))
+    present = {k for _, values in flat for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    columns = [k for k in TABLE_METRICS if k in present]
+    return columns, [{"split": name, **{c: values.get(c) for c in columns}} for name, values in flat]
+
+
+def _eval_results(metrics: dict, pipeline_tag: str, task_title: str, dataset: dict | None, dataset_config, split: str):
+    from huggingface_hub import EvalResult
+
+    results = []
+    values = metrics.get(split) or {}
+    dataset = dataset or {"hub_id": None, "name": "local data"}
+    for key, (metric_type, name, args) in INDEX_METRICS.items():
+        value = values.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            results.append(EvalResult(
+                task_type=pipeline_tag, task_name=task_title, dataset_type=dataset["hub_id"] or dataset["name"],
+                dataset_name=dataset["name"], dataset_config=dataset_config, dataset_split=split,
+                metric_type=metric_type, metric_value=round(float(value), 6),
+                metric_name=f"{split.capitalize()} {name}", metric_args=args,
+            ))
+    return results
+
+
+def _hyperparameters(config, recipe) -> list[tuple[str, object]]:
+    """The effective training arguments (hftl's and the task's defaults under the user's settings)."""
+    try:
+        from hftl.trainer import training_arguments
+
+        args = training_arguments(config, recipe.training_defaults()).to_dict()
+    except Exception as err:  # e.g. a setting this machine cannot honour: show what the config says
+        logger.debug("card: showing the configured training arguments only (%s)", err)
+        args = dict(config.training)
+    rows = [(k, args[k]) for k in HYPERPARAMETERS if k in args and args[k] not in (None, "", -1)]
+    return [(k, v.value if hasattr(v, "value") else v) for k, v in rows]
+
+
+def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: str | None = None,
+                     license: str | None = None, image_dir: str | Path | None = None) -> dict:
+    """Everything the templates show, read from the run folder (no network, no token, no local path).
+
+    Args:
+        run_dir (`str` or `Path`): a finished hftl run.
+        repo_id (`str`, *optional*): the Hub repository the card is for (used in the loading examples).
+        variant (`str`, *optional*): what the card's folder holds: `adapter`, `full` or `merged`
+            (default: `adapter` for LoRA runs, else `full`).
+        license (`str`, *optional*): overrides `hub.license` and the base model's license.
+        image_dir (`str` or `Path`, *optional*): where the figures are drawn (default: `run_dir`).
+    """
+    from huggingface_hub import ModelCardData
+
+    from hftl import __version__
+    from hftl.config import load_config
+    from hftl.tasks import get_recipe_class
+
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / CONFIG_FILE, check=False)
+    recipe_cls = get_recipe_class(config.task)
+    recipe = recipe_cls(config)
+    metrics = _read_optional(run_dir / METRICS_FILE, {})
+    manifest = _read_optional(run_dir / MANIFEST_FILE, {})
+    labels_file = _read_optional(run_dir / LABELS_FILE, {})
+    labels = [labels_file["id2label"][str(i)] for i in range(len(labels_file["id2label"]))] if labels_file else []
+    state = _read_optional(run_dir / TRAINER_STATE, {})
+    is_adapter = (run_dir / ADAPTER_CONFIG).is_file()
+    variant = variant or ("adapter" if is_adapter else "full")
+
+    resolved = _resolved_model(config)
+    base = base_model_info(config.model.name_or_path, resolved)
+    pipeline_tag = getattr(recipe_cls, "pipeline_tag", None) or PIPELINE_TAGS.get(config.task, config.task)
+    task_title = config.task.replace("-lm", " language modelling").replace("-", " ").capitalize()
+    sources = {name: data_source_info(src) for name, src in config.data.splits().items()}
+    eval_split = "test" if "test" in metrics else "validation" if "validation" in metrics else None
+
+    images = {}
+    image_dir = Path(image_dir) if image_dir else run_dir
+    matrix_split = next((s for s in ("test", "validation") if (metrics.get(s) or {}).get("confusion_matrix")), None)
+    if matrix_split and labels:
+        plot_confusion_matrix(metrics[matrix_split]["confusion_matrix"], labels, image_dir / CONFUSION_MATRIX_PNG,
+                              f"{matrix_split}: accuracy {metrics[matrix_split].get('accuracy', 0):.3f}")
+        images["confusion_matrix"] = CONFUSION_MATRIX_PNG
+    if plot_training_curves(state.get("log_history", []), image_dir / TRAINING_CURVES_PNG):
+        images["training_curves"] = TRAINING_CURVES_PNG
+
+    name = (repo_id or run_dir.resolve().name).split("/")[-1]
+    eval_results = _eval_results(metrics, pipeline_tag, task_title, sources.get(eval_split), config.data.dataset_config,
+                                 eval_split) if eval_split else []
+    license = license or config.hub.license or base_license(base, resolved) or "unknown"
+    strategy = config.model.strategy
+    tags = ["hftl", config.task, strategy] + (["lora", "peft"] if strategy == "lora" else [])
+    card_data = ModelCardData(
+        license=license,
+        base_model=base["hub_id"],
+        library_name="peft" if variant == "adapter" else "transformers",
+        tags=list(dict.fromkeys(tags)),
+        datasets=sorted({s["hub_id"] for s in sources.values() if s and s["hub_id"]}) or None,
+        pipeline_tag=pipeline_tag,
+        model_name=name,
+        eval_results=eval_results or None,
+    )
+    train = metrics.get("train", {})
+    columns, rows = _scalar_rows(metrics)
+    layers = f" and the top {config.model.trainable_layers} blocks" if config.model.trainable_layers else ""
+    return {
+        "card_data": card_data.to_yaml(),
+        "model_name": name,
+        "repo_id": repo_id,
+        "model_ref": repo_id or f"path/to/{run_dir.resolve().name}",
+        "run_name": run_dir.resolve().name,
+        "task": config.task,
+        "task_title": task_title,
+        "pipeline_tag": pipeline_tag,
+        "base": base,
+        "license": license,
+        "strategy": strategy,
+        "strategy_text": STRATEGY_TEXT.get(strategy, strategy).format(layers=layers),
+        "lora": config.model.lora if strategy == "lora" else None,
+        "variant": variant,
+        "is_adapter": is_adapter,
+        "parameters": {k: train[k] for k in ("trainable_params", "total_params", "trainable_percent") if k in train},
+        "train_runtime": train.get("train_runtime"),
+        "labels": labels,
+        "data": config.data,
+        "sources": {k: v for k, v in sources.items() if v},
+        "hyperparameters": _hyperparameters(config, recipe),
+        "total_steps": state.get("global_step"),
+        "metrics": metrics,
+        "eval_split": eval_split,
+        "eval": metrics.get(eval_split, {}) if eval_split else {},
+        "metric_columns": columns,
+        "metric_rows": rows,
+        "images": images,
+        "versions": {"hftl": __version__, **manifest.get("packages", {}), "python": manifest.get("python")},
+        "seed": manifest.get("seed"),
+        "created": manifest.get("created"),
+    }
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    dirs = template_dirs()
+    if not dirs:
+        from hftl.errors import HftlError
+
+        raise HftlError("hftl's model card templates (model_cards/) are missing; reinstall hftl.")
+    env = Environment(loader=FileSystemLoader([str(d) for d in dirs]), undefined=StrictUndefined, autoescape=False,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["num"] = _format_number
+    return env
+
+
+def _format_number(value, digits: int = 4) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+def render_card_text(data: dict, template: str | None = None) -> str:
+    """The card for gathered `data` (see `gather_card_data`), from `template` (default: the task's)."""
+    text = _environment().get_template(template or template_name(data["task"])).render(**data)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def render_card(run_dir: str | Path, repo_id: str | None = None, variant: str | None = None,
+                license: str | None = None, out_dir: str | Path | None = None) -> Path:
+    """Write the run's model card (`README.md`) and its figures; returns the card's path.
+
+    Called at the end of every run (main process) and by `hftl card RUN_DIR`. Rendering into the run folder
+    also rewrites the absolute base-model path peft records in `adapter_config.json` (`scrub_adapter_configs`).
+
+    Args:
+        run_dir (`str` or `Path`): a finished hftl run.
+        repo_id, variant, license: see `gather_card_data`.
+        out_dir (`str` or `Path`, *optional*): where to write the card and figures (default: `run_dir`).
+    """
+    from hftl.config import load_config
+
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() == run_dir.resolve():
+        config = load_config(run_dir / CONFIG_FILE, check=False)
+        scrub_adapter_configs(run_dir, portable_base_name(config.model.name_or_path, _resolved_model(config), run_dir))
+    data = gather_card_data(run_dir, repo_id=repo_id, variant=variant, license=license, image_dir=out)
+    write_atomic(out / CARD_FILE, render_card_text(data))
+    return out / CARD_FILE

@@ -1,0 +1,46 @@
+"""The config reference (docs/config.md), generated from the help text on the config dataclasses.
+
+    python -m hftl.config.reference > docs/config.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hftl.config.schema import HubConfig, LoraConfig, ModelConfig, RunConfig, SpeedConfig
+
+
+def _default(f) -> str:
+    if f.default is not dataclasses.MISSING:
+        return "`" + repr(f.default).replace("'", "") + "`"
+    return "(section)" if f.default_factory is not dataclasses.MISSING else "**required**"
+
+
+def section_table(title: str, cls) -> str:
+    rows = [f"## `{title}`", "", "| key | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{f.name}` | {_default(f)} | {f.metadata.get('help', '')} |" for f in dataclasses.fields(cls)]
+    return "\n".join(rows)
+
+
+def render() -> str:
+    from hftl.tasks import TASKS, get_recipe_class
+
+    parts = [
+        "# Config reference",
+        "Generated from the config dataclasses by `python -m hftl.config.reference`; do not edit by hand.\n"
+        "A run config is one YAML file; `--set section.key=value` overrides any key from the command line.\n"
+        "`training` takes any `transformers.TrainingArguments` field (unknown keys are rejected with a suggestion).\n"
+        "Relative data and model paths are resolved against the config file's folder; `training.output_dir`\n"
+        "against the working directory, as in transformers.",
+        section_table("top level", RunConfig),
+        section_table("model", ModelConfig),
+        section_table("model.lora", LoraConfig),
+    ]
+    for task in TASKS:
+        parts.append(section_table(f"data (task: {task})", get_recipe_class(task).data_config_class))
+    parts += [section_table("speed", SpeedConfig), section_table("hub", HubConfig)]
+    return "\n\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")

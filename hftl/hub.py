@@ -1,0 +1,211 @@
+"""Share a finished run: push it to the Hugging Face Hub, or export a LoRA run as a plain transformers model.
+
+A push is one commit made with `huggingface_hub` (`create_repo`, then `create_commit` with every file), using
+the usual token sources (the `token` argument, `HF_TOKEN`, the login saved by `hf auth login`) and the
+endpoint in `HF_ENDPOINT`. It never changes the run folder: the card rendered for the repository, the
+`adapter_config.json` naming the base model for the Hub and any merged weights are staged in a temporary
+folder. When the push fails for a reason the user can fix (offline, no token, refused), `HubError` says
+what to do, and the push can simply be retried with `hftl push`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from hftl.errors import HftlError, HubError, OutputExistsError
+from hftl.outputs import CONFIG_FILE, LABELS_FILE, MANIFEST_FILE, METRICS_FILE, write_config
+
+logger = logging.getLogger(__name__)
+
+MODES = ("auto", "adapter", "merged")
+#: run-folder files never pushed: resumable checkpoints, pickled training state, the merged copy of LM runs
+PUSH_IGNORE = ("checkpoint-*", "merged/*", "runs/*", "training_args.bin", "*.pt", "*.pth", "*.pkl", ".*", "*.tmp")
+#: model files of an earlier push that a new push removes when it does not replace them (e.g. an
+#: adapter_config.json left over from an adapter push would make transformers load a merged push as an adapter)
+MODEL_FILES = ("adapter_config.json", "adapter_model.safetensors", "model.safetensors", "model-*.safetensors",
+               "model.safetensors.index.json", "config.json", "*.bin")
+#: hftl's run records, copied beside a merged export so that it is an hftl run folder too
+RUN_RECORDS = (LABELS_FILE, METRICS_FILE, MANIFEST_FILE, "trainer_state.json")
+
+
+def _run_config(run_dir: Path):
+    from hftl.config import load_config
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise HftlError(f"{run_dir} is not an hftl run folder (no {CONFIG_FILE}). Give the training.output_dir of a finished run.")
+    return load_config(run_dir / CONFIG_FILE, check=False)
+
+
+def _is_adapter_run(run_dir: Path) -> bool:
+    return (run_dir / "adapter_config.json").is_file()
+
+
+def push_variant(run_dir: Path, mode: str) -> str:
+    """What a push sends: `adapter` (LoRA weights only), `merged` (LoRA merged in) or `full` (the model as trained)."""
+    if mode not in MODES:
+        raise HubError(f"mode must be one of {', '.join(MODES)}, got '{mode}'.")
+    if not _is_adapter_run(run_dir):
+        if mode == "adapter":
+            raise HubError(f"{run_dir} holds no LoRA adapter (no adapter_config.json): push the whole model, "
+                           "without --adapter-only.")
+        return "full"  # a full or frozen run: merged and auto are the model as trained
+    return "merged" if mode == "merged" else "adapter"
+
+
+def _ignored(relative: str) -> bool:
+    return any(fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(relative.split("/")[0], pattern)
+               for pattern in PUSH_IGNORE)
+
+
+def files_to_push(folder: Path) -> dict[str, Path]:
+    """path in the repository -> local file, for every file of `folder` that a push sends."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and not _ignored(relative):
+            files[relative] = path
+    return files
+
+
+def _hub_error(err: Exception, run_dir: Path, repo_id: str) -> HubError | None:
+    """A `HubError` saying what went wrong and what to do, or None for errors that are not the user's to fix."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    retry = f" Nothing in {run_dir} was changed; push it again with: hftl push {run_dir} --repo-id {repo_id}"
+    endpoint = constants.ENDPOINT
+    if isinstance(err, OfflineModeIsEnabled):
+        return HubError("offline mode is on (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE to push." + retry)
+    if isinstance(err, HfHubHTTPError):
+        status = getattr(err.response, "status_code", None)
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if status == 401:
+            return HubError(f"{endpoint} refused the token (401: invalid or expired). Log in again with "
+                            "`hf auth login`, or set HF_TOKEN to a token with write access." + retry)
+        if status == 403:
+            return HubError(f"the token may not write to '{repo_id}' (403). Use a token with write access to that "
+                            "namespace (a fine-grained token needs 'write' on it), or push to your own namespace." + retry)
+        return HubError(f"{endpoint} refused the push ({status}): {detail}." + retry)
+    if isinstance(err, (ConnectionError, TimeoutError)) or type(err).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3"):
+        return HubError(f"could not reach the Hub at {endpoint} ({type(err).__name__}: {err}). Check your network "
+                        "connection, proxy settings and HF_ENDPOINT." + retry)
+    return None
+
+
+def _token(token: str | None, run_dir: Path, repo_id: str) -> str:
+    from huggingface_hub import constants, get_token
+
+    retry = f" Nothing in {run_dir} was changed; then run: hftl push {run_dir} --repo-id {repo_id}"
+    if constants.HF_HUB_OFFLINE:
+        raise HubError("offline mode is on (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE to push." + retry)
+    token = token or get_token()
+    if not token:
+        raise HubError("no Hugging Face token found: log in with `hf auth login`, or set HF_TOKEN to a token with "
+                       "write access (https://huggingface.co/settings/tokens)." + retry)
+    return token
+
+
+def push_run(run_dir: str | Path, repo_id: str | None = None, private: bool = False, mode: str = "auto",
+             token: str | None = None, commit_message: str | None = None) -> str:
+    """Push a finished run (model, processor, card, figures, run records) to the Hub in one commit.
+
+    Args:
+        run_dir (`str` or `Path`): a finished hftl run.
+        repo_id (`str`, *optional*): `user/name` or `org/name` (default: the run's `hub.repo_id`).
+        private (`bool`, *optional*, defaults to `False`): create the repository as private.
+        mode (`str`, *optional*, defaults to `"auto"`): for LoRA runs, `adapter` (the adapter weights only;
+            `auto` does the same) or `merged` (a plain transformers model, adapter merged in). Full and frozen
+            runs always push the model as trained.
+        token (`str`, *optional*): a Hub token; default `HF_TOKEN`, then the saved login. Never written anywhere.
+        commit_message (`str`, *optional*): the commit's title.
+
+    Returns:
+        `str`: the URL of the commit.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from hftl.card import adapter_config_for_hub, render_card
+
+    run_dir = Path(run_dir)
+    config = _run_config(run_dir)
+    repo_id = repo_id or config.hub.repo_id
+    if not repo_id:
+        raise HubError("no repository given: pass --repo-id your-name/model-name (or set hub.repo_id in the config).")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise HubError(f"repo id '{repo_id}' is not valid: {err} Use 'user/name' or 'org/name'.") from None
+    variant = push_variant(run_dir, mode)
+    token = _token(token, run_dir, repo_id)  # before any heavy work
+
+    with tempfile.TemporaryDirectory(prefix="hftl-push-") as tmp:
+        staging = Path(tmp)
+        source = export_merged(run_dir, staging / "model", card=False) if variant == "merged" else run_dir
+        files = {**{name: run_dir / name for name in (CONFIG_FILE, *RUN_RECORDS) if (run_dir / name).is_file()},
+                 **files_to_push(source)}
+        card = render_card(run_dir, repo_id=repo_id, variant=variant, out_dir=staging / "card")
+        files.update(files_to_push(card.parent))
+        contents = {path: str(local) for path, local in files.items()}
+        if variant == "adapter":
+            contents["adapter_config.json"] = adapter_config_for_hub(run_dir, config)
+        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content) for path, content in contents.items()]
+        api = HfApi(token=token)
+        try:
+            repo = api.create_repo(repo_id, private=private, exist_ok=True)
+            stale = [path for path in api.list_repo_files(repo.repo_id)
+                     if path not in contents and any(fnmatch.fnmatch(path, p) for p in MODEL_FILES)]
+            operations += [CommitOperationDelete(path_in_repo=path) for path in stale]
+            commit = api.create_commit(repo.repo_id, operations,
+                                       commit_message=commit_message or f"Upload {config.task} model ({variant}) with hftl")
+        except Exception as err:
+            hub_error = _hub_error(err, run_dir, repo_id)
+            if hub_error is None:
+                raise
+            raise hub_error from None
+    logger.info("pushed %s (%s) to %s", run_dir, variant, commit.commit_url)
+    return commit.commit_url
+
+
+def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False, card: bool = True) -> Path:
+    """Write a plain transformers model (LoRA merged into the weights) that loads with `pipeline(...)`.
+
+    The folder also holds the run's records (`config.yaml`, `labels.json`, `metrics.json`...) and its card,
+    so `hftl.load(out_dir)` and `hftl predict out_dir` work on it too. Full and frozen runs are copied as is.
+
+    Args:
+        run_dir (`str` or `Path`): a finished hftl run.
+        out_dir (`str` or `Path`): an empty or new folder.
+        overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty `out_dir`.
+        card (`bool`, *optional*, defaults to `True`): also render the model card (`README.md`) there.
+    """
+    from hftl.card import render_card
+    from hftl.inference import load
+
+    run_dir, out = Path(run_dir), Path(out_dir)
+    config = _run_config(run_dir)
+    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+        raise HftlError(f"the export folder {out} must be outside the run folder {run_dir}.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"{out} is not empty. Choose a new folder, or replace it with --overwrite.")
+        shutil.rmtree(out)
+    loaded = load(run_dir)
+    model = loaded.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    loaded.processor.save_pretrained(out)
+    write_config(out, config)
+    for name in RUN_RECORDS:
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / name)
+    if card:
+        render_card(run_dir, variant="merged" if _is_adapter_run(run_dir) else None, out_dir=out)
+    return out

@@ -1,0 +1,437 @@
+"""Language modelling: causal-LM fine-tuning (GPT-style) and masked-LM domain-adaptive pretraining (BERT-style).
+
+Both read raw text, tokenise it, join the documents (EOS, or the tokenizer's [CLS] ... [SEP] frame, between them)
+and cut the stream into blocks of `block_size` tokens, as transformers' `run_clm.py` / `run_mlm.py` do
+(`group_texts`); the last partial block of each 1,000 documents is dropped. Metrics are the evaluation loss
+(a mean over predicted tokens) and its exponential:
+
+- causal-lm: `perplexity` = exp(mean next-token cross-entropy).
+- masked-lm: `pseudo_perplexity` = exp(mean cross-entropy over the masked tokens). This is *not* the
+  leave-one-out pseudo-log-likelihood of Salazar et al.; evaluation blocks are masked once with a fixed seed,
+  so scores before and after training (and across runs) see the same masks.
+
+Strategies: `full`; `freeze` trains the LM head and the top `model.trainable_layers` blocks (the head is usually
+tied to the input embeddings, which then train too); `lora` adapts the attention projections
+(`hftl.strategies.resolve_lora_targets`: GPT-2 `c_attn`, Llama `q_proj`/`v_proj`, BERT `query`/`value`) and,
+for LoRA runs, also saves the merged model in `<run>/merged/`, a plain safetensors checkpoint that loads with no
+base model (no GGUF file) and that other recipes accept as `model.name_or_path`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+from hftl.config.parse import field
+from hftl.config.schema import DataConfig
+from hftl.data import check_source, fingerprint, load_split, load_splits
+from hftl.errors import DataError
+from hftl.tasks.text_classification import check_columns, model_max_length
+from hftl.train import Recipe
+
+logger = logging.getLogger(__name__)
+
+MERGED_DIR = "merged"
+_PACK_BATCH = 1000  # documents joined per `map` batch (run_clm's default); each batch drops its last partial block
+
+
+@dataclass
+class CausalLMData(DataConfig):
+    text_column: str = field("text", help="column with the raw text (.txt files: one document per line, column 'text')")
+    block_size: int = field(
+        128, help="tokens per training example: documents are joined (EOS between them) and cut into blocks this long"
+    )
+    baseline: bool = field(True, help="also evaluate the untouched checkpoint on validation and test before training")
+
+    def check(self) -> list[str]:
+        return [] if self.block_size >= 8 else [f"block_size: must be at least 8 tokens, got {self.block_size}."]
+
+
+@dataclass
+class MaskedLMData(CausalLMData):
+    mlm_probability: float = field(0.15, help="share of tokens masked in each block (BERT used 0.15)")
+    whole_word_masking: bool = field(False, help="mask every sub-token of a chosen word together (needs a fast tokenizer)")
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        if not 0.0 < self.mlm_probability < 1.0:
+            problems.append(f"mlm_probability: must be between 0 and 1, got {self.mlm_probability}.")
+        return problems
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
+class LanguageModelingRecipe(Recipe):
+    """What causal and masked LM share: text loading, packing, loss/perplexity evaluation, merged LoRA saving."""
+
+    auto_class_name: str = ""
+    perplexity_key: str = "perplexity"
+    loss_is_token_mean = True  # transformers' LM losses are token sums divided by num_items_in_batch
+
+    # -- config and data --------------------------------------------------------------------------
+    @classmethod
+    def check_config(cls, config, model_ok: bool) -> list[str]:
+        problems = []
+        for name, source in config.data.splits().items():
+            where = f"data.{name}"
+            source_problems = check_source(source, where)
+            try:
+                source_problems = source_problems or check_columns(source, where, {"text_column": config.data.text_column})
+            except DataError as err:
+                source_problems = [f"{where}: {err}"]
+            problems += source_problems
+        if model_ok:
+            problems += cls._check_model(config)
+        return problems
+
+    @classmethod
+    def _check_model(cls, config) -> list[str]:
+        from transformers import AutoConfig
+
+        from hftl.modeling import load_kwargs, resolve_checkpoint
+
+        path, _ = resolve_checkpoint(config.model)
+        try:
+            model_config = AutoConfig.from_pretrained(path, **load_kwargs(config.model))
+        except Exception:
+            return []  # unreadable configs are reported when the model loads
+        limit = model_max_length(model_config)
+        if limit and config.data.block_size > limit:
+            return [f"data.block_size: {config.data.block_size} exceeds the model's limit of {limit} positions. Use at most {limit}."]
+        return []
+
+    def load_data(self) -> dict:
+        data = self.config.data
+        splits = load_splits(data, seed=self.config.training.get("seed", 42))
+        sources = data.splits()
+        for name, dataset in splits.items():
+            source = sources.get(name, sources["train"])
+            check_text_column(dataset, data.text_column, source)
+            splits[name] = dataset.select_columns([data.text_column])
+        self.data_fingerprints = {name: fingerprint(src, splits.get(name)) for name, src in sources.items()}
+        self._sources = sources
+        return splits
+
+    def load_processor(self):
+        from hftl.modeling import load_tokenizer
+
+        return load_tokenizer(self.config.model)
+
+    def preprocess(self, splits: dict, tokenizer) -> dict:
+        return {name: self._pack(ds, tokenizer, name) for name, ds in splits.items()}
+
+    def _pack(self, dataset, tokenizer, name: str):
+        """Tokenise the documents of one split and join them into blocks of `block_size` tokens."""
+        data = self.config.data
+        block = data.block_size
+        tokenized = dataset.map(lambda batch: self.tokenize(batch[data.text_column], tokenizer), batched=True,
+                                remove_columns=dataset.column_names, desc=f"Tokenizing {name}")
+        total = sum(len(ids) for ids in tokenized["input_ids"])
+        source = getattr(self, "_sources", {}).get(name, f"data.{name}")
+        if total == 0:
+            raise DataError(f"data.{name}: {source} holds no text in column '{data.text_column}' (every row is empty).")
+        if total < block:
+            raise DataError(
+                f"data.{name}: {source} holds {total} tokens in all, fewer than one block of data.block_size={block}. "
+                f"Add text, or lower data.block_size (at most {total})."
+            )
+
+        def group_texts(batch):
+            joined = {key: list(chain(*batch[key])) for key in batch}
+            usable = len(joined["input_ids"]) // block * block
+            return {key: [values[i:i + block] for i in range(0, usable, block)] for key, values in joined.items()}
+
+        packed = tokenized.map(group_texts, batched=True, batch_size=_PACK_BATCH, desc=f"Packing {name} into blocks of {block}")
+        if len(packed) == 0:
+            raise DataError(f"data.{name}: {source} gave no full block of {block} tokens. Lower data.block_size.")
+        return self.finish_blocks(packed, tokenizer, name)
+
+    def tokenize(self, texts, tokenizer) -> dict:
+        raise NotImplementedError
+
+    def finish_blocks(self, packed, tokenizer, name: str):
+        return packed
+
+    def training_defaults(self) -> dict:
+        # Blocks all have the same length (nothing to group), and evaluation needs only the loss: gathering
+        # vocabulary-sized logits for every token would take gigabytes.
+        return {"train_sampling_strategy": "random", "prediction_loss_only": True}
+
+    # -- model ------------------------------------------------------------------------------------
+    def load_model(self, tokenizer):
+        import transformers
+
+        from hftl.modeling import load_pretrained_model
+
+        model, new = load_pretrained_model(getattr(transformers, self.auto_class_name), self.config.model)
+        dense_from_gguf(model)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return model, new
+
+    def head_module_names(self, model, newly_initialised) -> list[str]:
+        if self.config.model.strategy != "lora":
+            return super().head_module_names(model, newly_initialised)
+        # The LM head is tied to the input embeddings (vocabulary x hidden): LoRA leaves it alone, and trains
+        # in full only the leaf modules the checkpoint lacked (e.g. the MLM transform of a sentence encoder).
+        modules = dict(model.named_modules())
+        parents = {key.rsplit(".", 1)[0] for key in newly_initialised}
+        return sorted(p for p in parents if p in modules and not any(True for _ in modules[p].children()))
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate_split(self, trainer, dataset) -> dict:
+        metrics = trainer.evaluate(dataset)
+        loss = float(metrics["eval_loss"])
+        return {"loss": loss, self.perplexity_key: perplexity(loss), "blocks": len(dataset),
+                "tokens": len(dataset) * self.config.data.block_size}
+
+    def evaluate_before(self, trainer, datasets: dict) -> dict:
+        self._trainer = trainer  # save_extras merges LoRA weights of the trained model
+        if not self.config.data.baseline or self.config.resume:
+            return {}
+        return {split: self.evaluate_split(trainer, datasets[split]) for split in ("validation", "test") if split in datasets}
+
+    def save_extras(self, out: Path, tokenizer) -> None:
+        """LoRA runs: also save the merged model, a plain checkpoint that needs neither peft nor the base files."""
+        import copy
+
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or self.config.model.strategy != "lora":
+            return
+        merged = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).merge_and_unload()
+        merged.save_pretrained(out / MERGED_DIR)
+        tokenizer.save_pretrained(out / MERGED_DIR)
+
+    # -- using a finished run ---------------------------------------------------------------------
+    def load_trained(self, run_dir: Path):
+        """(tokenizer, model) of a finished run, from safetensors only: the merged folder of a LoRA run, else the run."""
+        import transformers
+        from transformers import AutoTokenizer
+
+        folder = run_dir / MERGED_DIR if (run_dir / MERGED_DIR / "config.json").is_file() else run_dir
+        if not (folder / "config.json").is_file():
+            raise DataError(f"{run_dir}: no config.json and no {MERGED_DIR}/ folder; it holds no complete model.")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = getattr(transformers, self.auto_class_name).from_pretrained(folder, use_safetensors=True)
+        return tokenizer, model
+
+    def evaluate_trained(self, model, tokenizer, source: str | None = None) -> dict:
+        """Loss and perplexity of a loaded model on a text source (default: the run's test, else validation, data)."""
+        import tempfile
+
+        from transformers import Trainer, TrainingArguments
+
+        data = self.config.data
+        source = source or data.test or data.validation
+        if not source:
+            raise DataError("no data to evaluate: give --data FILE (the run has no test or validation data).")
+        problems = check_source(source, "--data") or check_columns(source, "--data", {"text_column": data.text_column})
+        if problems:
+            raise DataError(" ".join(problems))
+        dataset = load_split(source, data.dataset_config, split="test")
+        check_text_column(dataset, data.text_column, source)
+        self._sources = {"test": source}
+        dataset = self._pack(dataset.select_columns([data.text_column]), tokenizer, "test")
+        with tempfile.TemporaryDirectory() as tmp:
+            args = TrainingArguments(output_dir=tmp, report_to="none", per_device_eval_batch_size=16,
+                                     prediction_loss_only=True, remove_unused_columns=False)
+            trainer = Trainer(model=model, args=args, data_collator=self.data_collator(tokenizer))
+            return self.evaluate_split(trainer, dataset)
+
+
+def dense_from_gguf(model) -> None:
+    """Detach the GGUF quantizer from a model whose weights were de-quantised at load (plain `nn.Linear`s).
+
+    transformers keeps it attached, and then refuses to train ("quantization method does not support training")
+    or to save the model; once dense, the model is an ordinary float checkpoint that saves as safetensors.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None or getattr(quantizer.quantization_config, "quant_method", None) != "gguf":
+        return
+    if getattr(quantizer, "packed_modules", None):
+        raise DataError("this GGUF checkpoint loaded with packed (quantised) layers, which cannot be trained. "
+                        "Load it de-quantised (transformers GgufConfig(dequantize=True)).")
+    quantizer.remove_quantization_config(model)  # what transformers does itself for GgufConfig(dequantize=True)
+    model.config._is_quantized = False
+
+
+def check_text_column(dataset, column: str, source: str) -> None:
+    """The text column exists and holds strings (checked on the loaded data, for sources read_columns cannot peek at)."""
+    if column not in dataset.column_names:
+        from hftl.config.parse import did_you_mean
+
+        raise DataError(f"{source}: no text column '{column}'.{did_you_mean(column, dataset.column_names)} "
+                        f"Columns: {', '.join(dataset.column_names)}. Set data.text_column to one of them.")
+    dtype = getattr(dataset.features[column], "dtype", None)
+    if dtype not in ("string", "large_string"):
+        raise DataError(f"{source}: column '{column}' holds {dtype or type(dataset.features[column]).__name__} values, "
+                        "not text. Set data.text_column to the column with the raw text.")
+
+
+def _documents(texts) -> list[str]:
+    """Non-empty documents (blank lines of a .txt file and empty cells are skipped)."""
+    return [t for t in texts if isinstance(t, str) and t.strip()]
+
+
+class CausalLMRecipe(LanguageModelingRecipe):
+    """Fine-tune a GPT-style decoder on raw text (next-token prediction).
+
+    Example:
+        ```python
+        from hftl import CausalLMRecipe
+        result = CausalLMRecipe.from_yaml("recipes/configs/sst2_smollm2_clm_lora.yaml").run()
+        result.metrics["before_training"]["test"]["perplexity"], result.metrics["test"]["perplexity"]
+        ```
+    """
+
+    task = "causal-lm"
+    data_config_class = CausalLMData
+    peft_task_type = "CAUSAL_LM"
+    head_modules = ("lm_head",)
+    auto_class_name = "AutoModelForCausalLM"
+
+    def tokenize(self, texts, tokenizer) -> dict:
+        eos = tokenizer.eos_token_id
+        ids = tokenizer(_documents(texts))["input_ids"]
+        if eos is not None:
+            ids = [x if x and x[-1] == eos else x + [eos] for x in ids]
+        return {"input_ids": ids}
+
+    def finish_blocks(self, packed, tokenizer, name: str):
+        # Labels are the inputs (the model shifts them), as in run_clm. Not DataCollatorForLanguageModeling(mlm=False):
+        # it sets labels of pad tokens to -100, and where pad = EOS (GPT-2, SmolLM2) the model would never learn EOS.
+        return packed.map(lambda batch: {"labels": batch["input_ids"]}, batched=True, desc=f"Labelling {name}")
+
+    def data_collator(self, tokenizer):
+        from transformers import default_data_collator
+
+        return default_data_collator
+
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int = 8, **kwargs) -> list[dict]:
+        """Greedy continuations of each prompt (see `hftl.generation.generate` for sampling)."""
+        from hftl.generation import generate
+
+        return [{"prompt": t, "generated_text": generate(model, tokenizer, t, **kwargs)} for t in texts]
+
+
+class MaskedLMRecipe(LanguageModelingRecipe):
+    """Continue pretraining a BERT-style encoder on unlabelled in-domain text (masked-LM), e.g. before classification.
+
+    The run folder of a `full` run is a plain transformers checkpoint; that of a `lora` run holds one in `merged/`.
+    Either is a valid `model.name_or_path` for `TextClassificationRecipe` (the MLM head is dropped, a classifier
+    is initialised).
+
+    Example:
+        ```python
+        from hftl import MaskedLMRecipe
+        result = MaskedLMRecipe.from_yaml("recipes/configs/sst2_minilm_mlm.yaml").run()
+        ```
+    """
+
+    task = "masked-lm"
+    data_config_class = MaskedLMData
+    peft_task_type = None  # peft has no masked-LM task type; the generic PeftModel passes everything through
+    head_modules = ("cls", "lm_head", "generator_lm_head")  # BERT/MiniLM, RoBERTa, ELECTRA generator
+    auto_class_name = "AutoModelForMaskedLM"
+    perplexity_key = "pseudo_perplexity"
+
+    @classmethod
+    def _check_model(cls, config) -> list[str]:
+        from transformers import AutoTokenizer
+
+        from hftl.modeling import load_kwargs, resolve_checkpoint
+
+        problems = super()._check_model(config)
+        path, _ = resolve_checkpoint(config.model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, **load_kwargs(config.model))
+        except Exception:
+            return problems  # reported when the tokenizer loads
+        if tokenizer.mask_token is None:
+            problems.append(f"model.name_or_path: the tokenizer of {config.model.name_or_path} has no mask token, so "
+                            "it cannot do masked-LM. Use an encoder checkpoint (BERT, RoBERTa...), or task causal-lm for a decoder.")
+        elif config.data.whole_word_masking and not tokenizer.is_fast:
+            problems.append("data.whole_word_masking: needs a fast tokenizer (offsets of each token); this one is not.")
+        return problems
+
+    def load_processor(self):
+        tokenizer = super().load_processor()
+        if tokenizer.mask_token is None:
+            raise DataError(f"the tokenizer of {self.config.model.name_or_path} has no mask token: masked-LM needs one.")
+        return tokenizer
+
+    def tokenize(self, texts, tokenizer) -> dict:
+        wwm = self.config.data.whole_word_masking
+        encoded = tokenizer(_documents(texts), return_special_tokens_mask=True, return_offsets_mapping=wwm)
+        columns = ["input_ids", "special_tokens_mask"] + (["offset_mapping"] if wwm else [])
+        return {key: encoded[key] for key in columns}
+
+    def _collator(self, tokenizer, seed=None):
+        data = self.config.data
+        return mask_once_collator_class()(tokenizer, mlm=True, mlm_probability=data.mlm_probability,
+                                         whole_word_mask=data.whole_word_masking, seed=seed)
+
+    def finish_blocks(self, packed, tokenizer, name: str):
+        if name == "train":
+            return packed
+        # Evaluation blocks are masked once, with a fixed seed: every evaluation scores the same masked tokens.
+        collator = self._collator(tokenizer, seed=self.config.training.get("seed", 42))
+
+        def mask(batch):
+            rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+            masked = collator(rows)
+            return {"input_ids": masked["input_ids"].tolist(), "labels": masked["labels"].tolist()}
+
+        return packed.map(mask, batched=True, batch_size=_PACK_BATCH, remove_columns=packed.column_names,
+                          desc=f"Masking {name} (fixed seed)")
+
+    def data_collator(self, tokenizer):
+        return self._collator(tokenizer)
+
+    def training_defaults(self) -> dict:
+        # keep special_tokens_mask / offset_mapping for the collator (Trainer drops columns forward() does not take)
+        return {**super().training_defaults(), "remove_unused_columns": False}
+
+    def predict(self, model, tokenizer, texts: list[str], batch_size: int = 8, top_k: int = 5) -> list[dict]:
+        """The `top_k` fillers of each mask token in each text (write the mask as the tokenizer's, e.g. [MASK])."""
+        import torch
+
+        results = []
+        for text in texts:
+            batch = tokenizer(text, return_tensors="pt").to(model.device)
+            with torch.inference_mode():
+                probs = model(**batch).logits[0].float().softmax(-1)
+            positions = (batch["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+            masks = []
+            for pos in positions:
+                top = probs[pos].topk(top_k)
+                masks.append([{"token": tokenizer.decode([int(i)]).strip(), "score": float(p)}
+                              for p, i in zip(top.values, top.indices)])
+            results.append({"text": text, "masks": masks})
+        return results
+
+
+@functools.cache
+def mask_once_collator_class():
+    """`DataCollatorForLanguageModeling` that passes through blocks masked already (built on first use: keeps imports light)."""
+    from transformers import DataCollatorForLanguageModeling, default_data_collator
+
+    class MaskOnceCollator(DataCollatorForLanguageModeling):
+        """Masks training blocks afresh each batch; evaluation blocks arrive masked (with labels) and are only stacked."""
+
+        def __call__(self, examples, return_tensors=None):
+            if "labels" in examples[0]:
+                return default_data_collator(examples)
+            return super().__call__(examples, return_tensors)
+
+    return MaskOnceCollator

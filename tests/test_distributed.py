@@ -1,0 +1,153 @@
+"""Two-process DDP on CPU (gloo) matches one process at the same global batch.
+
+Checks: the training loss of every step and the gradient norms (no loss doubling from
+`average_tokens_across_devices`), the final weights and metrics; evaluation sees every example exactly once
+(odd-sized eval sets, so the distributed sampler pads); only rank 0 writes to the run folder (rank 1
+writes just its own RNG state into checkpoints, which resuming needs).
+
+Launched with `torchrun --nproc_per_node 2`, running `recipes/text_classification.py` (the user-facing
+script; `hftl train` where it is absent). Note: `accelerate launch --cpu --num_processes 2` would run one
+process; `recipes/accelerate/cpu_ddp.yaml` is the accelerate equivalent of this launch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from hftl import TextClassificationRecipe
+from tests.conftest import make_sentences, write_tsv
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = REPO / "recipes" / "text_classification.py"
+
+# Runs the recipe under an audit hook that records every file this rank writes below the run folder.
+AUDITED = """
+import atexit, json, os, runpy, sys
+
+out = os.path.realpath(os.environ["HFTL_TEST_OUT"])
+rank = os.environ.get("RANK", "0")
+writes = []
+
+def _below(path):
+    try:
+        return os.path.realpath(os.fsdecode(path)).startswith(out)
+    except (TypeError, ValueError):
+        return False
+
+def hook(event, args):
+    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)) and _below(args[0]):
+        mode, flags = args[1], args[2] if len(args) > 2 else 0
+        if (mode and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
+            writes.append(os.path.relpath(os.path.realpath(os.fsdecode(args[0])), out))
+    elif event in ("os.rename", "os.replace", "os.remove", "os.mkdir", "shutil.rmtree", "os.unlink") and args and _below(args[-1] if event in ("os.rename", "os.replace") else args[0]):
+        writes.append(event + " " + os.path.relpath(os.path.realpath(os.fsdecode(args[-1] if event in ("os.rename", "os.replace") else args[0])), out))
+
+sys.addaudithook(hook)
+atexit.register(lambda: open(os.path.join(os.environ["HFTL_TEST_AUDIT"], f"writes-{rank}.json"), "w").write(json.dumps(writes)))
+target = sys.argv[1]
+sys.argv = sys.argv[1:]
+if target.endswith(".py"):
+    runpy.run_path(target, run_name="__main__")
+else:
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.fixture
+def ddp_setup(tmp_path, tiny_bert_dir):
+    # Dropout off: with it, each process draws its own masks and the runs cannot match step for step.
+    model = tmp_path / "tiny-bert-no-dropout"
+    shutil.copytree(tiny_bert_dir, model)
+    model_config = json.loads((model / "config.json").read_text())
+    model_config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    (model / "config.json").write_text(json.dumps(model_config))
+    data = {
+        "train": write_tsv(tmp_path / "train.tsv", make_sentences(64, seed=1)),
+        "validation": write_tsv(tmp_path / "dev.tsv", make_sentences(21, seed=2)),  # odd sizes: the
+        "test": write_tsv(tmp_path / "test.tsv", make_sentences(23, seed=3)),  # sampler must pad
+    }
+
+    def config(name: str, per_device_batch: int) -> dict:
+        return {
+            "task": "text-classification",
+            "model": {"name_or_path": str(model), "strategy": "full"},
+            "data": {**{k: str(v) for k, v in data.items()}, "text_column": "sentence", "max_length": 32},
+            "training": {"output_dir": str(tmp_path / name), "num_train_epochs": 1, "learning_rate": 5e-3,
+                         "per_device_train_batch_size": per_device_batch, "per_device_eval_batch_size": 4,
+                         "seed": 11, "logging_steps": 1, "eval_strategy": "no", "use_cpu": True},
+            "speed": {"bf16": False, "group_by_length": False},
+        }
+
+    return tmp_path, config
+
+
+def _launch_ddp(tmp_path: Path, config: dict) -> subprocess.CompletedProcess:
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    probe = tmp_path / "audited.py"
+    probe.write_text(AUDITED)
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    if RECIPE.is_file():
+        target = [str(RECIPE), "--config", str(path)]
+    else:
+        target = ["hftl.cli", "train", str(path)]
+    env = {**os.environ, "HFTL_TEST_OUT": config["training"]["output_dir"], "HFTL_TEST_AUDIT": str(audit),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(probe), *target]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
+
+
+def _history(run_dir: Path) -> list[dict]:
+    return [h for h in json.loads((run_dir / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+
+
+def test_two_process_ddp_matches_one_process(ddp_setup):
+    tmp_path, make_config = ddp_setup
+    proc = _launch_ddp(tmp_path, make_config("ddp", per_device_batch=8))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    torch.set_num_threads(1)
+    try:
+        single = TextClassificationRecipe(make_config("single", per_device_batch=16)).run()
+    finally:
+        torch.set_num_threads(os.cpu_count() or 1)
+    ddp_dir, single_dir = tmp_path / "ddp", single.run_dir
+
+    # Every step: the same loss (not doubled) and the same gradient norm.
+    ddp_log, single_log = _history(ddp_dir), _history(single_dir)
+    assert [h["step"] for h in ddp_log] == [h["step"] for h in single_log] == [1, 2, 3, 4]
+    for d, s in zip(ddp_log, single_log):
+        assert d["loss"] == pytest.approx(s["loss"], rel=1e-4), (d, s)
+        assert d["grad_norm"] == pytest.approx(s["grad_norm"], rel=1e-3), (d, s)
+
+    # The same final weights.
+    a, b = load_file(ddp_dir / "model.safetensors"), load_file(single_dir / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
+
+    # Evaluation saw each example once: supports equal the files' label counts, metrics equal one process.
+    ddp_metrics = json.loads((ddp_dir / "metrics.json").read_text())
+    for split, rows in (("validation", make_sentences(21, seed=2)), ("test", make_sentences(23, seed=3))):
+        got, want = ddp_metrics[split], single.metrics[split]
+        assert sum(map(sum, got["confusion_matrix"])) == len(rows)
+        for label in ("neg", "pos"):
+            assert got["per_class"][label]["support"] == sum(1 for _, y in rows if y == label)
+        assert got["confusion_matrix"] == want["confusion_matrix"]
+        assert got["accuracy"] == pytest.approx(want["accuracy"])
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
+
+    # Only rank 0 wrote to the run folder (rank 1: its RNG state in the checkpoint, for resuming).
+    rank0 = json.loads((tmp_path / "audit" / "writes-0.json").read_text())
+    rank1 = json.loads((tmp_path / "audit" / "writes-1.json").read_text())
+    assert any(w.endswith("metrics.json") or "metrics.json" in w for w in rank0), rank0
+    assert all(Path(w.split()[-1]).name == "rng_state_1.pth" for w in rank1), rank1

@@ -1,0 +1,34 @@
+"""Finished tiny text-classification runs for module-scoped fixtures (which cannot use `text_config`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import make_sentences, write_tsv
+
+TEXTS = ["the film was great", "it was really awful and boring", "a lovely and charming story", "dismal plot"]
+
+
+def train_tiny_run(tmp: Path, model_dir: Path, **changes):
+    """Train the tiny fixture model on the fixture task in `tmp/run`; `changes` are 'section.key' -> value."""
+    from hftl import TextClassificationRecipe
+
+    data = {name: write_tsv(tmp / f"{name}.tsv", make_sentences(n, seed=seed))
+            for name, n, seed in (("train", 96, 1), ("dev", 32, 2), ("test", 32, 3))}
+    config = {
+        "task": "text-classification",
+        "model": {"name_or_path": str(model_dir), "strategy": "full"},
+        "data": {"train": str(data["train"]), "validation": str(data["dev"]), "test": str(data["test"]),
+                 "text_column": "sentence", "label_column": "label", "max_length": 32},
+        "training": {"output_dir": str(tmp / "run"), "num_train_epochs": 2, "learning_rate": 5e-3,
+                     "per_device_train_batch_size": 16, "seed": 42, "logging_steps": 2},
+        "speed": {"bf16": False},
+    }
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        config.setdefault(section, {})[key] = value
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_DATASETS_CACHE", str(tmp / "datasets_cache"))
+        return TextClassificationRecipe(config).run()
