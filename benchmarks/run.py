@@ -66,6 +66,10 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant (the table shows medians)")
     parser.add_argument("--max-steps", type=int, default=-1, help="stop training after N steps")
+    parser.add_argument("--once", nargs="*", default=[], metavar="VARIANT",
+                        help="variants run in the first round only (slow ones whose ratio is far from 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for every variant (default: unset, torch uses all cores)")
     parser.add_argument("--no-startup", action="store_true", help="skip timing `hftl --help`")
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed)")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/<time>.json)")
@@ -77,6 +81,9 @@ def parse_args(argv=None):
                 setattr(args, key, value)
     for name in args.variants:
         parse_variant(name)  # fail on a typo before running anything
+    unknown = set(args.once) - set(args.variants)
+    if unknown:
+        parser.error(f"--once names variants not in --variants: {', '.join(sorted(unknown))}")
     return args
 
 
@@ -285,6 +292,7 @@ def main(argv=None) -> int:
     # A fresh datasets cache: the first round pays parsing and tokenising, later rounds hit the cache
     # (as a user's re-runs do). Every variant gets the same treatment.
     env = {**os.environ, "HF_DATASETS_CACHE": str(workdir / "hf_datasets_cache"), "HF_HUB_OFFLINE": "1",
+           **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}),
            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     data = prepare_data(args, workdir)
     model_dir = resolve_model(args.model)
@@ -294,6 +302,8 @@ def main(argv=None) -> int:
     runs = {name: [] for name in args.variants}
     for repeat in range(args.repeats):
         for index, name in enumerate(args.variants):
+            if repeat and name in args.once:
+                continue
             run_dir = workdir / "runs" / f"{repeat}-{index}"
             result = run_once(name, args, data, model_dir, run_dir, env)
             runs[name].append(result)
@@ -308,7 +318,8 @@ def main(argv=None) -> int:
         "machine": machine(),
         "workload": {"model": args.model, "data": str(data_dir), "rows": data["rows"], "max_length": args.max_length,
                      "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                     "max_steps": args.max_steps, "repeats": args.repeats},
+                     "max_steps": args.max_steps, "repeats": args.repeats, "once": args.once,
+                     "threads": args.threads},
         "summary": summaries,
         "ratios": ratios(summaries),
         "runs": runs,

@@ -7,6 +7,7 @@ so no process is left waiting in a collective the others have abandoned.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -64,6 +65,7 @@ class GracefulStopCallback(TrainerCallback):
         self._previous = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.received = self.stopped_at = None
         if threading.current_thread() is threading.main_thread():
             for signum in _STOP_SIGNALS:
                 self._previous[signum] = signal.getsignal(signum)
@@ -140,6 +142,18 @@ def resume_command(argv: list[str] | None = None) -> str:
     return "the same command with resume: true in the config (--set resume=true)"
 
 
-def default_callbacks(trainer) -> list[TrainerCallback]:
-    """The callbacks hftl adds to every Trainer."""
-    return [GracefulStopCallback(resume_command()), NonFiniteLossCallback(trainer)]
+def add_default_callbacks(trainer) -> None:
+    """Add hftl's callbacks to `trainer`; its `train` then restores the signal handlers however it ends."""
+    stop = GracefulStopCallback(resume_command())
+    trainer.add_callback(stop)
+    trainer.add_callback(NonFiniteLossCallback(trainer))
+    train = trainer.train
+
+    @functools.wraps(train)
+    def train_restoring_handlers(*args, **kwargs):
+        try:
+            return train(*args, **kwargs)
+        finally:  # an error mid-training skips on_train_end: Ctrl-C must not stay captured
+            stop._restore()
+
+    trainer.train = train_restoring_handlers

@@ -56,6 +56,7 @@ STRATEGY_TEXT = {
     "lora": "LoRA adapters (peft) on the attention projections, task head trained fully",
 }
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_SPLIT_FOLDERS = {"train", "training", "test", "testing", "validation", "valid", "val", "dev", "eval"}
 
 
 def template_dirs() -> list[Path]:
@@ -106,9 +107,14 @@ def data_source_info(source: str | None) -> dict | None:
     """`hub_id` (a Hub dataset id, or None), `display` (folder/file name of a local source) and `name`."""
     if not source:
         return None
-    if _is_local(source):
-        path = Path(source).resolve()
-        return {"hub_id": None, "display": f"{path.parent.name}/{path.name}", "name": path.parent.name}
+    suffix = Path(source).suffix.lower()
+    looks_like_file = source.startswith((".", "~")) or suffix in {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt"}
+    if _is_local(source) or looks_like_file or not re.match(r"^[\w.-]+(/[\w.-]+)?$", source):
+        path = Path(source).resolve() if _is_local(source) else Path(source)  # a file moved away: as written
+        shown = [part for part in path.parts[-2:] if part not in ("..", ".", path.anchor)]
+        # a file is named by its folder (sst2/test.tsv -> sst2), a folder by itself unless it is a split's
+        named_by_parent = len(shown) > 1 and (not path.is_dir() or path.name.lower() in _SPLIT_FOLDERS)
+        return {"hub_id": None, "display": "/".join(shown), "name": shown[0] if named_by_parent else path.stem}
     return {"hub_id": source, "display": source, "name": source}
 
 
@@ -262,7 +268,8 @@ def _scalar_rows(metrics: dict) -> tuple[list[str], list[dict]]:
             flat += [(f"{name} (before training)", v) for name, v in values.items()]
         else:
             flat.append((split, values))
-    present = {k for _, values in flat for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    present = {k for _, values in flat for k, v in values.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
     columns = [k for k in TABLE_METRICS if k in present]
     return columns, [{"split": name, **{c: values.get(c) for c in columns}} for name, values in flat]
 
@@ -335,7 +342,7 @@ def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: s
     sources = {name: data_source_info(src) for name, src in config.data.splits().items()}
     eval_split = "test" if "test" in metrics else "validation" if "validation" in metrics else None
 
-    images = {}
+    images = {"confusion_matrix": None, "training_curves": None}
     image_dir = Path(image_dir) if image_dir else run_dir
     matrix_split = next((s for s in ("test", "validation") if (metrics.get(s) or {}).get("confusion_matrix")), None)
     if matrix_split and labels:
@@ -453,3 +460,13 @@ def render_card(run_dir: str | Path, repo_id: str | None = None, variant: str | 
     data = gather_card_data(run_dir, repo_id=repo_id, variant=variant, license=license, image_dir=out)
     write_atomic(out / CARD_FILE, render_card_text(data))
     return out / CARD_FILE
+
+
+def render_run_card(run_dir: str | Path) -> Path | None:
+    """`render_card` at the end of training: a failure is logged, never allowed to fail a finished run."""
+    try:
+        return render_card(run_dir)
+    except Exception as err:  # the model and metrics are saved already; the card can be rendered again later
+        logger.warning("the model card could not be rendered (%s: %s); the run is saved. Render it again with: "
+                       "hftl card %s", type(err).__name__, err, run_dir)
+        return None

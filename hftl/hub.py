@@ -36,7 +36,8 @@ def _run_config(run_dir: Path):
     from hftl.config import load_config
 
     if not (run_dir / CONFIG_FILE).is_file():
-        raise HftlError(f"{run_dir} is not an hftl run folder (no {CONFIG_FILE}). Give the training.output_dir of a finished run.")
+        raise HftlError(f"{run_dir} is not an hftl run folder (no {CONFIG_FILE}). "
+                        "Give the training.output_dir of a finished run.")
     return load_config(run_dir / CONFIG_FILE, check=False)
 
 
@@ -90,7 +91,8 @@ def _hub_error(err: Exception, run_dir: Path, repo_id: str) -> HubError | None:
             return HubError(f"the token may not write to '{repo_id}' (403). Use a token with write access to that "
                             "namespace (a fine-grained token needs 'write' on it), or push to your own namespace." + retry)
         return HubError(f"{endpoint} refused the push ({status}): {detail}." + retry)
-    if isinstance(err, (ConnectionError, TimeoutError)) or type(err).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3"):
+    network_module = type(err).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3")
+    if isinstance(err, (ConnectionError, TimeoutError)) or network_module:
         return HubError(f"could not reach the Hub at {endpoint} ({type(err).__name__}: {err}). Check your network "
                         "connection, proxy settings and HF_ENDPOINT." + retry)
     return None
@@ -110,7 +112,7 @@ def _token(token: str | None, run_dir: Path, repo_id: str) -> str:
 
 
 def push_run(run_dir: str | Path, repo_id: str | None = None, private: bool = False, mode: str = "auto",
-             token: str | None = None, commit_message: str | None = None) -> str:
+             token: str | None = None, commit_message: str | None = None, license: str | None = None) -> str:
     """Push a finished run (model, processor, card, figures, run records) to the Hub in one commit.
 
     Args:
@@ -122,6 +124,7 @@ def push_run(run_dir: str | Path, repo_id: str | None = None, private: bool = Fa
             runs always push the model as trained.
         token (`str`, *optional*): a Hub token; default `HF_TOKEN`, then the saved login. Never written anywhere.
         commit_message (`str`, *optional*): the commit's title.
+        license (`str`, *optional*): the card's license (default: `hub.license`, else the base model's).
 
     Returns:
         `str`: the URL of the commit.
@@ -147,9 +150,9 @@ def push_run(run_dir: str | Path, repo_id: str | None = None, private: bool = Fa
     with tempfile.TemporaryDirectory(prefix="hftl-push-") as tmp:
         staging = Path(tmp)
         source = export_merged(run_dir, staging / "model", card=False) if variant == "merged" else run_dir
-        files = {**{name: run_dir / name for name in (CONFIG_FILE, *RUN_RECORDS) if (run_dir / name).is_file()},
-                 **files_to_push(source)}
-        card = render_card(run_dir, repo_id=repo_id, variant=variant, out_dir=staging / "card")
+        files = {**files_to_push(source),  # the run's records as saved in the run folder, also for a merged push
+                 **{name: run_dir / name for name in (CONFIG_FILE, *RUN_RECORDS) if (run_dir / name).is_file()}}
+        card = render_card(run_dir, repo_id=repo_id, variant=variant, license=license, out_dir=staging / "card")
         files.update(files_to_push(card.parent))
         contents = {path: str(local) for path, local in files.items()}
         if variant == "adapter":

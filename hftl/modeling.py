@@ -135,6 +135,9 @@ def load_pretrained_model(auto_class, config: ModelConfig, **kwargs):
     extra = load_kwargs(config)
     if not gguf_file and not config.allow_pickle:
         extra["use_safetensors"] = True
+    elif config.allow_pickle:
+        logger.warning("model.allow_pickle is true: pickle weights (.bin) of %s may be loaded, and unpickling can run "
+                       "arbitrary code. Use it only for checkpoints you trust; prefer safetensors.", path)
     model, info = auto_class.from_pretrained(path, output_loading_info=True, **extra, **kwargs)
     newly_initialised = set(info.get("missing_keys", [])) | {
         k for k, *_ in info.get("mismatched_keys", []) if isinstance(k, str)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-_COLUMNS = ("accuracy", "precision", "recall", "f1")
+_COLUMNS = ("accuracy", "precision", "recall", "f1", "perplexity", "pseudo_perplexity")
 
 
 def format_split(name: str, metrics: dict) -> str:
@@ -24,6 +24,8 @@ def print_summary(result) -> None:
     if "trainable_params" in train:
         print(f"trainable parameters: {train['trainable_params']:,} of {train['total_params']:,} "
               f"({train['trainable_percent']:.2f}%)  train time: {train.get('train_runtime', 0):.1f} s")
+    for split, metrics in result.metrics.get("before_training", {}).items():
+        print(format_split(f"{split} before training", metrics))
     for split in ("validation", "test"):
         if split in result.metrics:
             print(format_split(split, result.metrics[split]))

@@ -147,9 +147,9 @@ class Recipe:
             trainer.save_state()
             self.save_extras(out, processor)
             write_json(out / METRICS_FILE, metrics)
-            from hftl.card import render_card
+            from hftl.card import render_run_card
 
-            render_card(out)  # README.md: the model card, with its figures
+            render_run_card(out)  # README.md: the model card, with its figures
         result = RunResult(run_dir=out, metrics=metrics, config=config, trainer=trainer)
         if config.hub.push and trainer.is_world_process_zero():
             result.push_to_hub(private=config.hub.private, mode=config.hub.mode)

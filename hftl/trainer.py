@@ -51,9 +51,8 @@ def training_arguments(config, task_defaults: dict | None = None):
 
 
 def build_trainer(recipe, model, datasets: dict, processor, args):
-    from transformers import Trainer
-
-    trainer = Trainer(
+    speed = recipe.config.speed
+    trainer = trainer_class()(
         model=model,
         args=args,
         train_dataset=datasets["train"],
@@ -62,16 +61,109 @@ def build_trainer(recipe, model, datasets: dict, processor, args):
         processing_class=processor,
         compute_metrics=recipe.compute_metrics(),
     )
-    from hftl.callbacks import default_callbacks
+    from hftl.callbacks import add_default_callbacks
 
-    for callback in default_callbacks(trainer):
-        trainer.add_callback(callback)
+    add_default_callbacks(trainer)  # clean stop on SIGINT/SIGTERM, stop on non-finite loss
     if not recipe.loss_is_token_mean:
         # transformers 5 models take **kwargs, so Trainer assumes their loss is a sum divided by
         # num_items_in_batch and multiplies it by the number of processes (and skips gradient-
         # accumulation scaling). Classification losses are per-example means: undo that assumption.
         trainer.model_accepts_loss_kwargs = False
+    trainer.sort_eval_by_length = speed.sort_eval_by_length
+    # with load_best_model_at_end the weights change after the last evaluation: nothing to reuse
+    trainer.reuse_final_eval = speed.reuse_final_eval and not args.load_best_model_at_end
     return trainer
+
+
+_TRAINER_CLASS = None
+
+
+def trainer_class():
+    """`transformers.Trainer` plus hftl's evaluation speed-ups, each off unless `build_trainer` switches it on.
+
+    - `sort_eval_by_length`: evaluate longest examples first, so each batch pads to similar lengths;
+      `predict` returns its rows in the dataset's order again.
+    - `reuse_final_eval`: the evaluation run at the end of training (eval_strategy "epoch") and the
+      recipe's evaluation of the same split right after give the same result: compute it once.
+    """
+    global _TRAINER_CLASS
+    if _TRAINER_CLASS is not None:
+        return _TRAINER_CLASS
+    import numpy as np
+    from transformers import Trainer
+
+    class HftlTrainer(Trainer):
+        sort_eval_by_length = False
+        reuse_final_eval = False
+        _eval_order = None  # the sorted order of the latest evaluation sampler
+        _final_eval = None  # (key, order, EvalLoopOutput) of the evaluation at the last training step
+
+        def _get_eval_sampler(self, eval_dataset):
+            self._eval_order = None
+            column = "input_ids"
+            columns = getattr(eval_dataset, "column_names", None) or ()
+            if not self.sort_eval_by_length or self.args.world_size > 1 or column not in columns:
+                return super()._get_eval_sampler(eval_dataset)
+            lengths = [len(ids) for ids in eval_dataset[column]]
+            self._eval_order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+            return self._eval_order
+
+        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                            metric_key_prefix="eval"):
+            state = self.state
+            fingerprint = getattr(getattr(dataloader, "dataset", None), "_fingerprint", None)
+            key = (state.global_step, fingerprint, prediction_loss_only, tuple(ignore_keys or ()), self._eval_order)
+            final = self.reuse_final_eval and fingerprint is not None and state.global_step >= state.max_steps > 0
+            if final and self._final_eval is not None and self._final_eval[0] == key:
+                old_prefix, output = self._final_eval[1:]
+                self._final_eval = None
+                logger.info("%s: reusing the evaluation at step %d (same weights, same data)", description, key[0])
+                metrics = {metric_key_prefix + name[len(old_prefix):] if name.startswith(old_prefix + "_") else name: v
+                           for name, v in output.metrics.items()}
+                return output._replace(metrics=metrics)
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+            self._final_eval = (key, metric_key_prefix, output) if final and self.is_in_train else None
+            return output
+
+        def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test"):
+            output = super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+            order, self._eval_order = self._eval_order, None
+            if order is None:
+                return output
+            inverse = np.argsort(np.asarray(order))
+            return output._replace(predictions=_take_rows(output.predictions, inverse),
+                                   label_ids=_take_rows(output.label_ids, inverse))
+
+    _TRAINER_CLASS = HftlTrainer
+    return HftlTrainer
+
+
+def _take_rows(value, rows):
+    """`value[rows]` through the tuples / lists / dicts the Trainer returns predictions in."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return type(value)(_take_rows(v, rows) for v in value)
+    if isinstance(value, dict):
+        return {k: _take_rows(v, rows) for k, v in value.items()}
+    return value[rows]
+
+
+def mean_cross_entropy(logits, label_ids) -> float:
+    """The mean per-example cross-entropy of gathered evaluation logits.
+
+    Used instead of the Trainer's evaluation loss, which averages per-batch means: under distributed
+    evaluation those batches include the examples the sampler repeats to give every process equal
+    batches, so that loss is slightly off while the gathered logits and labels are exact.
+    """
+    import numpy as np
+    import torch
+
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float32)
+    labels = torch.as_tensor(np.asarray(label_ids), dtype=torch.long)
+    return float(torch.nn.functional.cross_entropy(logits, labels))
 
 
 def prepare_run_dir(config, args) -> Path:

@@ -149,6 +149,10 @@ CASES = [
     ("overwrite-and-resume", lambda c, t: c.update(overwrite=True, resume=True), ["overwrite and resume are both true"]),
     ("trainable-layers-not-freeze", _set("model.trainable_layers", 1), ["model.trainable_layers: only applies to strategy 'freeze'"]),
     ("hub-push-without-repo", _set("hub", {"push": True}), ["hub.repo_id: required when push is true"]),
+    ("training-combination", lambda c, t: c["training"].update(load_best_model_at_end=True, eval_strategy="no"),
+     ["training: --load_best_model_at_end requires the save and eval strategy to match"]),
+    ("bad-scheduler", _set("training.lr_scheduler_type", "cosine_foo"), ["training", "cosine_foo is not a valid SchedulerType"]),
+    ("token-in-config", _set("training.hub_token", "hf_secret"), ["training.hub_token", "never put a token in a config"]),
     ("bad-speed-value", _set("speed.padding", "dynamic"), ["speed.padding", "'dynamic'"]),
     # -- output folder ------------------------------------------------------------------------------
     ("output-exists", _existing_output("run"), ["training.output_dir", "already holds files", "--resume", "--overwrite"]),

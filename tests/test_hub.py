@@ -192,3 +192,13 @@ def test_push_argument_errors(full_run, lora_run):
         push_run(lora_run.run_dir, repo_id="user/has space")
     with pytest.raises(HftlError, match="not an hftl run folder"):
         push_run(lora_run.run_dir.parent, repo_id="user/x")
+
+
+def test_a_token_in_the_config_is_refused(tmp_path):
+    from hftl.config import load_config
+    from hftl.errors import ConfigError
+
+    config = {"task": "text-classification", "model": {"name_or_path": "x"}, "data": {"train": "t.tsv"},
+              "training": {"output_dir": str(tmp_path / "run"), "hub_token": "hf_secret"}}
+    with pytest.raises(ConfigError, match="training.hub_token: not accepted: never put a token in a config"):
+        load_config(config, check=False)

@@ -203,6 +203,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(re
         return loss
 
     monkeypatch.setattr(Trainer, "compute_loss", compute_loss)
+    before = signal.getsignal(signal.SIGINT)
     config = resume_config("nan")
     run_dir = config.parent / "nan"
     assert main(["train", str(config)]) == 2
@@ -210,6 +211,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(re
     assert "the training loss became nan at step 5" in err
     assert "nothing after step 4 was saved" in err
     assert f"The last good checkpoint is {run_dir / 'checkpoint-3'}" in err
+    assert signal.getsignal(signal.SIGINT) is before, "the error left hftl's signal handler installed"
     assert "Traceback" not in err
     assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-3"]
     assert not (run_dir / "model.safetensors").exists() and not (run_dir / "metrics.json").exists()

@@ -7,7 +7,8 @@ def register(subparsers):
                                                "the files of a run folder, with the templates in model_cards/.")
     parser.add_argument("run_dir", help="the output_dir of a finished hftl run")
     parser.add_argument("--repo-id", help="the Hub repository the card is for (used in its loading examples)")
-    parser.add_argument("--license", help="license id for the card's metadata (default: hub.license, else the base model's)")
+    parser.add_argument("--license",
+                        help="license id for the card's metadata (default: hub.license, else the base model's)")
     parser.add_argument("--output-dir", help="write the card and figures here instead of the run folder")
     parser.set_defaults(func=run)
 

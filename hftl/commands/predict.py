@@ -15,9 +15,12 @@ def register(subparsers):
     parser.add_argument("--input", required=True, metavar="FILE",
                         help="a text file (one input per line), a .csv/.tsv/.jsonl/.json file (see --column), "
                              "or - for standard input; image runs take image paths")
-    parser.add_argument("--column", help="column to read from a CSV/TSV/JSON(L) input (default: the run's text or image column)")
-    parser.add_argument("--output", default="-", help="where to write the predictions (.jsonl or .csv); default: standard output")
-    parser.add_argument("--format", choices=["jsonl", "csv"], help="output format (default: from --output's extension, else jsonl)")
+    parser.add_argument("--column",
+                        help="column to read from a CSV/TSV/JSON(L) input (default: the run's text or image column)")
+    parser.add_argument("--output", default="-",
+                        help="where to write the predictions (.jsonl or .csv); default: standard output")
+    parser.add_argument("--format", choices=["jsonl", "csv"],
+                        help="output format (default: from --output's extension, else jsonl)")
     parser.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass")
     parser.set_defaults(func=run)
 
@@ -28,7 +31,8 @@ def _pick_column(columns: list, column: str | None, default: str | None, where: 
 
     if column:
         if column not in columns:
-            raise DataError(f"{where} has no column '{column}'.{did_you_mean(column, columns)} Columns: {', '.join(columns)}.")
+            raise DataError(f"{where} has no column '{column}'.{did_you_mean(column, columns)} "
+                            f"Columns: {', '.join(columns)}.")
         return column
     if default in columns:
         return default

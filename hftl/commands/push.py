@@ -14,6 +14,7 @@ def register(subparsers):
                       help="LoRA runs: push the adapter weights only (the default for LoRA runs)")
     what.add_argument("--merged", dest="mode", action="store_const", const="merged",
                       help="LoRA runs: push a plain transformers model with the adapter merged in")
+    parser.add_argument("--license", help="license id for the card (default: hub.license, else the base model's)")
     parser.add_argument("--message", help="commit message")
     parser.set_defaults(func=run, mode="auto")
 
@@ -22,6 +23,6 @@ def run(args) -> int:
     from hftl.hub import push_run
 
     url = push_run(args.run_dir, repo_id=args.repo_id, private=args.private, mode=args.mode,
-                   commit_message=args.message)
+                   commit_message=args.message, license=args.license)
     print(f"pushed: {url}")
     return 0

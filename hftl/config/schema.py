@@ -131,10 +131,24 @@ class SpeedConfig:
         "auto", help="bfloat16 mixed precision; 'auto' = on where the hardware runs it fast (AVX512-BF16 CPUs, Ampere+ GPUs)"
     )
     eval_batch_size_factor: int = field(4, help="evaluation batch = this x the training batch (no gradients kept)")
+    sort_eval_by_length: bool = field(
+        True, help="evaluate examples sorted by length (less padding); predictions come back in the data's order"
+    )
+    reuse_final_eval: bool = field(
+        True, help="the validation evaluation at the last training step is reused by the final report, not run twice"
+    )
+    pad_to_multiple_of: int | None = field(
+        None, help="round each batch's padded length up to a multiple of N (fewer distinct shapes for kernels)"
+    )
 
     def __post_init__(self):
+        problems = []
         if self.eval_batch_size_factor < 1:
-            raise ValueError(f"eval_batch_size_factor: must be >= 1, got {self.eval_batch_size_factor}.")
+            problems.append(f"eval_batch_size_factor: must be >= 1, got {self.eval_batch_size_factor}.")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            problems.append(f"pad_to_multiple_of: must be a positive integer or null, got {self.pad_to_multiple_of}.")
+        if problems:
+            raise ValueError("\n".join(problems))
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from pathlib import Path
 
@@ -67,15 +68,32 @@ def check_output_dir(config: RunConfig) -> list[str]:
 def read_model_config(model) -> tuple[object | None, list[str]]:
     """(the checkpoint's transformers config, problems); (None, []) where there is none to read cheaply.
 
-    Only `config.json` is read (locally, or from the Hub cache `check_model_source` filled): no weights.
+    Only `config.json` is read (locally, or from the Hub cache `check_model_source` filled), or a GGUF
+    file's metadata: no weights. Cached, since several checks ask (a GGUF header takes seconds to parse).
     """
+    from hftl.modeling import resolve_checkpoint
+
+    path, gguf_file = resolve_checkpoint(model)
+    local = Path(path).expanduser()
+    source = local / (gguf_file or "config.json")
+    stamp = source.stat().st_mtime_ns if source.is_file() else 0  # a changed file is read again
+    model_config, problems = _read_model_config(
+        str(path), gguf_file, model.revision, model.trust_remote_code, model.name_or_path, stamp
+    )
+    return model_config, list(problems)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_model_config(path, gguf_file, revision, trust_remote_code, name_or_path, stamp):
     import json
 
     from transformers import AutoConfig
 
-    from hftl.modeling import load_kwargs, resolve_checkpoint
+    from hftl.config.schema import ModelConfig
+    from hftl.modeling import load_kwargs
 
-    path, gguf_file = resolve_checkpoint(model)
+    model = ModelConfig(name_or_path=name_or_path, revision=revision, gguf_file=gguf_file,
+                        trust_remote_code=trust_remote_code)
     local = Path(path).expanduser()
     if local.is_dir() and not gguf_file:
         config_file = local / "config.json"
@@ -162,14 +180,28 @@ def check_model_architecture(config: RunConfig, recipe_cls) -> list[str]:
     return []
 
 
+def check_training_combination(config: RunConfig, recipe_cls) -> list[str]:
+    """Build the run's `TrainingArguments` (hftl's and the task's defaults under `training`), so that
+    their cross-field checks (e.g. `load_best_model_at_end` needs matching eval and save strategies)
+    fail here rather than after the data is loaded."""
+    from hftl.trainer import training_arguments
+
+    try:
+        training_arguments(config, recipe_cls(config).training_defaults())
+    except (ValueError, TypeError) as err:
+        message = " ".join(str(err).split())
+        return [f"training: {message} Change the training section accordingly."]
+    return []
+
+
 def validate_config(config: RunConfig, source: str | None = None) -> None:
     """Run every check and raise one `ConfigError` listing all problems found."""
     from hftl.modeling import check_model_source
     from hftl.tasks import get_recipe_class
 
-    problems = check_output_dir(config)
-    model_problems = check_model_source(config.model)
     recipe_cls = get_recipe_class(config.task)
+    problems = check_output_dir(config) + check_training_combination(config, recipe_cls)
+    model_problems = check_model_source(config.model)
     if not model_problems:
         model_problems = check_model_architecture(config, recipe_cls)
     problems += model_problems

@@ -269,7 +269,9 @@ class ImageClassificationRecipe(Recipe):
             return problems
         kind = source_kind(source)
         if kind == "folder":
-            if data.image_column != "image" or (with_label and data.label_column != "label"):
+            # labels come from the subfolder names (column 'label') unless a metadata file names them
+            by_folder = with_label and not any((Path(source) / name).is_file() for name in METADATA_FILES)
+            if data.image_column != "image" or (by_folder and data.label_column != "label"):
                 problems.append(f"{where}: {source} is an image folder, whose columns are 'image' and 'label'; "
                                 "set data.image_column: image and data.label_column: label.")
             return problems + image_folder_problems(Path(source), where)

@@ -132,7 +132,7 @@ class LanguageModelingRecipe(Recipe):
         block = data.block_size
         tokenized = dataset.map(lambda batch: self.tokenize(batch[data.text_column], tokenizer), batched=True,
                                 remove_columns=dataset.column_names, desc=f"Tokenizing {name}")
-        total = sum(len(ids) for ids in tokenized["input_ids"])
+        total = sum(len(ids) for ids in tokenized["input_ids"]) if len(tokenized) else 0
         source = getattr(self, "_sources", {}).get(name, f"data.{name}")
         if total == 0:
             raise DataError(f"data.{name}: {source} holds no text in column '{data.text_column}' (every row is empty).")
@@ -302,7 +302,8 @@ class CausalLMRecipe(LanguageModelingRecipe):
 
     def tokenize(self, texts, tokenizer) -> dict:
         eos = tokenizer.eos_token_id
-        ids = tokenizer(_documents(texts))["input_ids"]
+        docs = _documents(texts)
+        ids = tokenizer(docs)["input_ids"] if docs else []
         if eos is not None:
             ids = [x if x and x[-1] == eos else x + [eos] for x in ids]
         return {"input_ids": ids}
@@ -372,8 +373,11 @@ class MaskedLMRecipe(LanguageModelingRecipe):
 
     def tokenize(self, texts, tokenizer) -> dict:
         wwm = self.config.data.whole_word_masking
-        encoded = tokenizer(_documents(texts), return_special_tokens_mask=True, return_offsets_mapping=wwm)
+        docs = _documents(texts)
         columns = ["input_ids", "special_tokens_mask"] + (["offset_mapping"] if wwm else [])
+        if not docs:
+            return {key: [] for key in columns}
+        encoded = tokenizer(docs, return_special_tokens_mask=True, return_offsets_mapping=wwm)
         return {key: encoded[key] for key in columns}
 
     def _collator(self, tokenizer, seed=None):

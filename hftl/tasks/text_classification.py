@@ -94,15 +94,11 @@ class TextClassificationRecipe(Recipe):
 
     @classmethod
     def _check_model_limits(cls, config) -> list[str]:
-        from transformers import AutoConfig
+        from hftl.config.validate import read_model_config
 
-        from hftl.modeling import load_kwargs, resolve_checkpoint
-
-        path, _ = resolve_checkpoint(config.model)
-        try:
-            model_config = AutoConfig.from_pretrained(path, **load_kwargs(config.model))
-        except Exception:
-            return []  # unreadable configs are reported when the model loads
+        model_config, _ = read_model_config(config.model)  # cached: read once per validation
+        if model_config is None:
+            return []  # unreadable configs are reported by the model checks
         limit = model_max_length(model_config)
         if limit and config.data.max_length > limit:
             return [f"data.max_length: {config.data.max_length} exceeds the model's limit of {limit} tokens. Use at most {limit}."]
@@ -178,7 +174,7 @@ class TextClassificationRecipe(Recipe):
     def data_collator(self, tokenizer):
         from transformers import DataCollatorWithPadding
 
-        return DataCollatorWithPadding(tokenizer)
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=self.config.speed.pad_to_multiple_of)
 
     def compute_metrics(self):
         from hftl.metrics import make_compute_metrics
@@ -187,12 +183,13 @@ class TextClassificationRecipe(Recipe):
 
     def evaluate_split(self, trainer, dataset) -> dict:
         from hftl.metrics import classification_report, logits_to_predictions
+        from hftl.trainer import mean_cross_entropy
 
         output = trainer.predict(dataset)
         report = classification_report(
             logits_to_predictions(output.predictions), output.label_ids, list(self.labels.names)
         )
-        report["loss"] = float(output.metrics.get("test_loss", float("nan")))
+        report["loss"] = mean_cross_entropy(output.predictions, output.label_ids)
         return report
 
     def save_extras(self, out: Path, tokenizer) -> None:

@@ -1,0 +1,71 @@
+"""hftl's speed switches (`speed:`) change how fast a run is, never what it computes."""
+
+import pytest
+import torch
+from transformers import Trainer
+
+from hftl import TextClassificationRecipe
+from hftl.config.schema import SpeedConfig
+
+
+@pytest.fixture
+def count_eval_loops(monkeypatch):
+    calls = []
+    original = Trainer.evaluation_loop
+
+    def counted(self, dataloader, description, *args, **kwargs):
+        calls.append(description)
+        return original(self, dataloader, description, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluation_loop", counted)
+    return calls
+
+
+def test_reuse_final_eval_runs_validation_once_with_the_same_result(text_config, count_eval_loops):
+    metrics = {}
+    for reuse in (False, True):
+        count_eval_loops.clear()
+        config = text_config(**{"training.num_train_epochs": 1, "speed.reuse_final_eval": reuse,
+                                "training.output_dir": text_config()["training"]["output_dir"] + str(reuse)})
+        metrics[reuse] = TextClassificationRecipe(config).run().metrics
+        # in-training evaluation of validation, the report's validation, the report's test
+        assert len(count_eval_loops) == (2 if reuse else 3)
+    for split in ("validation", "test"):
+        assert metrics[True][split] == metrics[False][split]
+
+
+def test_sorted_evaluation_returns_predictions_in_data_order(tmp_path, tiny_bert_dir):
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, TrainingArguments
+
+    from hftl.trainer import trainer_class
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2).eval()
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", per_device_eval_batch_size=2, use_cpu=True)
+    trainer = trainer_class()(model=model, args=args, processing_class=tokenizer,
+                              data_collator=DataCollatorWithPadding(tokenizer))
+    trainer.sort_eval_by_length = True
+    texts = ["great", "the film was really quite boring and the plot was tedious", "awful acting", "it felt very lovely"]
+    dataset = Dataset.from_dict({**tokenizer(texts, truncation=True), "labels": [1, 0, 0, 1]})
+    sampler = trainer._get_eval_sampler(dataset)
+    assert list(sampler) == [1, 3, 2, 0]  # longest first
+    output = trainer.predict(dataset)
+    with torch.no_grad():
+        expected = torch.cat([model(**tokenizer([t], return_tensors="pt")).logits for t in texts])
+    torch.testing.assert_close(torch.as_tensor(output.predictions), expected, atol=1e-5, rtol=1e-4)
+    assert output.label_ids.tolist() == [1, 0, 0, 1]
+
+
+def test_pad_to_multiple_of_pads_batches(text_config):
+    recipe = TextClassificationRecipe(text_config(**{"speed.pad_to_multiple_of": 8}))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(recipe.config.model.name_or_path)
+    batch = recipe.data_collator(tokenizer)([tokenizer("great"), tokenizer("the film was great")])
+    assert batch["input_ids"].shape[1] % 8 == 0
+
+
+def test_speed_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="pad_to_multiple_of"):
+        SpeedConfig(pad_to_multiple_of=0)
