@@ -27,7 +27,7 @@ def install(out_path: str) -> None:
 
     t0 = float(os.environ.get("BENCH_T0", time.time()))
     stats = {"t_first_step": None, "train_s": 0.0, "eval_s": 0.0, "eval_in_train_s": 0.0,
-             "train_samples": 0, "train_tokens": 0, "train_nonpad_tokens": 0, "train_steps": 0}
+             "checkpoint_s": 0.0, "save_model_s": 0.0, "train_samples": 0, "train_tokens": 0, "train_nonpad_tokens": 0, "train_steps": 0}
     state = {"in_train": False}
 
     class Probe(TrainerCallback):
@@ -65,18 +65,22 @@ def install(out_path: str) -> None:
                 stats["train_nonpad_tokens"] += int(mask.sum()) if mask is not None else int(ids.numel())
         return original_compute_loss(self, model, inputs, *args, **kwargs)
 
-    def timed(method):
+    def timed(method, key):
         def wrapper(self, *args, **kwargs):
             start = time.perf_counter()
             try:
                 return method(self, *args, **kwargs)
             finally:
-                stats["eval_s"] += time.perf_counter() - start
+                stats[key] += time.perf_counter() - start
 
         return wrapper
 
     Trainer.__init__, Trainer.train, Trainer.compute_loss = init, train, compute_loss
-    Trainer.evaluate, Trainer.predict = timed(Trainer.evaluate), timed(Trainer.predict)
+    Trainer.evaluate, Trainer.predict = timed(Trainer.evaluate, "eval_s"), timed(Trainer.predict, "eval_s")
+    # checkpoints are saved inside `train` (so they count in train_s); the final model after it
+    Trainer._save_checkpoint = timed(Trainer._save_checkpoint, "checkpoint_s")
+    save_model, timed_save_model = Trainer.save_model, timed(Trainer.save_model, "save_model_s")
+    Trainer.save_model = lambda self, *a, **kw: (save_model if kw.get("_internal_call") else timed_save_model)(self, *a, **kw)
 
     def write():
         with open(out_path, "w", encoding="utf-8") as handle:

@@ -55,7 +55,7 @@ STRATEGY_TEXT = {
     "freeze": "frozen backbone: only the task head{layers} trained",
     "lora": "LoRA adapters (peft) on the attention projections, task head trained fully",
 }
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")  # with or without a namespace (gpt2, openai-community/gpt2)
 _SPLIT_FOLDERS = {"train", "training", "test", "testing", "validation", "valid", "val", "dev", "eval"}
 
 
@@ -100,7 +100,9 @@ def base_model_info(name_or_path: str, resolved: str | None = None) -> dict:
     local = resolved if _is_local(resolved) else name_or_path
     if _is_local(local):
         return {"hub_id": None, "display": Path(local).resolve().name, "packaged": None}
-    return {"hub_id": name_or_path if _HUB_ID.match(name_or_path) else None, "display": name_or_path, "packaged": None}
+    if _HUB_ID.match(name_or_path):
+        return {"hub_id": name_or_path, "display": name_or_path, "packaged": None}
+    return {"hub_id": None, "display": Path(name_or_path).name, "packaged": None}  # a local folder moved away
 
 
 def data_source_info(source: str | None) -> dict | None:

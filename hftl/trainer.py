@@ -70,6 +70,7 @@ def build_trainer(recipe, model, datasets: dict, processor, args):
         # accumulation scaling). Classification losses are per-example means: undo that assumption.
         trainer.model_accepts_loss_kwargs = False
     trainer.sort_eval_by_length = speed.sort_eval_by_length
+    trainer.length_buckets = speed.length_buckets
     # with load_best_model_at_end the weights change after the last evaluation: nothing to reuse
     trainer.reuse_final_eval = speed.reuse_final_eval and not args.load_best_model_at_end
     return trainer
@@ -94,9 +95,18 @@ def trainer_class():
 
     class HftlTrainer(Trainer):
         sort_eval_by_length = False
+        length_buckets = False
         reuse_final_eval = False
         _eval_order = None  # the sorted order of the latest evaluation sampler
         _final_eval = None  # (key, order, EvalLoopOutput) of the evaluation at the last training step
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            columns = getattr(dataset, "column_names", None) or ()
+            if not self.length_buckets or self.args.world_size > 1 or "input_ids" not in columns:
+                return super()._get_train_sampler(train_dataset)
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            return LengthBucketSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps)
 
         def _get_eval_sampler(self, eval_dataset):
             self._eval_order = None
@@ -136,6 +146,32 @@ def trainer_class():
 
     _TRAINER_CLASS = HftlTrainer
     return HftlTrainer
+
+
+class LengthBucketSampler:
+    """Indices whose consecutive `batch_size` slices are batches of similar length, over the whole epoch.
+
+    The examples are sorted by length (ties in random order) and cut into batches; the batches are then
+    shuffled, the one incomplete batch last. `LengthGroupedSampler` sorts only inside windows of at most
+    50 random batches, so its batches still mix lengths. Randomness comes from torch's global generator,
+    which the Trainer seeds and restores on resume.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int):
+        self.lengths, self.batch_size = lengths, batch_size
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        size = self.batch_size
+        order = sorted(torch.randperm(len(self.lengths)).tolist(), key=self.lengths.__getitem__)
+        batches = [order[i:i + size] for i in range(0, len(order), size)]
+        rest = [batches.pop()] if batches and len(batches[-1]) < size else []
+        batches = [batches[i] for i in torch.randperm(len(batches)).tolist()] + rest
+        return iter([index for batch in batches for index in batch])
 
 
 def _take_rows(value, rows):

@@ -190,3 +190,18 @@ def test_every_task_template_renders_a_valid_card(task, tmp_path):
     assert "from_pretrained(\"some-org/some-model\"" in card.text
     assert (run_dir / "training_curves.png").is_file()
     assert ("confusion_matrix.png" in card.text) == ("confusion_matrix" in metrics)
+
+
+def test_loading_a_lora_run_does_not_use_the_adapters_base_path(lora_run):
+    """hftl loads the base from config.yaml: the base path peft records in adapter_config.json is only a record."""
+    import shutil
+
+    from hftl import load
+
+    copy = lora_run.run_dir.parent / "run-copy"  # a sibling: the relative paths in config.yaml still hold
+    shutil.copytree(lora_run.run_dir, copy, ignore=shutil.ignore_patterns("checkpoint-*"))
+    adapter = json.loads((copy / "adapter_config.json").read_text())
+    adapter["base_model_name_or_path"] = "nobody/does-not-exist"
+    (copy / "adapter_config.json").write_text(json.dumps(adapter))
+    texts = ["the film was great", "it was awful"]
+    assert load(copy).predict(texts) == load(lora_run.run_dir).predict(texts)

@@ -67,6 +67,21 @@ def hook(event, args):
     elif event in ("os.rename", "os.replace", "os.remove", "os.mkdir", "shutil.rmtree", "os.unlink") and args and _below(args[-1] if event in ("os.rename", "os.replace") else args[0]):
         writes.append(event + " " + os.path.relpath(os.path.realpath(os.fsdecode(args[-1] if event in ("os.rename", "os.replace") else args[0])), out))
 
+if os.environ.get("HFTL_TEST_SIGTERM_RANK") == rank:  # SIGTERM to this process only, at the end of step N
+    import signal
+    import transformers
+
+    class Fault(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == int(os.environ["HFTL_TEST_SIGTERM_STEP"]):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    original_init = transformers.Trainer.__init__
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.add_callback(Fault())
+    transformers.Trainer.__init__ = __init__
+
 sys.addaudithook(hook)
 atexit.register(lambda: open(os.path.join(os.environ["HFTL_TEST_AUDIT"], f"writes-{rank}.json"), "w").write(json.dumps(writes)))
 target = sys.argv[1]
@@ -106,7 +121,7 @@ def ddp_setup(tmp_path, tiny_bert_dir):
     return tmp_path, config
 
 
-def _launch_ddp(tmp_path: Path, config: dict) -> subprocess.CompletedProcess:
+def _launch_ddp(tmp_path: Path, config: dict, **extra_env) -> subprocess.CompletedProcess:
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(config))
     probe = tmp_path / "audited.py"
@@ -118,7 +133,7 @@ def _launch_ddp(tmp_path: Path, config: dict) -> subprocess.CompletedProcess:
     else:
         target = ["hftl.cli", "train", str(path)]
     env = {**os.environ, "HFTL_TEST_OUT": config["training"]["output_dir"], "HFTL_TEST_AUDIT": str(audit),
-           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra_env}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(probe), *target]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
 
@@ -168,3 +183,21 @@ def test_two_process_ddp_matches_one_process(ddp_setup):
     assert any(w.endswith("model.safetensors") for w in rank0), rank0
     assert "checkpoint-4/rng_state_1.pth" in rank1
     assert set(rank1) <= {"checkpoint-4/rng_state_1.pth", "os.mkdir checkpoint-4"}, rank1
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(ddp_setup):
+    """A stop signal reaching one rank (a pre-empted node) stops every rank after the same step, with one
+    checkpoint holding both RNG states, instead of leaving the others waiting in a collective."""
+    tmp_path, make_config = ddp_setup
+    config = make_config("ddp-stop", per_device_batch=8)
+    proc = _launch_ddp(tmp_path, config, HFTL_TEST_SIGTERM_RANK="1", HFTL_TEST_SIGTERM_STEP="2")
+    run_dir = tmp_path / "ddp-stop"
+    assert proc.returncode != 0
+    assert proc.stderr.count("training stopped by") == 2, proc.stderr[-4000:]
+    assert "training stopped by SIGTERM at step 2 of 4" in proc.stderr  # rank 1: the signal it received
+    assert "training stopped by a stop signal on another process at step 2 of 4" in proc.stderr  # rank 0
+    from hftl.trainer import checkpoint_problem
+
+    assert checkpoint_problem(run_dir / "checkpoint-2") is None
+    assert {p.name for p in (run_dir / "checkpoint-2").glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    assert not (run_dir / "metrics.json").exists()

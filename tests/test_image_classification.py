@@ -149,6 +149,39 @@ def test_lora_merged_equals_adapter(image_config, image_data):
     torch.testing.assert_close(adapter_logits, merged_logits, atol=1e-5, rtol=1e-4)
 
 
+def save_backbone(kind: str, out: Path) -> Path:
+    """A tiny DeiT or ResNet with its own PIL image processor (the processors differ: crop_pct, shortest edge)."""
+    from transformers import (ConvNextImageProcessorPil, DeiTConfig, DeiTForImageClassification, DeiTImageProcessorPil,
+                              ResNetConfig, ResNetForImageClassification)
+
+    torch.manual_seed(0)
+    if kind == "deit":
+        config = DeiTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64)
+        DeiTForImageClassification(config).save_pretrained(out)
+        DeiTImageProcessorPil(size={"height": 20, "width": 20}, crop_size={"height": 16, "width": 16}).save_pretrained(out)
+    else:
+        config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+        ResNetForImageClassification(config).save_pretrained(out)
+        ConvNextImageProcessorPil(size={"shortest_edge": 32}).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("kind, strategy", [("deit", "lora"), ("resnet", "freeze"), ("resnet", "full")])
+def test_other_backbones(tmp_path, image_config, kind, strategy):
+    model_dir = save_backbone(kind, tmp_path / kind)
+    config = image_config(**{"model.name_or_path": str(model_dir), "model.strategy": strategy,
+                             "training.num_train_epochs": 1})
+    result = ImageClassificationRecipe(config).run()
+    assert result.metrics["test"]["num_examples"] == 18
+    train = result.metrics["train"]
+    if strategy == "freeze":
+        assert train["trainable_params"] == 16 * 3 + 3  # ResNet's head: classifier.1, 16 features -> 3 classes
+    if strategy == "lora":
+        assert sorted(json.loads((result.run_dir / "adapter_config.json").read_text())["target_modules"]) == ["q_proj", "v_proj"]
+    assert len(load(result.run_dir).predict([Image.new("RGB", (30, 20), (200, 30, 30))])) == 1
+
+
 def test_csv_of_image_paths_with_mixed_modes(tmp_path, image_config):
     """CSV rows name image files relative to the CSV; grayscale, RGBA and palette images among RGB are converted."""
     rng = np.random.default_rng(3)

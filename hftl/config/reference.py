@@ -13,7 +13,10 @@ from hftl.config.schema import HubConfig, LoraConfig, ModelConfig, RunConfig, Sp
 def _default(f) -> str:
     if f.default is not dataclasses.MISSING:
         return "`" + repr(f.default).replace("'", "") + "`"
-    return "(section)" if f.default_factory is not dataclasses.MISSING else "**required**"
+    if f.default_factory is dataclasses.MISSING:
+        return "**required**"
+    value = f.default_factory()
+    return "(section)" if dataclasses.is_dataclass(value) or isinstance(value, dict) else f"`{value!r}`".replace("'", "")
 
 
 def section_table(title: str, cls) -> str:

@@ -137,6 +137,10 @@ class SpeedConfig:
     reuse_final_eval: bool = field(
         True, help="the validation evaluation at the last training step is reused by the final report, not run twice"
     )
+    length_buckets: bool = field(
+        False, help="batch examples sorted by length over the whole epoch, batch order shuffled (least padding; "
+        "changes which examples share a batch)"
+    )
     pad_to_multiple_of: int | None = field(
         None, help="round each batch's padded length up to a multiple of N (fewer distinct shapes for kernels)"
     )

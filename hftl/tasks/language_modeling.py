@@ -133,7 +133,8 @@ class LanguageModelingRecipe(Recipe):
         tokenized = dataset.map(lambda batch: self.tokenize(batch[data.text_column], tokenizer), batched=True,
                                 remove_columns=dataset.column_names, desc=f"Tokenizing {name}")
         total = sum(len(ids) for ids in tokenized["input_ids"]) if len(tokenized) else 0
-        source = getattr(self, "_sources", {}).get(name, f"data.{name}")
+        sources = getattr(self, "_sources", {})
+        source = sources.get(name) or f"the share of {sources.get('train', 'data.train')} held out for {name}"
         if total == 0:
             raise DataError(f"data.{name}: {source} holds no text in column '{data.text_column}' (every row is empty).")
         if total < block:
