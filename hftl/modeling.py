@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hftl.config.schema import ModelConfig
+from hftl.errors import HftlError
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +140,28 @@ def load_pretrained_model(auto_class, config: ModelConfig, **kwargs):
         logger.warning("model.allow_pickle is true: pickle weights (.bin) of %s may be loaded, and unpickling can run "
                        "arbitrary code. Use it only for checkpoints you trust; prefer safetensors.", path)
     model, info = auto_class.from_pretrained(path, output_loading_info=True, **extra, **kwargs)
+    if gguf_file:
+        dense_from_gguf(model)
     newly_initialised = set(info.get("missing_keys", [])) | {
         k for k, *_ in info.get("mismatched_keys", []) if isinstance(k, str)
     }
     return model, newly_initialised
+
+
+def dense_from_gguf(model) -> None:
+    """Detach the GGUF quantizer from a model whose weights were de-quantised at load (plain `nn.Linear`s).
+
+    transformers keeps it attached, and then refuses to train ("quantization method does not support training")
+    or to save the model; once dense, the model is an ordinary float checkpoint that saves as safetensors.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None or getattr(quantizer.quantization_config, "quant_method", None) != "gguf":
+        return
+    if getattr(quantizer, "packed_modules", None):
+        raise HftlError("this GGUF checkpoint loaded with packed (quantised) layers, which cannot be trained. "
+                        "Load it de-quantised (transformers GgufConfig(dequantize=True)).")
+    quantizer.remove_quantization_config(model)  # what transformers does itself for GgufConfig(dequantize=True)
+    model.config._is_quantized = False
 
 
 def load_tokenizer(config: ModelConfig):

@@ -69,7 +69,9 @@ def build_trainer(recipe, model, datasets: dict, processor, args):
         # num_items_in_batch and multiplies it by the number of processes (and skips gradient-
         # accumulation scaling). Classification losses are per-example means: undo that assumption.
         trainer.model_accepts_loss_kwargs = False
-    trainer.sort_eval_by_length = speed.sort_eval_by_length
+    # Trainer's eval loss is a mean of batch means: for token-mean losses (language models) sorting
+    # would change which tokens share a batch and so the reported loss; per-example losses are unaffected.
+    trainer.sort_eval_by_length = speed.sort_eval_by_length and not recipe.loss_is_token_mean
     trainer.length_buckets = speed.length_buckets
     # with load_best_model_at_end the weights change after the last evaluation: nothing to reuse
     trainer.reuse_final_eval = speed.reuse_final_eval and not args.load_best_model_at_end

@@ -7,28 +7,10 @@
 Plain `python recipes/text_classification.py --config ...` runs it in one process.
 """
 
-import argparse
 import sys
 
 from hftl import TextClassificationRecipe
-from hftl.errors import HftlError
-from hftl.report import print_summary
-
-
-def recipe_main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="a run config (YAML)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    try:
-        result = TextClassificationRecipe.from_yaml(args.config, args.overrides).run()
-    except HftlError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    if result.trainer.is_world_process_zero():
-        print_summary(result)
-    return 0
-
+from hftl.launch import recipe_main
 
 if __name__ == "__main__":
-    sys.exit(recipe_main())
+    sys.exit(recipe_main(TextClassificationRecipe, __doc__))

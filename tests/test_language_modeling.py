@@ -177,7 +177,9 @@ def test_masked_lm_lora_saves_merged_checkpoint_usable_for_classification(lm_con
     merged = result.run_dir / "merged"
     assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
     assert not (merged / "adapter_config.json").exists()
-    fills = load(result.run_dir).predict(["the film was [MASK]"])
+    loaded = load(result.run_dir)
+    assert loaded.evaluate()["pseudo_perplexity"] == pytest.approx(result.metrics["test"]["pseudo_perplexity"], rel=0.05)
+    fills = loaded.predict(["the film was [MASK]"])
     assert len(fills[0]["masks"]) == 1 and len(fills[0]["masks"][0]) == 5
     cls = TextClassificationRecipe(text_config(model_dir=merged, **{"training.num_train_epochs": 1})).run()
     assert "accuracy" in cls.metrics["test"]
@@ -237,9 +239,20 @@ def test_non_text_column_is_reported(lm_config, tmp_path):
         CausalLMRecipe(config).run()
 
 
-def test_tokenizer_without_mask_token_is_reported(lm_config, tiny_gpt2_dir):
-    message = _problems(lm_config("masked-lm", **{"model.name_or_path": str(tiny_gpt2_dir)}))
+def test_tokenizer_without_mask_token_is_reported(lm_config, tiny_bert_dir, tmp_path):
+    import shutil
+
+    no_mask = shutil.copytree(tiny_bert_dir, tmp_path / "bert-no-mask")
+    tokenizer_config = json.loads((no_mask / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("mask_token", None)
+    (no_mask / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    message = _problems(lm_config("masked-lm", **{"model.name_or_path": str(no_mask)}))
     assert "has no mask token" in message and "causal-lm" in message
+
+
+def test_decoder_for_masked_lm_is_reported(lm_config, tiny_gpt2_dir):
+    message = _problems(lm_config("masked-lm", **{"model.name_or_path": str(tiny_gpt2_dir)}))
+    assert "'gpt2' checkpoint" in message and "AutoModelForMaskedLM" in message
 
 
 def test_block_size_over_model_limit_is_reported(lm_config):

@@ -132,7 +132,7 @@ class SpeedConfig:
     )
     eval_batch_size_factor: int = field(4, help="evaluation batch = this x the training batch (no gradients kept)")
     sort_eval_by_length: bool = field(
-        True, help="evaluate examples sorted by length (less padding); predictions come back in the data's order"
+        True, help="evaluate examples sorted by length (less padding; per-example-loss tasks); predictions come back in the data's order"
     )
     reuse_final_eval: bool = field(
         True, help="the validation evaluation at the last training step is reused by the final report, not run twice"

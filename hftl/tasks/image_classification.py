@@ -211,31 +211,6 @@ def missing_path_problems(source: str, where: str, column: str) -> list[str]:
     return problems
 
 
-def save_confusion_matrix_png(matrix, names, path: Path, title: str) -> None:
-    """A confusion matrix plot (rows true, columns predicted); matplotlib's Agg canvas, no pyplot state touched."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    size = max(4.0, 0.45 * len(names) + 2)
-    figure = Figure(figsize=(size + 1, size))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    shown = axes.imshow(matrix, cmap="Blues")
-    figure.colorbar(shown, ax=axes)
-    axes.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted", ylabel="true", title=title)
-    axes.set_xticklabels(names, rotation=45, ha="right")
-    axes.set_yticklabels(names)
-    if len(names) <= 30:
-        peak = max((max(row) for row in matrix), default=0)
-        for i, row in enumerate(matrix):
-            for j, count in enumerate(row):
-                axes.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                          color="white" if count > peak / 2 else "black")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-
-
 class ImageClassificationRecipe(Recipe):
     """Fine-tune an image classifier (ViT, DeiT, ConvNeXt, ResNet... any `AutoModelForImageClassification`).
 
@@ -249,6 +224,7 @@ class ImageClassificationRecipe(Recipe):
 
     task = "image-classification"
     data_config_class = ImageClassificationData
+    auto_model_class = "AutoModelForImageClassification"
     peft_task_type = None  # peft has no image task type: the head is kept trainable through modules_to_save
     head_modules = ("classifier", "cls_classifier", "distillation_classifier")
 
@@ -481,7 +457,7 @@ class ImageClassificationRecipe(Recipe):
     def save_extras(self, out: Path, processor) -> None:
         write_json(out / LABELS_FILE, {"id2label": self.labels.id2label, "label2id": self.labels.label2id})
         for split, report in getattr(self, "_reports", {}).items():
-            save_confusion_matrix_png(report["confusion_matrix"], list(self.labels.names),
+            plot_confusion_matrix(report["confusion_matrix"], list(self.labels.names),
                                       out / f"confusion_matrix_{split}.png",
                                       f"{split}: accuracy {report['accuracy']:.3f}")
 

@@ -70,7 +70,7 @@ def perplexity(loss: float) -> float:
 class LanguageModelingRecipe(Recipe):
     """What causal and masked LM share: text loading, packing, loss/perplexity evaluation, merged LoRA saving."""
 
-    auto_class_name: str = ""
+    auto_model_class: str = ""
     perplexity_key: str = "perplexity"
     loss_is_token_mean = True  # transformers' LM losses are token sums divided by num_items_in_batch
 
@@ -170,8 +170,7 @@ class LanguageModelingRecipe(Recipe):
 
         from hftl.modeling import load_pretrained_model
 
-        model, new = load_pretrained_model(getattr(transformers, self.auto_class_name), self.config.model)
-        dense_from_gguf(model)
+        model, new = load_pretrained_model(getattr(transformers, self.auto_model_class), self.config.model)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
         if model.config.pad_token_id is None:
@@ -223,7 +222,7 @@ class LanguageModelingRecipe(Recipe):
         tokenizer = AutoTokenizer.from_pretrained(folder)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = getattr(transformers, self.auto_class_name).from_pretrained(folder, use_safetensors=True)
+        model = getattr(transformers, self.auto_model_class).from_pretrained(folder, use_safetensors=True)
         return tokenizer, model
 
     def evaluate_trained(self, model, tokenizer, source: str | None = None) -> dict:
@@ -248,22 +247,6 @@ class LanguageModelingRecipe(Recipe):
                                      prediction_loss_only=True, remove_unused_columns=False)
             trainer = Trainer(model=model, args=args, data_collator=self.data_collator(tokenizer))
             return self.evaluate_split(trainer, dataset)
-
-
-def dense_from_gguf(model) -> None:
-    """Detach the GGUF quantizer from a model whose weights were de-quantised at load (plain `nn.Linear`s).
-
-    transformers keeps it attached, and then refuses to train ("quantization method does not support training")
-    or to save the model; once dense, the model is an ordinary float checkpoint that saves as safetensors.
-    """
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is None or getattr(quantizer.quantization_config, "quant_method", None) != "gguf":
-        return
-    if getattr(quantizer, "packed_modules", None):
-        raise DataError("this GGUF checkpoint loaded with packed (quantised) layers, which cannot be trained. "
-                        "Load it de-quantised (transformers GgufConfig(dequantize=True)).")
-    quantizer.remove_quantization_config(model)  # what transformers does itself for GgufConfig(dequantize=True)
-    model.config._is_quantized = False
 
 
 def check_text_column(dataset, column: str, source: str) -> None:
@@ -299,7 +282,7 @@ class CausalLMRecipe(LanguageModelingRecipe):
     data_config_class = CausalLMData
     peft_task_type = "CAUSAL_LM"
     head_modules = ("lm_head",)
-    auto_class_name = "AutoModelForCausalLM"
+    auto_model_class = "AutoModelForCausalLM"
 
     def tokenize(self, texts, tokenizer) -> dict:
         eos = tokenizer.eos_token_id
@@ -344,7 +327,7 @@ class MaskedLMRecipe(LanguageModelingRecipe):
     data_config_class = MaskedLMData
     peft_task_type = None  # peft has no masked-LM task type; the generic PeftModel passes everything through
     head_modules = ("cls", "lm_head", "generator_lm_head")  # BERT/MiniLM, RoBERTa, ELECTRA generator
-    auto_class_name = "AutoModelForMaskedLM"
+    auto_model_class = "AutoModelForMaskedLM"
     perplexity_key = "pseudo_perplexity"
 
     @classmethod
