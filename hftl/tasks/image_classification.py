@@ -455,11 +455,12 @@ class ImageClassificationRecipe(Recipe):
         return report
 
     def save_extras(self, out: Path, processor) -> None:
+        from hftl.card import plot_confusion_matrix
+
         write_json(out / LABELS_FILE, {"id2label": self.labels.id2label, "label2id": self.labels.label2id})
         for split, report in getattr(self, "_reports", {}).items():
             plot_confusion_matrix(report["confusion_matrix"], list(self.labels.names),
-                                      out / f"confusion_matrix_{split}.png",
-                                      f"{split}: accuracy {report['accuracy']:.3f}")
+                                  out / f"confusion_matrix_{split}.png", f"{split}: accuracy {report['accuracy']:.3f}")
 
     # -- using a finished run ---------------------------------------------------------------------
     def load_trained(self, run_dir: Path):
