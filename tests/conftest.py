@@ -41,6 +41,14 @@ def write_tsv(path: Path, rows, header=("sentence", "label")) -> Path:
     return path
 
 
+def with_changes(config: dict, changes: dict) -> dict:
+    """Apply {'section.key': value} changes to a config dict (the fixtures' keyword-argument convention)."""
+    for dotted, value in changes.items():
+        section, key = dotted.split("__") if "__" in dotted else dotted.split(".")
+        config.setdefault(section, {})[key] = value
+    return config
+
+
 def corpus() -> list[str]:
     return [s for s, _ in make_sentences(400, seed=123)] + [" ".join(POSITIVE + NEGATIVE + FILLER)]
 
@@ -125,9 +133,6 @@ def text_config(tmp_path, tiny_bert_dir, text_data):
                          "per_device_train_batch_size": 16, "seed": 42, "logging_steps": 5},
             "speed": {"bf16": False},
         }
-        for dotted, value in changes.items():
-            section, key = dotted.split("__") if "__" in dotted else dotted.split(".")
-            config.setdefault(section, {})[key] = value
-        return config
+        return with_changes(config, changes)
 
     return make

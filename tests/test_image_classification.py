@@ -18,6 +18,7 @@ from hftl.config import load_config
 from hftl.errors import ConfigError, DataError
 from hftl.inference import load
 from hftl.tasks.image_classification import random_resized_crop, to_rgb
+from conftest import with_changes
 
 COLOURS = {"blue": (40, 60, 220), "green": (40, 200, 60), "red": (220, 50, 40)}
 REPO = Path(__file__).resolve().parents[1]
@@ -81,10 +82,7 @@ def image_config(tmp_path, tiny_vit_dir, image_data):
                          "per_device_train_batch_size": 8, "seed": 42, "logging_steps": 5, "save_strategy": "no"},
             "speed": {"bf16": False},
         }
-        for dotted, value in changes.items():
-            section, key = dotted.split(".")
-            config.setdefault(section, {})[key] = value
-        return config
+        return with_changes(config, changes)
 
     return make
 

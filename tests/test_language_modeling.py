@@ -8,7 +8,7 @@ import torch
 from hftl import CausalLMRecipe, MaskedLMRecipe, TextClassificationRecipe
 from hftl.errors import ConfigError, DataError
 from hftl.inference import load
-from conftest import make_sentences, write_tsv
+from conftest import make_sentences, write_tsv, with_changes
 
 
 @pytest.fixture(autouse=True)
@@ -48,10 +48,7 @@ def lm_config(tmp_path, tiny_gpt2_dir, tiny_bert_dir, lm_data):
                          "per_device_train_batch_size": 8, "seed": 42, "logging_steps": 10},
             "speed": {"bf16": False},
         }
-        for dotted, value in changes.items():
-            section, key = dotted.split(".")
-            config.setdefault(section, {})[key] = value
-        return config
+        return with_changes(config, changes)
 
     return make
 

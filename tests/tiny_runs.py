@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_sentences, write_tsv
+from conftest import make_sentences, write_tsv, with_changes
 
 TEXTS = ["the film was great", "it was really awful and boring", "a lovely and charming story", "dismal plot"]
 
@@ -26,9 +26,7 @@ def train_tiny_run(tmp: Path, model_dir: Path, **changes):
                      "per_device_train_batch_size": 16, "seed": 42, "logging_steps": 2},
         "speed": {"bf16": False},
     }
-    for dotted, value in changes.items():
-        section, key = dotted.split(".")
-        config.setdefault(section, {})[key] = value
+    with_changes(config, changes)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_DATASETS_CACHE", str(tmp / "datasets_cache"))
         return TextClassificationRecipe(config).run()

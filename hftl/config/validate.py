@@ -208,3 +208,15 @@ def validate_config(config: RunConfig, source: str | None = None) -> None:
     problems += recipe_cls.check_config(config, model_ok=not model_problems)
     if problems:
         raise ConfigError(problems, source)
+
+
+def check_length_limit(model, key: str, value: int) -> list[str]:
+    """A problem if `data.<key>` asks for more positions than the checkpoint has (read from its config only)."""
+    model_config, _ = read_model_config(model)  # cached: read once per validation
+    if model_config is None:
+        return []  # unreadable configs are reported by the model checks
+    limit = next((v for attr in ("max_position_embeddings", "n_positions")
+                  if isinstance(v := getattr(model_config, attr, None), int) and v > 0), None)
+    if limit and value > limit:
+        return [f"data.{key}: {value} exceeds the model's limit of {limit} positions. Use at most {limit}."]
+    return []

@@ -28,9 +28,10 @@ from pathlib import Path
 
 from hftl.config.parse import field
 from hftl.config.schema import DataConfig
+from hftl.config.validate import check_length_limit
 from hftl.data import check_source, fingerprint, load_split, load_splits
 from hftl.errors import DataError
-from hftl.tasks.text_classification import check_columns, model_max_length
+from hftl.tasks.text_classification import check_columns
 from hftl.train import Recipe
 
 logger = logging.getLogger(__name__)
@@ -92,19 +93,8 @@ class LanguageModelingRecipe(Recipe):
 
     @classmethod
     def _check_model(cls, config) -> list[str]:
-        from transformers import AutoConfig
-
-        from hftl.modeling import load_kwargs, resolve_checkpoint
-
-        path, _ = resolve_checkpoint(config.model)
-        try:
-            model_config = AutoConfig.from_pretrained(path, **load_kwargs(config.model))
-        except Exception:
-            return []  # unreadable configs are reported when the model loads
-        limit = model_max_length(model_config)
-        if limit and config.data.block_size > limit:
-            return [f"data.block_size: {config.data.block_size} exceeds the model's limit of {limit} positions. Use at most {limit}."]
-        return []
+        """Checks that read the checkpoint's config or tokenizer (subclasses extend)."""
+        return check_length_limit(config.model, "block_size", config.data.block_size)
 
     def load_data(self) -> dict:
         data = self.config.data

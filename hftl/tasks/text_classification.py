@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hftl.config.parse import did_you_mean, field
+from hftl.config.validate import check_length_limit
 from hftl.config.schema import DataConfig
 from hftl.data import LabelMap, check_source, fingerprint, load_splits, read_columns
 from hftl.errors import DataError
@@ -36,14 +37,6 @@ def check_columns(source: str, where: str, required: dict[str, str]) -> list[str
         for role, name in required.items()
         if name not in columns
     ]
-
-
-def model_max_length(model_config) -> int | None:
-    for attr in ("max_position_embeddings", "n_positions"):
-        value = getattr(model_config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 class TextClassificationRecipe(Recipe):
@@ -89,20 +82,8 @@ class TextClassificationRecipe(Recipe):
             data = config.data
             problems += check_rows(data, [c for c in (data.text_column, data.text_pair_column) if c], data.label_column)
         if model_ok:
-            problems += cls._check_model_limits(config)
+            problems += check_length_limit(config.model, "max_length", config.data.max_length)
         return problems
-
-    @classmethod
-    def _check_model_limits(cls, config) -> list[str]:
-        from hftl.config.validate import read_model_config
-
-        model_config, _ = read_model_config(config.model)  # cached: read once per validation
-        if model_config is None:
-            return []  # unreadable configs are reported by the model checks
-        limit = model_max_length(model_config)
-        if limit and config.data.max_length > limit:
-            return [f"data.max_length: {config.data.max_length} exceeds the model's limit of {limit} tokens. Use at most {limit}."]
-        return []
 
     # -- data -------------------------------------------------------------------------------------
     def load_data(self) -> dict:
