@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["classification_report", "combined_metrics", "logits_to_predictions", "make_compute_metrics"]
+__all__ = [
+    "classification_report", "combined_metrics", "logits_to_predictions", "make_compute_metrics", "prediction_records",
+]
 
 _METRIC_CLASS_NAMES = ("Accuracy", "Precision", "Recall", "F1", "PerClassReport", "ConfusionMatrix")
 _AVERAGES = ("macro", "weighted", "micro")
@@ -216,3 +218,14 @@ def make_compute_metrics(label_names: list[str]) -> Callable[[Any], dict]:
         return metrics.compute(predictions=predictions, references=references)
 
     return compute_metrics
+
+
+def prediction_records(probabilities, label_names: Sequence[str]) -> list[dict]:
+    """One {label, score, probabilities} dict per row of a (n, num_labels) probability tensor or array."""
+    records = []
+    for row in probabilities:
+        scores = [float(p) for p in row]
+        best = max(range(len(scores)), key=scores.__getitem__)
+        records.append({"label": label_names[best], "score": scores[best],
+                        "probabilities": dict(zip(label_names, scores))})
+    return records

@@ -107,6 +107,15 @@ class Recipe:
         """Metrics of the untrained model by split (saved as metrics['before_training']); {} to skip."""
         return {}
 
+    def evaluation_source(self, source: str | None) -> str:
+        """The data a finished run is evaluated on: `source`, else the run's test, else its validation data."""
+        from hftl.errors import DataError
+
+        source = source or self.config.data.test or self.config.data.validation
+        if not source:
+            raise DataError("no data to evaluate: give --data FILE (the run has no test or validation data).")
+        return source
+
     def save_extras(self, out: Path, processor) -> None:
         """Task files saved beside the model (label maps...)."""
 

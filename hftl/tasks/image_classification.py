@@ -481,6 +481,8 @@ class ImageClassificationRecipe(Recipe):
         """Predictions for images given as file paths or PIL images."""
         import torch
 
+        from hftl.metrics import prediction_records
+
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
@@ -488,10 +490,7 @@ class ImageClassificationRecipe(Recipe):
             pixels = processor(images=decoded, return_tensors="pt")["pixel_values"].to(model.device)
             with torch.inference_mode():
                 probs = model(pixel_values=pixels).logits.float().softmax(-1).cpu()
-            for row in probs:
-                best = int(row.argmax())
-                results.append({"label": self.labels.names[best], "score": float(row[best]),
-                                "probabilities": dict(zip(self.labels.names, map(float, row)))})
+            results += prediction_records(probs, self.labels.names)
         return results
 
     def evaluate_trained(self, model, processor, source: str | None = None) -> dict:
@@ -502,9 +501,7 @@ class ImageClassificationRecipe(Recipe):
         from hftl.metrics import classification_report, logits_to_predictions
 
         data = self.config.data
-        source = source or data.test or data.validation
-        if not source:
-            raise DataError("no data to evaluate: give --data FILE (the run has no test or validation data).")
+        source = self.evaluation_source(source)
         problems = self.check_data_source(source, "--data", data)
         if problems:
             raise DataError(" ".join(problems))

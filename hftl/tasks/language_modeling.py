@@ -31,7 +31,7 @@ from hftl.config.schema import DataConfig
 from hftl.config.validate import check_length_limit
 from hftl.data import check_source, fingerprint, load_split, load_splits
 from hftl.errors import DataError
-from hftl.tasks.text_classification import check_columns
+from hftl.tasks.text_classification import check_columns, check_sources
 from hftl.train import Recipe
 
 logger = logging.getLogger(__name__)
@@ -78,15 +78,7 @@ class LanguageModelingRecipe(Recipe):
     # -- config and data --------------------------------------------------------------------------
     @classmethod
     def check_config(cls, config, model_ok: bool) -> list[str]:
-        problems = []
-        for name, source in config.data.splits().items():
-            where = f"data.{name}"
-            source_problems = check_source(source, where)
-            try:
-                source_problems = source_problems or check_columns(source, where, {"text_column": config.data.text_column})
-            except DataError as err:
-                source_problems = [f"{where}: {err}"]
-            problems += source_problems
+        problems = check_sources(config.data, {"text_column": config.data.text_column})
         if model_ok:
             problems += cls._check_model(config)
         return problems
@@ -222,9 +214,7 @@ class LanguageModelingRecipe(Recipe):
         from transformers import Trainer, TrainingArguments
 
         data = self.config.data
-        source = source or data.test or data.validation
-        if not source:
-            raise DataError("no data to evaluate: give --data FILE (the run has no test or validation data).")
+        source = self.evaluation_source(source)
         problems = check_source(source, "--data") or check_columns(source, "--data", {"text_column": data.text_column})
         if problems:
             raise DataError(" ".join(problems))

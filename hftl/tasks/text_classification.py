@@ -39,6 +39,18 @@ def check_columns(source: str, where: str, required: dict[str, str]) -> list[str
     ]
 
 
+def check_sources(data, required: dict[str, str]) -> list[str]:
+    """Problems of every configured split: existence, format, and the required columns of its first line."""
+    problems = []
+    for name, source in data.splits().items():
+        where = f"data.{name}"
+        try:
+            problems += check_source(source, where) or check_columns(source, where, required)
+        except DataError as err:
+            problems.append(f"{where}: {err}")
+    return problems
+
+
 class TextClassificationRecipe(Recipe):
     """Fine-tune a text encoder or decoder for sequence classification.
 
@@ -67,15 +79,7 @@ class TextClassificationRecipe(Recipe):
 
     @classmethod
     def check_config(cls, config, model_ok: bool) -> list[str]:
-        problems = []
-        for name, source in config.data.splits().items():
-            where = f"data.{name}"
-            source_problems = check_source(source, where)
-            try:
-                source_problems = source_problems or check_columns(source, where, cls.required_columns(config.data))
-            except DataError as err:
-                source_problems = [f"{where}: {err}"]
-            problems += source_problems
+        problems = check_sources(config.data, cls.required_columns(config.data))
         if not problems:  # row-level checks (empty cells, label sets, split sizes) need readable files
             from hftl.data.checks import check_rows
 
@@ -194,16 +198,15 @@ class TextClassificationRecipe(Recipe):
     def predict(self, model, tokenizer, texts: list[str], batch_size: int = 64) -> list[dict]:
         import torch
 
+        from hftl.metrics import prediction_records
+
         results = []
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=self.config.data.max_length,
                               padding=True, return_tensors="pt").to(model.device)
             with torch.inference_mode():
                 probs = model(**batch).logits.float().softmax(-1).cpu()
-            for row in probs:
-                best = int(row.argmax())
-                results.append({"label": self.labels.names[best], "score": float(row[best]),
-                                "probabilities": dict(zip(self.labels.names, map(float, row)))})
+            results += prediction_records(probs, self.labels.names)
         return results
 
     def evaluate_trained(self, model, tokenizer, source: str | None = None) -> dict:
@@ -215,9 +218,7 @@ class TextClassificationRecipe(Recipe):
         from hftl.metrics import classification_report, logits_to_predictions
 
         data = self.config.data
-        source = source or data.test or data.validation
-        if not source:
-            raise DataError("no data to evaluate: give --data FILE (the run has no test or validation data).")
+        source = self.evaluation_source(source)
         problems = check_source(source, "--data") or check_columns(source, "--data", self.required_columns(data))
         if problems:
             raise DataError(" ".join(problems))
