@@ -7,7 +7,9 @@ The same probes wrap hftl and the baselines, so their cost is shared. OUT.json g
     t_first_step   seconds from the launch (env BENCH_T0, set by the suite) to the first optimizer step's start
     train_s        seconds inside `Trainer.train`, minus the evaluations run during training
     eval_s         seconds in `Trainer.evaluate` / `Trainer.predict` (during and after training)
-    train_samples, train_tokens (tensor elements fed to the model), train_nonpad_tokens (attention-mask ones)
+    train_samples   examples fed to the model in training (rows of input_ids, or of pixel_values for images)
+    train_tokens, train_nonpad_tokens   input_ids elements fed to the model, and those the attention mask keeps
+                    (all of them when there is no mask, as in packed causal-LM blocks); 0 for images
 """
 
 from __future__ import annotations
@@ -62,7 +64,10 @@ def install(out_path: str) -> None:
             if ids is not None:
                 stats["train_samples"] += int(ids.shape[0]) if ids.dim() > 1 else 1
                 stats["train_tokens"] += int(ids.numel())
+                # packed causal-LM blocks carry no mask (or one of all ones): every token counts
                 stats["train_nonpad_tokens"] += int(mask.sum()) if mask is not None else int(ids.numel())
+            elif inputs.get("pixel_values") is not None:  # images: samples only, no tokens
+                stats["train_samples"] += int(inputs["pixel_values"].shape[0])
         return original_compute_loss(self, model, inputs, *args, **kwargs)
 
     def timed(method, key):

@@ -1,0 +1,113 @@
+"""Where one training step's time goes, with torch's dropout masks and with hftl's cheap ones, side by side.
+
+    .venv/bin/python benchmarks/step_profile.py                    # packaged MiniLM, SST-2 batches of 32
+    .venv/bin/python benchmarks/step_profile.py --model DIR --steps 20 --top 15
+
+Two copies of the model with the same weights train on the same batches, steps interleaved
+(A B A B ...), each as the Trainer runs it on this machine: bf16 autocast where the CPU has it, loss
+backward, gradient clipping, fused AdamW. Prints the median step time of each (forward, backward,
+clip + optimizer) and the torch profiler's top operators (self time per step) for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="packaged:all-MiniLM-L6-v2")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "sst2" / "train.tsv"))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (after 3 warm-up steps)")
+    parser.add_argument("--top", type=int, default=12, help="operators listed per variant")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hftl.cheap_dropout import use_cheap_dropout
+    from hftl.config.schema import ModelConfig
+    from hftl.modeling import resolve_checkpoint
+    from hftl.trainer import bf16_is_fast
+
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    folder = resolve_checkpoint(ModelConfig(name_or_path=args.model))[0] if args.model.startswith("packaged:") else args.model
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with open(args.data, encoding="utf-8", newline="") as handle:
+        rows = [row["sentence"] for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    order = torch.randperm(len(rows)).tolist()
+    batches = []
+    for step in range(args.steps + 3):
+        texts = [rows[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        batch["labels"] = torch.randint(0, 2, (len(texts),))
+        batches.append(batch)
+
+    plain = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2).train()
+    cheap = copy.deepcopy(plain)
+    use_cheap_dropout(cheap)
+    variants = {"torch dropout": plain, "cheap dropout": cheap}
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-5, fused=True) for name, m in variants.items()}
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_is_fast())
+
+    def step(name, batch):
+        model, optimizer = variants[name], optimizers[name]
+        start = time.perf_counter()
+        with autocast:
+            loss = model(**batch).loss
+        forward = time.perf_counter()
+        loss.backward()
+        backward = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return forward - start, backward - forward, time.perf_counter() - backward
+
+    times = {name: [] for name in variants}
+    for index, batch in enumerate(batches):
+        for name in variants:
+            result = step(name, batch)
+            if index >= 3:
+                times[name].append(result)
+    tokens = statistics.mean(int(b["input_ids"].numel()) for b in batches)
+    print(f"{folder}: {args.steps} steps of {args.batch_size} sentences (~{tokens:.0f} token positions), "
+          f"bf16 autocast {'on' if bf16_is_fast() else 'off'}, {torch.get_num_threads()} threads")
+    print(f"{'variant':14s} {'step ms':>8s} {'forward':>8s} {'backward':>9s} {'clip+opt':>9s}")
+    medians = {}
+    for name, rows_ in times.items():
+        parts = [statistics.median(r[i] for r in rows_) * 1e3 for i in range(3)]
+        medians[name] = statistics.median(sum(r) for r in rows_) * 1e3
+        print(f"{name:14s} {medians[name]:8.1f} {parts[0]:8.1f} {parts[1]:9.1f} {parts[2]:9.1f}")
+    print(f"cheap dropout: {medians['torch dropout'] / medians['cheap dropout']:.2f}x faster steps")
+
+    from torch.profiler import ProfilerActivity, profile
+
+    for name in variants:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for batch in batches[3:]:
+                step(name, batch)
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in events)
+        print(f"\n{name}: top operators, self time per step")
+        for event in events[:args.top]:
+            share = event.self_cpu_time_total / total
+            print(f"  {event.key:42s} {event.self_cpu_time_total / args.steps / 1e3:7.1f} ms  {share:6.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
