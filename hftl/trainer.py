@@ -7,6 +7,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_TRAIN_BATCH = 32
+AUTO_EVAL_BATCH_FACTOR = 4  # `speed.eval_batch_size_factor: auto` for tasks that do not set their own
+
 
 def bf16_is_fast() -> bool:
     """True where bfloat16 autocast runs natively: Ampere+ GPUs, CPUs with AVX512-BF16 or AMX."""
@@ -23,10 +26,11 @@ def training_arguments(config, task_defaults: dict | None = None):
     from transformers import TrainingArguments
 
     speed = config.speed
-    train_batch = config.training.get("per_device_train_batch_size", 32)
+    train_batch = config.training.get("per_device_train_batch_size", DEFAULT_TRAIN_BATCH)
+    factor = AUTO_EVAL_BATCH_FACTOR if speed.eval_batch_size_factor == "auto" else speed.eval_batch_size_factor
     defaults = {
         "per_device_train_batch_size": train_batch,
-        "per_device_eval_batch_size": train_batch * speed.eval_batch_size_factor,
+        "per_device_eval_batch_size": train_batch * factor,
         "eval_strategy": "epoch",
         "save_strategy": "epoch",
         "save_total_limit": 2,

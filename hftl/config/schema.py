@@ -130,7 +130,10 @@ class SpeedConfig:
     bf16: Literal["auto"] | bool = field(
         "auto", help="bfloat16 mixed precision; 'auto' = on where the hardware runs it fast (AVX512-BF16 CPUs, Ampere+ GPUs)"
     )
-    eval_batch_size_factor: int = field(4, help="evaluation batch = this x the training batch (no gradients kept)")
+    eval_batch_size_factor: Literal["auto"] | int = field(
+        "auto", help="evaluation batch = this x the training batch; 'auto' = 4 (no gradients kept), but 1 for language "
+        "models, whose vocabulary-sized logits per token make larger batches cost memory and no time"
+    )
     sort_eval_by_length: bool = field(
         True, help="evaluate examples sorted by length (less padding; per-example-loss tasks); predictions come back in the data's order"
     )
@@ -151,7 +154,7 @@ class SpeedConfig:
 
     def __post_init__(self):
         problems = []
-        if self.eval_batch_size_factor < 1:
+        if self.eval_batch_size_factor != "auto" and self.eval_batch_size_factor < 1:
             problems.append(f"eval_batch_size_factor: must be >= 1, got {self.eval_batch_size_factor}.")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             problems.append(f"pad_to_multiple_of: must be a positive integer or null, got {self.pad_to_multiple_of}.")
