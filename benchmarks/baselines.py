@@ -22,24 +22,48 @@ from pathlib import Path
 VARIANTS = ("padded", "dynamic", "best")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=VARIANTS, required=True)
-    parser.add_argument("--model", required=True, help="checkpoint folder")
-    parser.add_argument("--train", required=True)
+def suite_parser(description: str, variants, *, model_help="checkpoint folder", data_help=None, epochs=1.0,
+                 batch_size=32, lr=5e-5) -> argparse.ArgumentParser:
+    """The options `benchmarks/run.py` passes to every baseline script; each script adds its own after them."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", choices=variants, required=True)
+    parser.add_argument("--model", required=True, help=model_help)
+    parser.add_argument("--train", required=True, help=data_help)
     parser.add_argument("--validation", required=True)
     parser.add_argument("--test", required=True)
-    parser.add_argument("--text-column", default="sentence")
-    parser.add_argument("--label-column", default="label")
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--epochs", type=float, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after N steps (smoke runs)")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--results", required=True, help="where to write the test metrics (JSON)")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = suite_parser(__doc__, VARIANTS)
+    parser.add_argument("--text-column", default="sentence")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--max-length", type=int, default=128)
     return parser.parse_args(argv)
+
+
+def write_classification_results(path: str, validation: dict, output) -> None:
+    """Test accuracy, macro F1 and loss of `Trainer.predict` output (scikit-learn, like hftl's reports) as JSON."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score
+
+    predictions = np.argmax(output.predictions, axis=-1)
+    results = {
+        "validation_loss": validation["eval_loss"],
+        "test": {
+            "accuracy": float(accuracy_score(output.label_ids, predictions)),
+            "f1": float(f1_score(output.label_ids, predictions, average="macro")),
+            "loss": float(output.metrics["test_loss"]),
+        },
+    }
+    Path(path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 def bf16_available() -> bool:
@@ -52,10 +76,8 @@ def bf16_available() -> bool:
 
 
 def main(argv=None) -> None:
-    import numpy as np
     import torch
     from datasets import load_dataset
-    from sklearn.metrics import accuracy_score, f1_score
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -110,17 +132,7 @@ def main(argv=None) -> None:
     trainer.train()
     trainer.save_model()
     validation = trainer.evaluate()
-    output = trainer.predict(data["test"])
-    predictions = np.argmax(output.predictions, axis=-1)
-    results = {
-        "validation_loss": validation["eval_loss"],
-        "test": {
-            "accuracy": float(accuracy_score(output.label_ids, predictions)),
-            "f1": float(f1_score(output.label_ids, predictions, average="macro")),
-            "loss": float(output.metrics["test_loss"]),
-        },
-    }
-    Path(args.results).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_classification_results(args.results, validation, trainer.predict(data["test"]))
 
 
 if __name__ == "__main__":

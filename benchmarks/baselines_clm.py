@@ -21,7 +21,6 @@ The results file holds the test loss (mean next-token cross-entropy) and perplex
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -31,27 +30,15 @@ from pathlib import Path
 
 # the probe runs this file with runpy, which puts no script folder on the path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import bf16_available  # noqa: E402
+from baselines import bf16_available, suite_parser  # noqa: E402
 
 VARIANTS = ("padded", "best")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=VARIANTS, required=True)
-    parser.add_argument("--model", required=True, help="checkpoint folder")
-    parser.add_argument("--train", required=True)
-    parser.add_argument("--validation", required=True)
-    parser.add_argument("--test", required=True)
+    parser = suite_parser(__doc__, VARIANTS, batch_size=4)
     parser.add_argument("--text-column", default="sentence")
     parser.add_argument("--block-size", type=int, default=128)
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--max-steps", type=int, default=-1, help="stop after N steps (smoke runs)")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--results", required=True, help="where to write the test metrics (JSON)")
     return parser.parse_args(argv)
 
 

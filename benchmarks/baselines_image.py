@@ -16,41 +16,25 @@ scikit-learn like hftl's reports.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 # the probe runs this file with runpy, which puts no script folder on the path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import bf16_available  # noqa: E402
+from baselines import bf16_available, suite_parser, write_classification_results  # noqa: E402
 
 VARIANTS = ("best",)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=VARIANTS, required=True)
-    parser.add_argument("--model", required=True, help="checkpoint folder (with its preprocessor_config.json)")
-    parser.add_argument("--train", required=True, help="image folder: <label>/<image>")
-    parser.add_argument("--validation", required=True)
-    parser.add_argument("--test", required=True)
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--max-steps", type=int, default=-1, help="stop after N steps (smoke runs)")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--results", required=True, help="where to write the test metrics (JSON)")
-    return parser.parse_args(argv)
+    return suite_parser(__doc__, VARIANTS, model_help="checkpoint folder (with its preprocessor_config.json)",
+                        data_help="image folder: <label>/<image>", epochs=3.0, lr=5e-4).parse_args(argv)
 
 
 def main(argv=None) -> None:
-    import numpy as np
     import torch
     from datasets import load_dataset
-    from sklearn.metrics import accuracy_score, f1_score
     from transformers import (
         AutoImageProcessor,
         AutoModelForImageClassification,
@@ -106,17 +90,7 @@ def main(argv=None) -> None:
     trainer.train()
     trainer.save_model()
     validation = trainer.evaluate()
-    output = trainer.predict(data["test"])
-    predictions = np.argmax(output.predictions, axis=-1)
-    results = {
-        "validation_loss": validation["eval_loss"],
-        "test": {
-            "accuracy": float(accuracy_score(output.label_ids, predictions)),
-            "f1": float(f1_score(output.label_ids, predictions, average="macro")),
-            "loss": float(output.metrics["test_loss"]),
-        },
-    }
-    Path(args.results).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_classification_results(args.results, validation, trainer.predict(data["test"]))
 
 
 if __name__ == "__main__":
