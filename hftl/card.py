@@ -297,9 +297,7 @@ def _eval_results(metrics: dict, pipeline_tag: str, task_title: str, dataset: di
 def _hyperparameters(config, recipe) -> list[tuple[str, object]]:
     """The effective training arguments (hftl's and the task's defaults under the user's settings)."""
     try:
-        from hftl.trainer import training_arguments
-
-        args = training_arguments(config, recipe.training_defaults()).to_dict()
+        args = recipe.training_arguments().to_dict()
     except Exception as err:  # e.g. a setting this machine cannot honour: show what the config says
         logger.debug("card: showing the configured training arguments only (%s)", err)
         args = dict(config.training)

@@ -16,10 +16,12 @@ fast counter-based generator already).
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 from torch import nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION_NAME = "sdpa_cheap_dropout"
 _RESOLUTION = 1 << 16  # p is quantised to 1/65536: each mask element gets 16 random bits
@@ -31,9 +33,7 @@ def _threshold(p: float) -> int:
 
 def keep_mask(shape, p: float, device=None) -> torch.Tensor:
     """A boolean mask, True with probability 1 - `effective_p(p)`, from torch's global generator."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     # 64 random bits per draw (the full int64 range), read as four int16 lanes uniform on [-32768, 32767]
     draws = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
     lanes = draws.view(torch.int16)[:count].view(shape)
@@ -71,8 +71,6 @@ def sdpa_cheap_dropout(module, query, key, value, attention_mask, dropout: float
     the result is what SDPA computes, with this module's random stream. Anything else (no dropout,
     GPUs, position biases, GQA) goes to transformers' own `sdpa_attention_forward` unchanged.
     """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     plain = (
         not module.training
         or not _cheap_applies(dropout, query)

@@ -100,6 +100,15 @@ class Recipe:
         """Task defaults for `TrainingArguments`, under the user's `training` section."""
         return {}
 
+    #: what `speed.eval_batch_size_factor: auto` means for this task (evaluation keeps no gradients)
+    auto_eval_batch_size_factor: int = 4
+
+    def training_arguments(self):
+        """The run's `TrainingArguments`: hftl's defaults, then this task's, then the user's `training` section."""
+        from hftl.trainer import training_arguments
+
+        return training_arguments(self.config, self.training_defaults(), self.auto_eval_batch_size_factor)
+
     def evaluate_split(self, trainer, dataset) -> dict:
         return trainer.evaluate(dataset)
 
@@ -125,10 +134,10 @@ class Recipe:
         from transformers import set_seed
 
         from hftl.strategies import apply_strategy, count_parameters
-        from hftl.trainer import build_trainer, last_checkpoint, prepare_run_dir, training_arguments
+        from hftl.trainer import build_trainer, last_checkpoint, prepare_run_dir
 
         config = self.config
-        args = training_arguments(config, self.training_defaults())  # bad arguments fail here, before loading
+        args = self.training_arguments()  # bad arguments fail here, before loading
         seed = args.seed
         out = prepare_run_dir(config, args)  # main process only; the others wait
         set_seed(seed)

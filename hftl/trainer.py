@@ -8,7 +8,6 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRAIN_BATCH = 32
-AUTO_EVAL_BATCH_FACTOR = 4  # `speed.eval_batch_size_factor: auto` for tasks that do not set their own
 
 
 def bf16_is_fast() -> bool:
@@ -21,13 +20,16 @@ def bf16_is_fast() -> bool:
     return bool(is_supported and is_supported())
 
 
-def training_arguments(config, task_defaults: dict | None = None):
-    """`TrainingArguments` from hftl's defaults, the task's, then the user's `training` section (which wins)."""
+def training_arguments(config, task_defaults: dict | None = None, auto_eval_batch_size_factor: int = 4):
+    """`TrainingArguments` from hftl's defaults, the task's, then the user's `training` section (which wins).
+
+    `auto_eval_batch_size_factor` is what `speed.eval_batch_size_factor: auto` means for the task.
+    """
     from transformers import TrainingArguments
 
     speed = config.speed
     train_batch = config.training.get("per_device_train_batch_size", DEFAULT_TRAIN_BATCH)
-    factor = AUTO_EVAL_BATCH_FACTOR if speed.eval_batch_size_factor == "auto" else speed.eval_batch_size_factor
+    factor = auto_eval_batch_size_factor if speed.eval_batch_size_factor == "auto" else speed.eval_batch_size_factor
     defaults = {
         "per_device_train_batch_size": train_batch,
         "per_device_eval_batch_size": train_batch * factor,

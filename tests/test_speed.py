@@ -97,20 +97,15 @@ def test_length_buckets_switch_trains_with_the_bucket_sampler(text_config):
 def test_language_models_evaluate_with_the_training_batch_by_default(tmp_path, tiny_gpt2_dir, factor, expected_eval_batch):
     """Vocabulary-sized logits per token: a 4x evaluation batch costs memory and no time (docs/benchmarks.md)."""
     from hftl import CausalLMRecipe
-    from hftl.trainer import training_arguments
 
     train = tmp_path / "train.txt"
     train.write_text("a few words of text\n" * 20, encoding="utf-8")
     config = {"task": "causal-lm", "model": {"name_or_path": str(tiny_gpt2_dir)}, "data": {"train": str(train), "block_size": 16},
               "training": {"output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 6},
               "speed": {"eval_batch_size_factor": factor}}
-    recipe = CausalLMRecipe(config)
-    args = training_arguments(recipe.config, recipe.training_defaults())
-    assert args.per_device_eval_batch_size == expected_eval_batch
+    assert CausalLMRecipe(config).training_arguments().per_device_eval_batch_size == expected_eval_batch
 
 
 def test_classification_evaluates_with_four_times_the_training_batch(text_config):
-    from hftl.trainer import training_arguments
-
     recipe = TextClassificationRecipe(text_config(**{"training.per_device_train_batch_size": 5}))
-    assert training_arguments(recipe.config, recipe.training_defaults()).per_device_eval_batch_size == 20
+    assert recipe.training_arguments().per_device_eval_batch_size == 20

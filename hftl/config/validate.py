@@ -184,10 +184,8 @@ def check_training_combination(config: RunConfig, recipe_cls) -> list[str]:
     """Build the run's `TrainingArguments` (hftl's and the task's defaults under `training`), so that
     their cross-field checks (e.g. `load_best_model_at_end` needs matching eval and save strategies)
     fail here rather than after the data is loaded."""
-    from hftl.trainer import training_arguments
-
     try:
-        training_arguments(config, recipe_cls(config).training_defaults())
+        recipe_cls(config).training_arguments()
     except (ValueError, TypeError) as err:
         message = " ".join(str(err).split())
         return [f"training: {message} Change the training section accordingly."]

@@ -74,6 +74,9 @@ class LanguageModelingRecipe(Recipe):
     auto_model_class: str = ""
     perplexity_key: str = "perplexity"
     loss_is_token_mean = True  # transformers' LM losses are token sums divided by num_items_in_batch
+    # The same vocabulary-sized logits make a 4x evaluation batch cost memory (+460 MB for SmolLM2 at
+    # 4 x 128 tokens) and no time (docs/benchmarks.md): evaluate with the training batch.
+    auto_eval_batch_size_factor = 1
 
     # -- config and data --------------------------------------------------------------------------
     @classmethod
@@ -144,15 +147,7 @@ class LanguageModelingRecipe(Recipe):
     def training_defaults(self) -> dict:
         # Blocks all have the same length (nothing to group), and evaluation needs only the loss: gathering
         # vocabulary-sized logits for every token would take gigabytes.
-        defaults = {"train_sampling_strategy": "random", "prediction_loss_only": True}
-        if self.config.speed.eval_batch_size_factor == "auto":
-            # The same logits make a 4x evaluation batch cost memory (+460 MB for SmolLM2 at 4 x 128 tokens)
-            # and no time (docs/benchmarks.md): evaluate with the training batch.
-            from hftl.trainer import DEFAULT_TRAIN_BATCH
-
-            defaults["per_device_eval_batch_size"] = self.config.training.get("per_device_train_batch_size",
-                                                                              DEFAULT_TRAIN_BATCH)
-        return defaults
+        return {"train_sampling_strategy": "random", "prediction_loss_only": True}
 
     # -- model ------------------------------------------------------------------------------------
     def load_model(self, tokenizer):
