@@ -1,6 +1,7 @@
 """Where one training step's time goes, with torch's dropout masks and with hftl's cheap ones, side by side.
 
     .venv/bin/python benchmarks/step_profile.py                    # packaged MiniLM, SST-2 batches of 32
+    .venv/bin/python benchmarks/step_profile.py --batches grouped      # batches as length grouping makes them
     .venv/bin/python benchmarks/step_profile.py --model DIR --steps 20 --top 15
 
 Two copies of the model with the same weights train on the same batches, steps interleaved
@@ -19,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(REPO), str(HERE)]
 
 
 def parse_args(argv=None):
@@ -29,6 +31,9 @@ def parse_args(argv=None):
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "sst2" / "train.tsv"))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (after 3 warm-up steps)")
+    parser.add_argument("--batches", choices=("random", "grouped"), default="random",
+                        help="random sentences, or batches cut from length-sorted windows of 1,000 sentences and "
+                             "shuffled (the shapes the Trainer's group_by_length sampler gives)")
     parser.add_argument("--top", type=int, default=12, help="operators listed per variant")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -38,21 +43,31 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from run import resolve_model
+
     from hftl.cheap_dropout import use_cheap_dropout
-    from hftl.config.schema import ModelConfig
-    from hftl.modeling import resolve_checkpoint
     from hftl.trainer import bf16_is_fast
 
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    folder = resolve_checkpoint(ModelConfig(name_or_path=args.model))[0] if args.model.startswith("packaged:") else args.model
+    folder = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     with open(args.data, encoding="utf-8", newline="") as handle:
         rows = [row["sentence"] for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)]
-    order = torch.randperm(len(rows)).tolist()
+    count = (args.steps + 3) * args.batch_size
+    if args.batches == "grouped":
+        groups = []
+        for start in range(0, count, 1000):
+            window = rows[start:start + 1000]
+            lengths = [len(ids) for ids in tokenizer(window, truncation=True, max_length=128)["input_ids"]]
+            window = [window[i] for i in sorted(range(len(window)), key=lengths.__getitem__)]
+            groups += [window[i:i + args.batch_size] for i in range(0, len(window), args.batch_size)]
+        groups = [groups[i] for i in torch.randperm(len(groups)).tolist()][:args.steps + 3]
+    else:
+        order = torch.randperm(len(rows)).tolist()[:count]
+        groups = [[rows[i] for i in order[i:i + args.batch_size]] for i in range(0, count, args.batch_size)]
     batches = []
-    for step in range(args.steps + 3):
-        texts = [rows[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
+    for texts in groups:
         batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
         batch["labels"] = torch.randint(0, 2, (len(texts),))
         batches.append(batch)
