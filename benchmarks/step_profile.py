@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
     from run import resolve_model
 
-    from hftl.cheap_dropout import use_cheap_dropout
+    from hftl.speed.cheap_dropout import use_cheap_dropout
     from hftl.trainer import bf16_is_fast
 
     args = parse_args(argv)

@@ -82,7 +82,7 @@ def build_trainer(recipe, model, datasets: dict, processor, args):
     # with load_best_model_at_end the weights change after the last evaluation: nothing to reuse
     trainer.reuse_final_eval = speed.reuse_final_eval and not args.load_best_model_at_end
     if speed.cheap_dropout is True or (speed.cheap_dropout == "auto" and args.device.type == "cpu"):
-        from hftl.cheap_dropout import use_cheap_dropout
+        from hftl.speed.cheap_dropout import use_cheap_dropout
 
         logger.info("cheap dropout masks in %d dropout layers", use_cheap_dropout(trainer.model))
     return trainer

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from hftl import TextClassificationRecipe
-from hftl.cheap_dropout import (
+from hftl.speed.cheap_dropout import (
     ATTENTION_NAME,
     CheapDropout,
     effective_p,
