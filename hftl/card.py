@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from hftl.outputs import CONFIG_FILE, LABELS_FILE, MANIFEST_FILE, METRICS_FILE, read_json, write_atomic
+from hftl.plots import plot_confusion_matrix, plot_training_curves
 
 logger = logging.getLogger(__name__)
 
@@ -192,67 +193,6 @@ def base_license(info: dict, resolved: str | None) -> str | None:
         return (metadata_load(readme) or {}).get("license") if readme else None
     except Exception:  # an unreadable card header: no license claimed
         return None
-
-
-# -- figures --------------------------------------------------------------------------------------------
-def _figure(width: float, height: float):
-    """A matplotlib figure on the Agg canvas: no pyplot, no global backend change."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height))
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> Path:
-    """Rows are true classes, columns predicted ones; counts written in the cells up to 30 classes."""
-    size = max(4.0, 0.45 * len(labels) + 2)
-    figure = _figure(size + 1, size)
-    axes = figure.add_subplot()
-    shown = axes.imshow(matrix, cmap="Blues")
-    figure.colorbar(shown, ax=axes)
-    axes.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted", ylabel="true", title=title)
-    axes.set_xticklabels(labels, rotation=45, ha="right")
-    axes.set_yticklabels(labels)
-    if len(labels) <= 30:
-        peak = max((max(row) for row in matrix), default=0)
-        for i, row in enumerate(matrix):
-            for j, count in enumerate(row):
-                axes.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                          color="white" if count > peak / 2 else "black")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return path
-
-
-def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
-    """Training and validation loss by step, and the validation metrics; None if nothing was logged."""
-    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
-    evals = [e for e in log_history if "eval_loss" in e and "step" in e]
-    scores = [k for k in ("eval_accuracy", "eval_f1", "eval_perplexity") if any(k in e for e in evals)]
-    if not train and not evals:
-        return None
-    figure = _figure(11 if scores else 6, 4)
-    axes = figure.add_subplot(1, 2 if scores else 1, 1)
-    if train:
-        axes.plot(*zip(*train), label="training loss")
-    if evals:
-        axes.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], marker="o", label="validation loss")
-    axes.set(xlabel="step", ylabel="loss", title="Loss")
-    axes.legend()
-    axes.grid(alpha=0.3)
-    if scores:
-        right = figure.add_subplot(1, 2, 2)
-        for key in scores:
-            points = [(e["step"], e[key]) for e in evals if key in e]
-            right.plot(*zip(*points), marker="o", label=key.removeprefix("eval_"))
-        right.set(xlabel="step", title="Validation metrics")
-        right.legend()
-        right.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return path
 
 
 # -- the card data --------------------------------------------------------------------------------------

@@ -455,7 +455,7 @@ class ImageClassificationRecipe(Recipe):
         return report
 
     def save_extras(self, out: Path, processor) -> None:
-        from hftl.card import plot_confusion_matrix
+        from hftl.plots import plot_confusion_matrix
 
         write_json(out / LABELS_FILE, {"id2label": self.labels.id2label, "label2id": self.labels.label2id})
         for split, report in getattr(self, "_reports", {}).items():
