@@ -1,7 +1,8 @@
 """hftl: transfer learning on Hugging Face. Fine-tune a pretrained checkpoint on your data, measure it, share it.
 
 Public API (imported lazily, so `import hftl` and `hftl --help` stay fast):
-    TextClassificationRecipe, load_config, load (a saved run), __version__
+    the task recipes (TextClassificationRecipe, ...), Recipe and register_task (to add a task), load_config,
+    load (a finished run), RunDir (a run folder's layout), __version__
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Recipe": "hftl.train",
-    "RunResult": "hftl.train",
+    "Recipe": "hftl.recipe",
+    "RunResult": "hftl.recipe",
+    "PreparedData": "hftl.recipe",
+    "RunDir": "hftl.run_dir",
+    "register_task": "hftl.tasks",
     "TextClassificationRecipe": "hftl.tasks.text_classification",
     "CausalLMRecipe": "hftl.tasks.language_modeling",
     "MaskedLMRecipe": "hftl.tasks.language_modeling",
     "ImageClassificationRecipe": "hftl.tasks.image_classification",
-    "load_config": "hftl.config",
+    "load_config": "hftl.preflight",
     "load": "hftl.inference",
     "RunConfig": "hftl.config",
     "HftlError": "hftl.errors",

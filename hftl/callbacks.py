@@ -19,6 +19,7 @@ import threading
 from transformers import TrainerCallback
 
 from hftl.errors import NonFiniteLossError, TrainingInterrupted
+from hftl.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +120,8 @@ class NonFiniteLossCallback(TrainerCallback):
             self._fail(args, state, loss)
 
     def _fail(self, args, state, value):
-        from hftl.trainer import last_checkpoint
-
         step = state.global_step + 1
-        kept = last_checkpoint(args.output_dir, quiet=True)
+        kept = RunDir(args.output_dir).last_checkpoint(quiet=True)
         where = f"The last good checkpoint is {kept}" if kept else "No checkpoint was saved before it"
         raise NonFiniteLossError(
             f"the training loss became {value} at step {step} (epoch {state.epoch or 0:.2f}); training stopped "

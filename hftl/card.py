@@ -1,8 +1,9 @@
 """Model cards: gather what a finished run saved, draw its figures, render `README.md` from `model_cards/`.
 
-The card is rendered from the run folder alone (`config.yaml`, `metrics.json`, `manifest.json`, `labels.json`,
-`trainer_state.json`), so `hftl card RUN_DIR` re-renders it at any time. Each task names its template through
-`Recipe.card_template` (default `<task with underscores>.md`); every template extends `base.md`.
+The card is rendered from the run folder alone (its config, metrics, manifest, labels and trainer state, read
+through `RunDir`), so `hftl card RUN_DIR` re-renders it at any time, on any machine: the training settings
+shown are the ones recorded when it trained. What differs by task (template, pipeline tag, title, metrics
+shown) comes from the task's declaration (`hftl.recipe.Recipe`); every template extends `base.md`.
 
 Nothing machine-specific is written: local models and data appear by folder and file name only, and no
 token is ever read here.
@@ -16,41 +17,16 @@ import os
 import re
 from pathlib import Path
 
-from hftl.outputs import CONFIG_FILE, LABELS_FILE, MANIFEST_FILE, METRICS_FILE, read_json, write_atomic
-from hftl.plots import plot_confusion_matrix, plot_training_curves
+from hftl import __version__
+from hftl.errors import HftlError
+from hftl.files import portable_path, read_json, write_atomic
+from hftl.modeling import PACKAGED, PACKAGED_PREFIX, resolve_checkpoint
+from hftl.plots import confusion_matrix_figures, plot_training_curves
+from hftl.run_dir import RunDir
+from hftl.tasks import get_recipe_class, recipe_for_run
 
 logger = logging.getLogger(__name__)
 
-CARD_FILE = "README.md"
-CONFUSION_MATRIX_PNG = "confusion_matrix.png"
-TRAINING_CURVES_PNG = "training_curves.png"
-ADAPTER_CONFIG = "adapter_config.json"
-TRAINER_STATE = "trainer_state.json"
-
-#: the Hub's pipeline tag of each hftl task (a recipe may set `pipeline_tag` itself)
-PIPELINE_TAGS = {
-    "text-classification": "text-classification",
-    "image-classification": "image-classification",
-    "causal-lm": "text-generation",
-    "masked-lm": "fill-mask",
-}
-#: metrics reported in the card's `model-index`: metrics.json key -> (Hub metric type, name, metric args)
-INDEX_METRICS = {
-    "accuracy": ("accuracy", "Accuracy", None),
-    "f1": ("f1", "F1 (macro)", {"average": "macro"}),
-    "precision": ("precision", "Precision (macro)", {"average": "macro"}),
-    "recall": ("recall", "Recall (macro)", {"average": "macro"}),
-    "perplexity": ("perplexity", "Perplexity", None),
-    "pseudo_perplexity": ("perplexity", "Pseudo-perplexity", None),
-}
-#: scalar metrics shown in the card's tables, in this order (others follow)
-TABLE_METRICS = ("accuracy", "precision", "recall", "f1", "f1_weighted", "perplexity", "pseudo_perplexity", "loss")
-#: effective `TrainingArguments` shown in the card
-HYPERPARAMETERS = (
-    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "per_device_eval_batch_size", "optim", "weight_decay", "lr_scheduler_type", "warmup_steps", "max_grad_norm",
-    "bf16", "fp16", "seed",
-)
 STRATEGY_TEXT = {
     "full": "full fine-tuning (every weight trained)",
     "freeze": "frozen backbone: only the task head{layers} trained",
@@ -68,14 +44,8 @@ def template_dirs() -> list[Path]:
 
 
 def template_name(task: str) -> str:
-    """The card template of `task`: its recipe's `card_template`, else `<task with underscores>.md`, else base."""
-    from hftl.tasks import get_recipe_class
-
-    try:
-        name = getattr(get_recipe_class(task), "card_template", None)
-    except KeyError:
-        name = None
-    name = name or f"{task.replace('-', '_')}.md"
+    """The card template of `task` (its recipe's `template()`), or base.md where that file does not exist."""
+    name = get_recipe_class(task).template()
     return name if any((d / name).is_file() for d in template_dirs()) else "base.md"
 
 
@@ -90,8 +60,6 @@ def base_model_info(name_or_path: str, resolved: str | None = None) -> dict:
     Returns `hub_id` (a Hub model id, or None for a local folder), `display` (no local path: a Hub id, or a
     folder name) and `packaged` (the `packaged:` name, if any).
     """
-    from hftl.modeling import PACKAGED, PACKAGED_PREFIX
-
     if name_or_path.startswith(PACKAGED_PREFIX):
         entry = PACKAGED.get(name_or_path[len(PACKAGED_PREFIX):])
         # the description starts with the Hub id the package copied the checkpoint from
@@ -127,8 +95,6 @@ def portable_base_name(name_or_path: str, resolved: str | None, run_dir: Path, f
     A Hub id (also the one a `packaged:` checkpoint was copied from) as is; a local folder relative to the
     run folder (as in `config.yaml`), or by its name only where it leaves this machine (`for_hub`).
     """
-    from hftl.outputs import portable_path
-
     info = base_model_info(name_or_path, resolved)
     if info["hub_id"]:
         return info["hub_id"]
@@ -143,7 +109,7 @@ def scrub_adapter_configs(run_dir: Path, base_name: str) -> None:
 
     hftl loads a LoRA run from `config.yaml`, never through this field, so only the record changes.
     """
-    for config_file in [run_dir / ADAPTER_CONFIG, *run_dir.glob(f"checkpoint-*/{ADAPTER_CONFIG}")]:
+    for config_file in [run_dir / RunDir.ADAPTER_CONFIG, *run_dir.glob(f"checkpoint-*/{RunDir.ADAPTER_CONFIG}")]:
         if not config_file.is_file():
             continue
         data = read_json(config_file)
@@ -151,7 +117,7 @@ def scrub_adapter_configs(run_dir: Path, base_name: str) -> None:
         if old and os.path.isabs(old):
             data["base_model_name_or_path"] = base_name
             write_atomic(config_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
-            peft_card = config_file.parent / CARD_FILE
+            peft_card = config_file.parent / RunDir.CARD
             if config_file.parent != run_dir and peft_card.is_file():
                 text = peft_card.read_text(encoding="utf-8")
                 write_atomic(peft_card, text.replace(old, base_name))
@@ -159,7 +125,7 @@ def scrub_adapter_configs(run_dir: Path, base_name: str) -> None:
 
 def adapter_config_for_hub(run_dir: Path, config) -> bytes | None:
     """The run's `adapter_config.json` with the base model named for the Hub (see `portable_base_name`)."""
-    path = run_dir / ADAPTER_CONFIG
+    path = run_dir / RunDir.ADAPTER_CONFIG
     if not path.is_file():
         return None
     data = read_json(path)
@@ -169,8 +135,6 @@ def adapter_config_for_hub(run_dir: Path, config) -> bytes | None:
 
 
 def _resolved_model(config) -> str | None:
-    from hftl.modeling import resolve_checkpoint
-
     try:
         return resolve_checkpoint(config.model)[0]
     except Exception:  # e.g. a packaged checkpoint whose package is not installed here
@@ -182,12 +146,12 @@ def base_license(info: dict, resolved: str | None) -> str | None:
     from huggingface_hub import metadata_load
 
     readme = None
-    if _is_local(resolved) and Path(resolved, CARD_FILE).is_file():
-        readme = Path(resolved, CARD_FILE)
+    if _is_local(resolved) and Path(resolved, RunDir.CARD).is_file():
+        readme = Path(resolved, RunDir.CARD)
     elif info["hub_id"]:
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(info["hub_id"], CARD_FILE)
+        cached = try_to_load_from_cache(info["hub_id"], RunDir.CARD)
         readme = Path(cached) if isinstance(cached, str) else None
     try:
         return (metadata_load(readme) or {}).get("license") if readme else None
@@ -200,7 +164,7 @@ def _read_optional(path: Path, default):
     return read_json(path) if path.is_file() else default
 
 
-def _scalar_rows(metrics: dict) -> tuple[list[str], list[dict]]:
+def _scalar_rows(metrics: dict, shown: tuple[str, ...]) -> tuple[list[str], list[dict]]:
     """Columns and rows (one per split) of the scalar metrics table."""
     splits = [s for s in ("before_training", "validation", "test") if isinstance(metrics.get(s), dict)]
     flat = []  # before_training holds {split: metrics} (language modelling baselines)
@@ -212,21 +176,21 @@ def _scalar_rows(metrics: dict) -> tuple[list[str], list[dict]]:
             flat.append((split, values))
     present = {k for _, values in flat for k, v in values.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    columns = [k for k in TABLE_METRICS if k in present]
+    columns = [k for k in shown if k in present]
     return columns, [{"split": name, **{c: values.get(c) for c in columns}} for name, values in flat]
 
 
-def _eval_results(metrics: dict, pipeline_tag: str, task_title: str, dataset: dict | None, dataset_config, split: str):
+def _eval_results(metrics: dict, recipe, dataset: dict | None, dataset_config, split: str):
     from huggingface_hub import EvalResult
 
     results = []
     values = metrics.get(split) or {}
     dataset = dataset or {"hub_id": None, "name": "local data"}
-    for key, (metric_type, name, args) in INDEX_METRICS.items():
+    for key, (metric_type, name, args) in recipe.index_metrics.items():
         value = values.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             results.append(EvalResult(
-                task_type=pipeline_tag, task_name=task_title, dataset_type=dataset["hub_id"] or dataset["name"],
+                task_type=recipe.pipeline_tag, task_name=recipe.title, dataset_type=dataset["hub_id"] or dataset["name"],
                 dataset_name=dataset["name"], dataset_config=dataset_config, dataset_split=split,
                 metric_type=metric_type, metric_value=round(float(value), 6),
                 metric_name=f"{split.capitalize()} {name}", metric_args=args,
@@ -234,19 +198,14 @@ def _eval_results(metrics: dict, pipeline_tag: str, task_title: str, dataset: di
     return results
 
 
-def _hyperparameters(config, recipe) -> list[tuple[str, object]]:
-    """The effective training arguments (hftl's and the task's defaults under the user's settings)."""
-    try:
-        args = recipe.training_arguments().to_dict()
-    except Exception as err:  # e.g. a setting this machine cannot honour: show what the config says
-        logger.debug("card: showing the configured training arguments only (%s)", err)
-        args = dict(config.training)
-    rows = [(k, args[k]) for k in HYPERPARAMETERS if k in args and args[k] not in (None, "", -1)]
-    return [(k, v.value if hasattr(v, "value") else v) for k, v in rows]
+def _hyperparameters(run: RunDir, config) -> list[tuple[str, object]]:
+    """The effective training settings recorded when the run trained (hftl's and the task's defaults under the
+    user's settings, bf16 resolved on that machine)."""
+    return [(k, v) for k, v in run.training_settings(config).items() if v not in (None, "", -1)]
 
 
 def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: str | None = None,
-                     license: str | None = None, image_dir: str | Path | None = None) -> dict:
+                     license: str | None = None, image_dir: str | Path | None = None, recipe=None) -> dict:
     """Everything the templates show, read from the run folder (no network, no token, no local path).
 
     Args:
@@ -256,44 +215,32 @@ def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: s
             (default: `adapter` for LoRA runs, else `full`).
         license (`str`, *optional*): overrides `hub.license` and the base model's license.
         image_dir (`str` or `Path`, *optional*): where the figures are drawn (default: `run_dir`).
+        recipe (`Recipe`, *optional*): the run's recipe (default: the one its config names).
     """
     from huggingface_hub import ModelCardData
 
-    from hftl import __version__
-    from hftl.config import load_config
-    from hftl.tasks import get_recipe_class
-
-    run_dir = Path(run_dir)
-    config = load_config(run_dir / CONFIG_FILE, check=False)
-    recipe_cls = get_recipe_class(config.task)
-    recipe = recipe_cls(config)
-    metrics = _read_optional(run_dir / METRICS_FILE, {})
-    manifest = _read_optional(run_dir / MANIFEST_FILE, {})
-    labels_file = _read_optional(run_dir / LABELS_FILE, {})
-    labels = [labels_file["id2label"][str(i)] for i in range(len(labels_file["id2label"]))] if labels_file else []
-    state = _read_optional(run_dir / TRAINER_STATE, {})
-    is_adapter = (run_dir / ADAPTER_CONFIG).is_file()
+    run = RunDir(run_dir)
+    run_dir = run.path
+    recipe = recipe or recipe_for_run(run_dir)
+    config = recipe.config
+    metrics, manifest, labels_map, state = run.metrics(), run.manifest(), run.labels(), run.trainer_state()
+    labels = list(labels_map.names) if labels_map else []
+    is_adapter = run.is_adapter
     variant = variant or ("adapter" if is_adapter else "full")
 
     resolved = _resolved_model(config)
     base = base_model_info(config.model.name_or_path, resolved)
-    pipeline_tag = getattr(recipe_cls, "pipeline_tag", None) or PIPELINE_TAGS.get(config.task, config.task)
-    task_title = config.task.replace("-lm", " language modelling").replace("-", " ").capitalize()
     sources = {name: data_source_info(src) for name, src in config.data.splits().items()}
     eval_split = "test" if "test" in metrics else "validation" if "validation" in metrics else None
 
-    images = {"confusion_matrix": None, "training_curves": None}
     image_dir = Path(image_dir) if image_dir else run_dir
-    matrix_split = next((s for s in ("test", "validation") if (metrics.get(s) or {}).get("confusion_matrix")), None)
-    if matrix_split and labels:
-        plot_confusion_matrix(metrics[matrix_split]["confusion_matrix"], labels, image_dir / CONFUSION_MATRIX_PNG,
-                              f"{matrix_split}: accuracy {metrics[matrix_split].get('accuracy', 0):.3f}")
-        images["confusion_matrix"] = CONFUSION_MATRIX_PNG
-    if plot_training_curves(state.get("log_history", []), image_dir / TRAINING_CURVES_PNG):
-        images["training_curves"] = TRAINING_CURVES_PNG
+    images = {"confusion_matrix": confusion_matrix_figures(metrics, labels, image_dir, RunDir.CONFUSION_MATRIX_PNG),
+              "training_curves": None}
+    if plot_training_curves(state.get("log_history", []), image_dir / RunDir.TRAINING_CURVES_PNG, recipe.curve_metrics):
+        images["training_curves"] = RunDir.TRAINING_CURVES_PNG
 
     name = (repo_id or run_dir.resolve().name).split("/")[-1]
-    eval_results = _eval_results(metrics, pipeline_tag, task_title, sources.get(eval_split), config.data.dataset_config,
+    eval_results = _eval_results(metrics, recipe, sources.get(eval_split), config.data.dataset_config,
                                  eval_split) if eval_split else []
     license = license or config.hub.license or base_license(base, resolved) or "unknown"
     strategy = config.model.strategy
@@ -304,12 +251,12 @@ def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: s
         library_name="peft" if variant == "adapter" else "transformers",
         tags=list(dict.fromkeys(tags)),
         datasets=sorted({s["hub_id"] for s in sources.values() if s and s["hub_id"]}) or None,
-        pipeline_tag=pipeline_tag,
+        pipeline_tag=recipe.pipeline_tag,
         model_name=name,
         eval_results=eval_results or None,
     )
     train = metrics.get("train", {})
-    columns, rows = _scalar_rows(metrics)
+    columns, rows = _scalar_rows(metrics, recipe.card_metrics)
     layers = f" and the top {config.model.trainable_layers} blocks" if config.model.trainable_layers else ""
     return {
         "card_data": card_data.to_yaml(),
@@ -318,8 +265,9 @@ def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: s
         "model_ref": repo_id or f"path/to/{run_dir.resolve().name}",
         "run_name": run_dir.resolve().name,
         "task": config.task,
-        "task_title": task_title,
-        "pipeline_tag": pipeline_tag,
+        "template": recipe.template(),
+        "task_title": recipe.title,
+        "pipeline_tag": recipe.pipeline_tag,
         "base": base,
         "license": license,
         "strategy": strategy,
@@ -332,7 +280,7 @@ def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: s
         "labels": labels,
         "data": config.data,
         "sources": {k: v for k, v in sources.items() if v},
-        "hyperparameters": _hyperparameters(config, recipe),
+        "hyperparameters": _hyperparameters(run, config),
         "total_steps": state.get("global_step"),
         "metrics": metrics,
         "eval_split": eval_split,
@@ -352,8 +300,6 @@ def _environment():
 
     dirs = template_dirs()
     if not dirs:
-        from hftl.errors import HftlError
-
         raise HftlError("hftl's model card templates (model_cards/) are missing; reinstall hftl.")
     env = Environment(loader=FileSystemLoader([str(d) for d in dirs]), undefined=StrictUndefined, autoescape=False,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
@@ -373,12 +319,15 @@ def _format_number(value, digits: int = 4) -> str:
 
 def render_card_text(data: dict, template: str | None = None) -> str:
     """The card for gathered `data` (see `gather_card_data`), from `template` (default: the task's)."""
-    text = _environment().get_template(template or template_name(data["task"])).render(**data)
+    template = template or data["template"]
+    if not any((d / template).is_file() for d in template_dirs()):
+        template = "base.md"
+    text = _environment().get_template(template).render(**data)
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
 def render_card(run_dir: str | Path, repo_id: str | None = None, variant: str | None = None,
-                license: str | None = None, out_dir: str | Path | None = None) -> Path:
+                license: str | None = None, out_dir: str | Path | None = None, recipe=None) -> Path:
     """Write the run's model card (`README.md`) and its figures; returns the card's path.
 
     Called at the end of every run (main process) and by `hftl card RUN_DIR`. Rendering into the run folder
@@ -386,26 +335,25 @@ def render_card(run_dir: str | Path, repo_id: str | None = None, variant: str | 
 
     Args:
         run_dir (`str` or `Path`): a finished hftl run.
-        repo_id, variant, license: see `gather_card_data`.
+        repo_id, variant, license, recipe: see `gather_card_data`.
         out_dir (`str` or `Path`, *optional*): where to write the card and figures (default: `run_dir`).
     """
-    from hftl.config import load_config
-
     run_dir = Path(run_dir)
+    recipe = recipe or recipe_for_run(run_dir)
     out = Path(out_dir) if out_dir else run_dir
     out.mkdir(parents=True, exist_ok=True)
     if out.resolve() == run_dir.resolve():
-        config = load_config(run_dir / CONFIG_FILE, check=False)
-        scrub_adapter_configs(run_dir, portable_base_name(config.model.name_or_path, _resolved_model(config), run_dir))
-    data = gather_card_data(run_dir, repo_id=repo_id, variant=variant, license=license, image_dir=out)
-    write_atomic(out / CARD_FILE, render_card_text(data))
-    return out / CARD_FILE
+        model = recipe.config.model
+        scrub_adapter_configs(run_dir, portable_base_name(model.name_or_path, _resolved_model(recipe.config), run_dir))
+    data = gather_card_data(run_dir, repo_id=repo_id, variant=variant, license=license, image_dir=out, recipe=recipe)
+    write_atomic(out / RunDir.CARD, render_card_text(data))
+    return out / RunDir.CARD
 
 
-def render_run_card(run_dir: str | Path) -> Path | None:
+def render_run_card(run_dir: str | Path, recipe=None) -> Path | None:
     """`render_card` at the end of training: a failure is logged, never allowed to fail a finished run."""
     try:
-        return render_card(run_dir)
+        return render_card(run_dir, recipe=recipe)
     except Exception as err:  # the model and metrics are saved already; the card can be rendered again later
         logger.warning("the model card could not be rendered (%s: %s); the run is saved. Render it again with: "
                        "hftl card %s", type(err).__name__, err, run_dir)

@@ -7,6 +7,10 @@ import importlib
 import logging
 import sys
 
+from hftl import __version__
+from hftl.errors import HftlError
+from hftl.tasks import registered_tasks
+
 #: subcommand modules, in the order `hftl --help` lists them
 COMMANDS = ["train", "validate", "evaluate", "demo", "models", "generate", "predict", "card", "push", "export"]
 
@@ -21,12 +25,11 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hftl import __version__
-
+    tasks = "\n".join(f"  {name:<22} {recipe.title}" for name, recipe in registered_tasks().items())
     parser = argparse.ArgumentParser(
         prog="hftl",
         description="Transfer learning on Hugging Face: fine-tune a pretrained checkpoint on your data.",
-        epilog=EPILOG,
+        epilog=f"tasks (the config's `task:`):\n{tasks}\n\n{EPILOG}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"hftl {__version__}")
@@ -43,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from hftl.errors import HftlError
-
     try:
         return args.func(args) or 0
     except HftlError as err:

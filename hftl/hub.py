@@ -1,4 +1,4 @@
-"""Share a finished run: push it to the Hugging Face Hub, or export a LoRA run as a plain transformers model.
+"""Share a finished run: push it to the Hugging Face Hub.
 
 A push is one commit made with `huggingface_hub` (`create_repo`, then `create_commit` with every file), using
 the usual token sources (the `token` argument, `HF_TOKEN`, the login saved by `hf auth login`) and the
@@ -12,44 +12,29 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
-from hftl.errors import HftlError, HubError, OutputExistsError
-from hftl.outputs import CONFIG_FILE, LABELS_FILE, MANIFEST_FILE, METRICS_FILE, write_config
+from hftl.card import adapter_config_for_hub, render_card
+from hftl.errors import HubError
+from hftl.export import export_merged
+from hftl.run_dir import RunDir
+from hftl.tasks import recipe_for_run
 
 logger = logging.getLogger(__name__)
 
 MODES = ("auto", "adapter", "merged")
-#: run-folder files never pushed: resumable checkpoints, pickled training state, the merged copy of LM runs
-PUSH_IGNORE = ("checkpoint-*", "merged/*", "runs/*", "training_args.bin", "*.pt", "*.pth", "*.pkl", ".*", "*.tmp")
 #: model files of an earlier push that a new push removes when it does not replace them (e.g. an
 #: adapter_config.json left over from an adapter push would make transformers load a merged push as an adapter)
 MODEL_FILES = ("adapter_config.json", "adapter_model.safetensors", "model.safetensors", "model-*.safetensors",
                "model.safetensors.index.json", "config.json", "*.bin")
-#: hftl's run records, copied beside a merged export so that it is an hftl run folder too
-RUN_RECORDS = (LABELS_FILE, METRICS_FILE, MANIFEST_FILE, "trainer_state.json")
-
-
-def _run_config(run_dir: Path):
-    from hftl.config import load_config
-
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise HftlError(f"{run_dir} is not an hftl run folder (no {CONFIG_FILE}). "
-                        "Give the training.output_dir of a finished run.")
-    return load_config(run_dir / CONFIG_FILE, check=False)
-
-
-def _is_adapter_run(run_dir: Path) -> bool:
-    return (run_dir / "adapter_config.json").is_file()
 
 
 def push_variant(run_dir: Path, mode: str) -> str:
     """What a push sends: `adapter` (LoRA weights only), `merged` (LoRA merged in) or `full` (the model as trained)."""
     if mode not in MODES:
         raise HubError(f"mode must be one of {', '.join(MODES)}, got '{mode}'.")
-    if not _is_adapter_run(run_dir):
+    if not RunDir(run_dir).is_adapter:
         if mode == "adapter":
             raise HubError(f"{run_dir} holds no LoRA adapter (no adapter_config.json): push the whole model, "
                            "without --adapter-only.")
@@ -59,7 +44,7 @@ def push_variant(run_dir: Path, mode: str) -> str:
 
 def _ignored(relative: str) -> bool:
     return any(fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(relative.split("/")[0], pattern)
-               for pattern in PUSH_IGNORE)
+               for pattern in RunDir.PUSH_IGNORE)
 
 
 def files_to_push(folder: Path) -> dict[str, Path]:
@@ -133,10 +118,9 @@ def push_run(run_dir: str | Path, repo_id: str | None = None, private: bool = Fa
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
-    from hftl.card import adapter_config_for_hub, render_card
-
     run_dir = Path(run_dir)
-    config = _run_config(run_dir)
+    recipe = recipe_for_run(run_dir)
+    config = recipe.config
     repo_id = repo_id or config.hub.repo_id
     if not repo_id:
         raise HubError("no repository given: pass --repo-id your-name/model-name (or set hub.repo_id in the config).")
@@ -151,8 +135,9 @@ def push_run(run_dir: str | Path, repo_id: str | None = None, private: bool = Fa
         staging = Path(tmp)
         source = export_merged(run_dir, staging / "model", card=False) if variant == "merged" else run_dir
         files = {**files_to_push(source),  # the run's records as saved in the run folder, also for a merged push
-                 **{name: run_dir / name for name in (CONFIG_FILE, *RUN_RECORDS) if (run_dir / name).is_file()}}
-        card = render_card(run_dir, repo_id=repo_id, variant=variant, license=license, out_dir=staging / "card")
+                 **{name: run_dir / name for name in (RunDir.CONFIG, *RunDir.RECORDS) if (run_dir / name).is_file()}}
+        card = render_card(run_dir, repo_id=repo_id, variant=variant, license=license, out_dir=staging / "card",
+                           recipe=recipe)
         files.update(files_to_push(card.parent))
         contents = {path: str(local) for path, local in files.items()}
         if variant == "adapter":
@@ -173,42 +158,3 @@ def push_run(run_dir: str | Path, repo_id: str | None = None, private: bool = Fa
             raise hub_error from None
     logger.info("pushed %s (%s) to %s", run_dir, variant, commit.commit_url)
     return commit.commit_url
-
-
-def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False, card: bool = True) -> Path:
-    """Write a plain transformers model (LoRA merged into the weights) that loads with `pipeline(...)`.
-
-    The folder also holds the run's records (`config.yaml`, `labels.json`, `metrics.json`...) and its card,
-    so `hftl.load(out_dir)` and `hftl predict out_dir` work on it too. Full and frozen runs are copied as is.
-
-    Args:
-        run_dir (`str` or `Path`): a finished hftl run.
-        out_dir (`str` or `Path`): an empty or new folder.
-        overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty `out_dir`.
-        card (`bool`, *optional*, defaults to `True`): also render the model card (`README.md`) there.
-    """
-    from hftl.card import render_card
-    from hftl.inference import load
-
-    run_dir, out = Path(run_dir), Path(out_dir)
-    config = _run_config(run_dir)
-    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
-        raise HftlError(f"the export folder {out} must be outside the run folder {run_dir}.")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"{out} is not empty. Choose a new folder, or replace it with --overwrite.")
-        shutil.rmtree(out)
-    loaded = load(run_dir)
-    model = loaded.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    loaded.processor.save_pretrained(out)
-    write_config(out, config)
-    for name in RUN_RECORDS:
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out / name)
-    if card:
-        render_card(run_dir, variant="merged" if _is_adapter_run(run_dir) else None, out_dir=out)
-    return out

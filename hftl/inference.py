@@ -4,34 +4,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hftl.outputs import CONFIG_FILE
+from hftl.run_dir import RunDir
+from hftl.tasks import recipe_for_run
 
 
 class LoadedRun:
-    """A trained run loaded from its folder: `.model`, `.processor`, `.recipe` (with the run's config)."""
+    """A trained run loaded from its folder: `.model`, `.processor`, `.labels`, `.recipe` (with the run's config).
 
-    def __init__(self, run_dir: str | Path):
-        from hftl.config import load_config
-        from hftl.errors import HftlError
-        from hftl.tasks import get_recipe_class
+    Args:
+        run_dir (`str` or `Path`): a finished run (or a folder from `hftl export`).
+        trust_remote_code (`bool`, *optional*, defaults to `False`): run modelling code shipped with the base
+            checkpoint. Taken from the caller only, never from the run folder's config.
+        allow_pickle (`bool`, *optional*, defaults to `False`): allow pickle (.bin) weights of the base checkpoint.
+    """
 
+    def __init__(self, run_dir: str | Path, trust_remote_code: bool = False, allow_pickle: bool = False):
         self.run_dir = Path(run_dir)
-        if not (self.run_dir / CONFIG_FILE).is_file():
-            raise HftlError(f"{self.run_dir} is not an hftl run folder (no {CONFIG_FILE}). Give the training.output_dir of a finished run.")
-        config = load_config(self.run_dir / CONFIG_FILE, check=False)
-        self.recipe = get_recipe_class(config.task)(config)
-        self.processor, self.model = self.recipe.load_trained(self.run_dir)
+        self.recipe = recipe_for_run(self.run_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        self.processor, self.model, self.labels = self.recipe.load_trained(RunDir(self.run_dir))
         self.model.eval()
 
-    def predict(self, inputs, batch_size: int = 64) -> list[dict]:
-        """Predictions for raw inputs (texts for text tasks), each with label, score and probabilities."""
-        return self.recipe.predict(self.model, self.processor, list(inputs), batch_size=batch_size)
+    def predict(self, inputs, batch_size: int = 64, **kwargs) -> list[dict]:
+        """Predictions for raw inputs (texts for text tasks, image paths for image tasks)."""
+        return self.recipe.predict(self.model, self.processor, list(inputs), self.labels, batch_size=batch_size, **kwargs)
 
     def evaluate(self, source: str | None = None) -> dict:
         """Metrics on a data source (default: the run's configured test data)."""
-        return self.recipe.evaluate_trained(self.model, self.processor, source)
+        return self.recipe.evaluate_trained(self.model, self.processor, self.labels, source)
 
 
-def load(run_dir: str | Path) -> LoadedRun:
-    """Load a finished hftl run for prediction or evaluation."""
-    return LoadedRun(run_dir)
+def load(run_dir: str | Path, trust_remote_code: bool = False, allow_pickle: bool = False) -> LoadedRun:
+    """Load a finished hftl run for prediction or evaluation (see `LoadedRun`)."""
+    return LoadedRun(run_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)

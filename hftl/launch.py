@@ -6,12 +6,12 @@ import argparse
 import logging
 import sys
 
+from hftl.errors import HftlError
+from hftl.report import print_summary
+
 
 def recipe_main(recipe_class, description: str | None = None, argv: list[str] | None = None) -> int:
     """Parse `--config FILE [--set KEY=VALUE ...]`, run `recipe_class`, print the summary on the main process."""
-    from hftl.errors import HftlError
-    from hftl.report import print_summary
-
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help=f"a run config (YAML) with task: {recipe_class.task}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

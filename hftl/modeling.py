@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -9,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hftl.config.parse import did_you_mean
 from hftl.config.schema import ModelConfig
 from hftl.errors import HftlError
 
@@ -70,8 +72,6 @@ def check_model_source(config: ModelConfig) -> list[str]:
     if name.startswith(PACKAGED_PREFIX):
         key = name[len(PACKAGED_PREFIX):]
         if key not in PACKAGED:
-            from hftl.config.parse import did_you_mean
-
             return [f"{where}: no packaged checkpoint '{key}'.{did_you_mean(key, PACKAGED)} Known: {', '.join(PACKAGED)}."]
         folder, entry = packaged_folder(key)
         if folder is None:
@@ -176,3 +176,70 @@ def load_tokenizer(config: ModelConfig):
         else:
             tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def read_model_config(model) -> tuple[object | None, list[str]]:
+    """(the checkpoint's transformers config, problems); (None, []) where there is none to read cheaply.
+
+    Only `config.json` is read (locally, or from the Hub cache `check_model_source` filled), or a GGUF
+    file's metadata: no weights. Cached, since several checks ask (a GGUF header takes seconds to parse).
+    """
+    path, gguf_file = resolve_checkpoint(model)
+    local = Path(path).expanduser()
+    source = local / (gguf_file or "config.json")
+    stamp = source.stat().st_mtime_ns if source.is_file() else 0  # a changed file is read again
+    model_config, problems = _read_model_config(
+        str(path), gguf_file, model.revision, model.trust_remote_code, model.name_or_path, stamp
+    )
+    return model_config, list(problems)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_model_config(path, gguf_file, revision, trust_remote_code, name_or_path, stamp):
+    import json
+
+    from transformers import AutoConfig
+
+
+    model = ModelConfig(name_or_path=name_or_path, revision=revision, gguf_file=gguf_file,
+                        trust_remote_code=trust_remote_code)
+    local = Path(path).expanduser()
+    if local.is_dir() and not gguf_file:
+        config_file = local / "config.json"
+        if not config_file.is_file():
+            return None, []  # an adapter-only folder: its base model is checked when it loads
+        try:
+            raw = json.loads(config_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            return None, [f"model.name_or_path: {config_file} is not valid JSON ({err}). Restore the file."]
+        if raw.get("auto_map") and not model.trust_remote_code:
+            from transformers import CONFIG_MAPPING
+
+            if raw.get("model_type") not in CONFIG_MAPPING:
+                return None, [
+                    f"model.name_or_path: {local} ships its own modelling code (auto_map in config.json, "
+                    f"model_type {raw.get('model_type')!r} unknown to transformers). hftl runs such code only with "
+                    "model.trust_remote_code: true; set it if you trust the source, or pick a supported checkpoint."
+                ]
+    try:
+        return AutoConfig.from_pretrained(path, **load_kwargs(model)), []
+    except Exception as err:  # ValueError (unknown model_type, remote code), OSError, GGUF parse errors...
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "trust_remote_code" in str(err) and not model.trust_remote_code:
+            return None, [
+                f"model.name_or_path: '{model.name_or_path}' needs its own modelling code, which hftl runs only "
+                "with model.trust_remote_code: true; set it if you trust the source."
+            ]
+        return None, [f"model.name_or_path: the checkpoint config cannot be read ({first_line})."]
+
+
+def check_length_limit(model, key: str, value: int) -> list[str]:
+    """A problem if `data.<key>` asks for more positions than the checkpoint has (read from its config only)."""
+    model_config, _ = read_model_config(model)  # cached: read once per validation
+    if model_config is None:
+        return []  # unreadable configs are reported by the model checks
+    limit = next((v for attr in ("max_position_embeddings", "n_positions")
+                  if isinstance(v := getattr(model_config, attr, None), int) and v > 0), None)
+    if limit and value > limit:
+        return [f"data.{key}: {value} exceeds the model's limit of {limit} positions. Use at most {limit}."]
+    return []

@@ -37,11 +37,11 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
     return path
 
 
-def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
-    """Training and validation loss by step, and the validation metrics; None if nothing was logged."""
+def plot_training_curves(log_history: list[dict], path: Path, metrics: tuple[str, ...] = ()) -> Path | None:
+    """Training and validation loss by step, and the validation `metrics` logged; None if nothing was logged."""
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
     evals = [e for e in log_history if "eval_loss" in e and "step" in e]
-    scores = [k for k in ("eval_accuracy", "eval_f1", "eval_perplexity") if any(k in e for e in evals)]
+    scores = [f"eval_{k}" for k in metrics if any(f"eval_{k}" in e for e in evals)]
     if not train and not evals:
         return None
     figure = _figure(11 if scores else 6, 4)
@@ -64,3 +64,21 @@ def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     return path
+
+
+def confusion_matrix_figures(metrics: dict, labels: list[str], folder: Path, main_name: str) -> str | None:
+    """Draw `confusion_matrix_<split>.png` for each evaluated split that has a matrix, and the test (else
+    validation) one again as `main_name`, which the card shows; returns `main_name`, or None if none was drawn."""
+    import shutil
+
+    drawn = []
+    for split in ("validation", "test"):
+        report = metrics.get(split) or {}
+        if report.get("confusion_matrix") and labels:
+            path = Path(folder) / f"confusion_matrix_{split}.png"
+            plot_confusion_matrix(report["confusion_matrix"], labels, path, f"{split}: accuracy {report.get('accuracy', 0):.3f}")
+            drawn.append(path)
+    if not drawn:
+        return None
+    shutil.copyfile(drawn[-1], Path(folder) / main_name)
+    return main_name

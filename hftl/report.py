@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-_COLUMNS = ("accuracy", "precision", "recall", "f1", "perplexity", "pseudo_perplexity")
 
-
-def format_split(name: str, metrics: dict) -> str:
-    lines = [f"{name}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in _COLUMNS if k in metrics)]
+def format_split(name: str, metrics: dict, columns: tuple[str, ...]) -> str:
+    """One split's `columns` (the task's summary metrics) on a line, then the per-class table if there is one."""
+    lines = [f"{name}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in columns if k in metrics)]
     per_class = metrics.get("per_class") or {}
     if per_class:
         width = max(len(str(label)) for label in per_class)
@@ -19,13 +18,14 @@ def format_split(name: str, metrics: dict) -> str:
 def print_summary(result) -> None:
     """The end-of-run table: metrics per split, parameters, time, and where the run is."""
     train = result.metrics.get("train", {})
+    columns = result.recipe.summary_metrics
     print()
     print(f"run saved in {result.run_dir}")
     if "trainable_params" in train:
         print(f"trainable parameters: {train['trainable_params']:,} of {train['total_params']:,} "
               f"({train['trainable_percent']:.2f}%)  train time: {train.get('train_runtime', 0):.1f} s")
     for split, metrics in result.metrics.get("before_training", {}).items():
-        print(format_split(f"{split} before training", metrics))
+        print(format_split(f"{split} before training", metrics, columns))
     for split in ("validation", "test"):
         if split in result.metrics:
-            print(format_split(split, result.metrics[split]))
+            print(format_split(split, result.metrics[split], columns))

@@ -196,8 +196,8 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(ddp_setup):
     assert proc.stderr.count("training stopped by") == 2, proc.stderr[-4000:]
     assert "training stopped by SIGTERM at step 2 of 4" in proc.stderr  # rank 1: the signal it received
     assert "training stopped by a stop signal on another process at step 2 of 4" in proc.stderr  # rank 0
-    from hftl.trainer import checkpoint_problem
+    from hftl.run_dir import RunDir
 
-    assert checkpoint_problem(run_dir / "checkpoint-2") is None
+    assert RunDir.checkpoint_problem(run_dir / "checkpoint-2") is None
     assert {p.name for p in (run_dir / "checkpoint-2").glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
     assert not (run_dir / "metrics.json").exists()

@@ -195,7 +195,7 @@ def test_push_argument_errors(full_run, lora_run):
 
 
 def test_a_token_in_the_config_is_refused(tmp_path):
-    from hftl.config import load_config
+    from hftl import load_config
     from hftl.errors import ConfigError
 
     config = {"task": "text-classification", "model": {"name_or_path": "x"}, "data": {"train": "t.tsv"},

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from hftl import ImageClassificationRecipe
-from hftl.config import load_config
+from hftl import load_config
 from hftl.errors import ConfigError, DataError
 from hftl.inference import load
 from hftl.tasks.image_classification import random_resized_crop, to_rgb
@@ -210,9 +210,9 @@ def test_conversions_to_rgb():
 
 def test_augmentation_is_on_the_fly_and_train_only(image_config):
     recipe = ImageClassificationRecipe(image_config(**{"data.augment": True, "data.crop_scale": [0.3, 0.5]}))
-    splits = recipe.load_data()
+    data = recipe.load_data()
     processor = recipe.load_processor()
-    prepared = recipe.preprocess(splits, processor)
+    prepared = recipe.preprocess(data, processor)
     assert prepared["train"].column_names == ["image", "labels"]  # nothing materialised
     first, second = prepared["train"][0]["pixel_values"], prepared["train"][0]["pixel_values"]
     assert first.shape == (3, 16, 16) and not torch.equal(first, second)  # a new random crop each time
@@ -240,9 +240,9 @@ def test_head_trained_on_other_classes_is_reinitialised(image_config, tmp_path, 
     config = image_config(**{"model.name_or_path": str(trained), "data.train": str(renamed),
                              "data.test": str(renamed), "training.output_dir": str(tmp_path / "second")})
     recipe = ImageClassificationRecipe(config)
-    recipe.load_data()
-    with caplog.at_level("INFO", logger="hftl.tasks.image_classification"):
-        model, new = recipe.load_model(recipe.load_processor())
+    data = recipe.load_data()
+    with caplog.at_level("INFO", logger="hftl.tasks.classification"):
+        model, new = recipe.load_model(recipe.load_processor(), data.labels)
     assert "re-initialised" in caplog.text and {"classifier.weight", "classifier.bias"} <= new
     assert not torch.equal(model.classifier.weight, ViTForImageClassification.from_pretrained(trained).classifier.weight)
     assert model.config.id2label == {0: "x", 1: "y", 2: "z"}

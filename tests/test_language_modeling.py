@@ -196,7 +196,7 @@ def test_masked_lm_eval_masks_are_fixed(lm_config, tiny_bert_dir):
 
 # -- bad input ------------------------------------------------------------------------------------
 def _problems(config) -> str:
-    from hftl.config import load_config
+    from hftl import load_config
 
     with pytest.raises(ConfigError) as err:
         load_config(config)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from hftl.cli import main
-from hftl.trainer import checkpoint_problem, last_checkpoint
+from hftl.run_dir import RunDir
 from tests.conftest import make_sentences, write_tsv
 
 # 64 rows / batch 16 = 4 steps per epoch, 2 epochs = 8 steps, a checkpoint every 3 steps.
@@ -121,12 +121,12 @@ def test_sigkill_while_saving_then_resume_matches_uninterrupted_run(resume_confi
     # Killed while writing checkpoint-6: checkpoint-3 is complete, checkpoint-6 is partial.
     proc = _faulty_run(killed_cfg, "sigkill-while-saving:6")
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    assert checkpoint_problem(killed / "checkpoint-3") is None
+    assert RunDir.checkpoint_problem(killed / "checkpoint-3") is None
     assert (killed / "checkpoint-6" / "model.safetensors").is_file()
-    assert "trainer_state.json" in checkpoint_problem(killed / "checkpoint-6")
+    assert "trainer_state.json" in RunDir.checkpoint_problem(killed / "checkpoint-6")
     assert not (killed / "metrics.json").exists()
     # Stock transformers would pick the partial checkpoint-6 and fail; hftl skips it.
-    assert last_checkpoint(killed).endswith("checkpoint-3")
+    assert RunDir(killed).last_checkpoint().endswith("checkpoint-3")
 
     # Rerunning without --resume is refused and points at the checkpoint.
     assert main(["train", str(killed_cfg)]) == 2
@@ -150,7 +150,7 @@ def test_sigterm_saves_checkpoint_says_how_to_resume_and_resumes(resume_config, 
     message = proc.stderr.strip().splitlines()[-1]
     assert f"training stopped by SIGTERM at step 2 of {STEPS}" in message
     assert "resume: true" in message
-    assert checkpoint_problem(run_dir / "checkpoint-2") is None
+    assert RunDir.checkpoint_problem(run_dir / "checkpoint-2") is None
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.safetensors").exists()
     assert main(["train", str(config), "--resume"]) == 0
     _assert_same_run(run_dir, reference_run)
@@ -177,7 +177,7 @@ def test_sigint_in_process_stops_cleanly(resume_config, monkeypatch, capsys):
     assert main(["train", str(config)]) == 130
     err = capsys.readouterr().err
     assert f"training stopped by SIGINT at step 2 of {STEPS}" in err and "Traceback" not in err
-    assert checkpoint_problem(config.parent / "ctrl-c" / "checkpoint-2") is None
+    assert RunDir.checkpoint_problem(config.parent / "ctrl-c" / "checkpoint-2") is None
     assert signal.getsignal(signal.SIGINT) is before
 
 
@@ -231,20 +231,20 @@ def test_partial_checkpoints_are_never_taken(tmp_path):
             (folder / "model.safetensors").write_bytes(b"x")
         return folder
 
-    assert last_checkpoint(tmp_path) is None
+    assert RunDir(tmp_path).last_checkpoint() is None
     checkpoint(2)
     checkpoint(4, state='{"global_step": 4, "log_hist')  # cut off while writing
     checkpoint(6, state=None)  # killed before the state was written
     checkpoint(8, weights=False)
     (tmp_path / "checkpoint-10").write_text("not a folder")
     (tmp_path / "checkpoint-x").mkdir()
-    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
-    assert "cut off" in checkpoint_problem(tmp_path / "checkpoint-4")
-    assert "no model weights" in checkpoint_problem(tmp_path / "checkpoint-8")
+    assert RunDir(tmp_path).last_checkpoint() == str(tmp_path / "checkpoint-2")
+    assert "cut off" in RunDir.checkpoint_problem(tmp_path / "checkpoint-4")
+    assert "no model weights" in RunDir.checkpoint_problem(tmp_path / "checkpoint-8")
 
 
 def test_save_steps_alone_sets_the_checkpoint_interval(text_config):
-    from hftl.config import load_config
+    from hftl import load_config
     from hftl.trainer import training_arguments
 
     args = training_arguments(load_config(text_config(**{"training.save_steps": 5})))

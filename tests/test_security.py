@@ -168,7 +168,7 @@ def test_relative_paths_resolve_against_the_config_file(text_config, tmp_path, m
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    from hftl.config import load_config
+    from hftl import load_config
 
     loaded = load_config(path)
     assert Path(loaded.data.train) == folder / "train.tsv"

@@ -38,7 +38,7 @@ def test_sorted_evaluation_returns_predictions_in_data_order(tmp_path, tiny_bert
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
-    from hftl.trainer import trainer_class
+    from hftl.speed.trainer import trainer_class
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2).eval()
@@ -72,7 +72,7 @@ def test_speed_config_rejects_bad_values():
 
 
 def test_length_buckets_batches_similar_lengths_and_keeps_every_example():
-    from hftl.trainer import LengthBucketSampler
+    from hftl.speed.trainer import LengthBucketSampler
 
     torch.manual_seed(0)
     lengths = [int(n) for n in torch.randint(3, 60, (103,))]
@@ -86,7 +86,7 @@ def test_length_buckets_batches_similar_lengths_and_keeps_every_example():
 
 
 def test_length_buckets_switch_trains_with_the_bucket_sampler(text_config):
-    from hftl.trainer import LengthBucketSampler
+    from hftl.speed.trainer import LengthBucketSampler
 
     result = TextClassificationRecipe(text_config(**{"speed.length_buckets": True, "training.max_steps": 2})).run()
     assert isinstance(result.trainer._get_train_sampler(), LengthBucketSampler)

@@ -21,8 +21,7 @@ def register(subparsers):
 def demo_config(data_dir: Path | None, strategy: str, max_train_samples: int | None, output_dir: str, overwrite: bool) -> dict:
     data_dir = data_dir or DEMO_DATA
     real = data_dir != DEMO_DATA
-    return {
-        "task": "text-classification",
+    return {  # the task is the recipe's: TextClassificationRecipe fills it in
         "model": {"name_or_path": "packaged:all-MiniLM-L6-v2", "strategy": strategy},
         "data": {"train": str(data_dir / "train.tsv"), "test": str(data_dir / "test.tsv"),
                  "text_column": "sentence", "label_column": "label", "max_length": 64,
@@ -35,13 +34,12 @@ def demo_config(data_dir: Path | None, strategy: str, max_train_samples: int | N
 
 
 def run(args) -> int:
-    from hftl.config import load_config
     from hftl.errors import HftlError
     from hftl.report import print_summary
     from hftl.tasks.text_classification import TextClassificationRecipe
 
     if args.data and not (args.data / "train.tsv").is_file():
         raise HftlError(f"--data {args.data}: expected a folder with train.tsv and test.tsv.")
-    config = load_config(demo_config(args.data, args.strategy, args.max_train_samples, args.output_dir, args.overwrite))
+    config = demo_config(args.data, args.strategy, args.max_train_samples, args.output_dir, args.overwrite)
     print_summary(TextClassificationRecipe(config).run())
     return 0

@@ -11,12 +11,13 @@ def register(subparsers):
 
 
 def run(args) -> int:
+    from hftl.files import write_json
     from hftl.inference import load
-    from hftl.outputs import write_json
     from hftl.report import format_split
 
-    metrics = load(args.run_dir).evaluate(args.data)
-    print(format_split(args.data or "test", metrics))
+    loaded = load(args.run_dir)
+    metrics = loaded.evaluate(args.data)
+    print(format_split(args.data or "test", metrics, loaded.recipe.summary_metrics))
     if args.output:
         write_json(args.output, metrics)
     return 0

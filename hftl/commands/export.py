@@ -13,7 +13,7 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from hftl.hub import export_merged
+    from hftl.export import export_merged
 
     out = export_merged(args.run_dir, args.merged, overwrite=args.overwrite)
     print(f"merged model written to {out}; load it with transformers.pipeline(..., model={str(out)!r})")

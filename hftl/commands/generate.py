@@ -2,9 +2,9 @@
 
 
 def register(subparsers):
-    parser = subparsers.add_parser("generate", help="continue a prompt with a causal-lm run (greedy or sampled)",
-                                   description="Load a finished causal-lm run (full, frozen or LoRA) and print continuations.")
-    parser.add_argument("run_dir", help="the output_dir of a finished causal-lm run")
+    parser = subparsers.add_parser("generate", help="continue a prompt with a language-model run (greedy or sampled)",
+                                   description="Load a finished text-generating run (full, frozen or LoRA) and print continuations.")
+    parser.add_argument("run_dir", help="the output_dir of a finished run of a text-generating task")
     parser.add_argument("--prompt", action="append", required=True, help="text to continue (repeatable)")
     parser.add_argument("--max-new-tokens", type=int, default=50, help="the most tokens to add (default 50)")
     parser.add_argument("--sample", action="store_true", help="sample (temperature, top-p) instead of greedy decoding")
@@ -20,8 +20,12 @@ def run(args) -> int:
     from hftl.inference import load
 
     loaded = load(args.run_dir)
-    if loaded.recipe.task != "causal-lm":
-        raise HftlError(f"{args.run_dir} is a '{loaded.recipe.task}' run; generate needs a causal-lm run.")
+    if not loaded.recipe.generates_text:
+        from hftl.tasks import registered_tasks
+
+        generating = [name for name, recipe in registered_tasks().items() if recipe.generates_text]
+        raise HftlError(f"{args.run_dir} is a '{loaded.recipe.task}' run; generate needs a run of a task that "
+                        f"generates text ({', '.join(generating)}).")
     if args.max_new_tokens < 1:
         raise HftlError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
     for prompt in args.prompt:

@@ -120,13 +120,13 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be at least 1, got {args.batch_size}.")
     loaded = load(args.run_dir)
-    data = loaded.recipe.config.data
-    default_column = getattr(data, "text_column", None) or getattr(data, "image_column", None)
+    recipe = loaded.recipe
+    default_column = getattr(recipe.config.data, recipe.input_column) if recipe.input_column else None
     inputs = read_inputs(args.input, args.column, default_column)
     if not inputs:
         raise DataError(f"--input {args.input}: no inputs found.")
-    if loaded.recipe.config.task == "image-classification" and args.input != "-":
-        base = Path(args.input).resolve().parent  # image paths are relative to the input file
+    if recipe.inputs_are_paths and args.input != "-":
+        base = Path(args.input).resolve().parent  # paths are relative to the input file
         inputs = [str(base / p) if not Path(p).is_absolute() and (base / p).exists() else p for p in inputs]
     fmt = args.format or ("csv" if args.output.lower().endswith((".csv", ".tsv")) else "jsonl")
     rows = []

@@ -11,7 +11,7 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from hftl.config import load_config
+    from hftl.preflight import load_config
     from hftl.report import print_summary
     from hftl.tasks import get_recipe_class
 

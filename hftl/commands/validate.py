@@ -11,7 +11,7 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from hftl.config import load_config
+    from hftl.preflight import load_config
 
     config = load_config(args.config, overrides_of(args))
     print(f"{args.config}: OK (task {config.task}, model {config.model.name_or_path}, strategy {config.model.strategy})")

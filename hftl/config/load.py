@@ -5,13 +5,16 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
-from hftl.config.parse import build, check_keys, coerce
-from hftl.config.schema import HubConfig, ModelConfig, RunConfig, SpeedConfig
+from hftl.config.parse import check_keys, coerce, did_you_mean
+from hftl.config.schema import DataConfig, HubConfig, ModelConfig, RunConfig, SpeedConfig
+from hftl.config.validate import check_training_args
 from hftl.errors import ConfigError
+
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads `1e-4` (no dot) as a string; every ML config means a float."""
@@ -82,22 +85,25 @@ def resolve_paths(data: dict, base_dir: Path) -> None:
                     values[key] = str(candidate.resolve())
 
 
-def parse_config(data: dict, source: str | None = None) -> RunConfig:
-    """Turn config data into a `RunConfig`, raising one `ConfigError` that lists every problem."""
-    from hftl.config.validate import check_training_args
-    from hftl.tasks import get_recipe_class
+def parse_config(data: dict, tasks: Mapping[str, type[DataConfig]], source: str | None = None) -> RunConfig:
+    """Turn config data into a `RunConfig`, raising one `ConfigError` that lists every problem.
 
+    Args:
+        data (`dict`): the config as read from YAML.
+        tasks (`Mapping[str, type[DataConfig]]`): the known task names and the `data` section class of each
+            (the caller asks the task registry; this layer knows no task).
+        source (`str`, *optional*): the config file, named in the error.
+    """
     problems: list[str] = []
     check_keys(data, RunConfig.__dataclass_fields__, "config", problems)
     task = data.get("task")
-    recipe_cls = None
+    data_class = None
     if task is None:
-        problems.append("config: missing required key 'task' (text-classification, image-classification, causal-lm, masked-lm).")
+        problems.append(f"config: missing required key 'task' (one of: {', '.join(tasks)}).")
+    elif str(task) not in tasks:
+        problems.append(f"config.task: unknown task '{task}'.{did_you_mean(str(task), tasks)} Known tasks: {', '.join(tasks)}.")
     else:
-        try:
-            recipe_cls = get_recipe_class(str(task))
-        except KeyError as err:
-            problems.append(f"config.task: {err.args[0]}")
+        data_class = tasks[str(task)]
 
     # a misspelt section ("trainng") is reported once, as an unknown key, not again as a missing section
     fields = RunConfig.__dataclass_fields__
@@ -111,7 +117,7 @@ def parse_config(data: dict, source: str | None = None) -> RunConfig:
         return coerce(data[name], cls, name, problems)
 
     model = section("model", ModelConfig, required=True)
-    data_cfg = section("data", recipe_cls.data_config_class, required=True) if recipe_cls else None
+    data_cfg = section("data", data_class, required=True) if data_class else None
     hub = section("hub", HubConfig)
     speed = section("speed", SpeedConfig)
     training = data.get("training") or {}
@@ -127,14 +133,13 @@ def parse_config(data: dict, source: str | None = None) -> RunConfig:
     return RunConfig(task=task, model=model, data=data_cfg, training=dict(training), hub=hub, speed=speed, **flags)
 
 
-def load_config(source: str | Path | dict, overrides=(), check: bool = True) -> RunConfig:
-    """Load, override, resolve and validate a run config.
+def read_config(source: str | Path | dict, tasks: Mapping[str, type[DataConfig]], overrides=()) -> RunConfig:
+    """Read, override, resolve and type-check a run config (no file or checkpoint checks: see `hftl.preflight`).
 
     Args:
         source (`str`, `Path` or `dict`): a YAML file, or the config data itself.
+        tasks (`Mapping[str, type[DataConfig]]`): see `parse_config`.
         overrides (`list[str]`, *optional*): `section.key=value` strings applied on top.
-        check (`bool`, *optional*, defaults to `True`): also run the checks that read files and
-            checkpoint configs (`hftl.config.validate`); they never load weights.
     """
     if isinstance(source, dict):
         data, name, base_dir = dict(source), None, Path.cwd()
@@ -142,9 +147,4 @@ def load_config(source: str | Path | dict, overrides=(), check: bool = True) -> 
         data, name, base_dir = read_yaml(source), str(source), Path(source).resolve().parent
     apply_overrides(data, list(overrides))
     resolve_paths(data, base_dir)
-    config = parse_config(data, name)
-    if check:
-        from hftl.config.validate import validate_config
-
-        validate_config(config, source=name)
-    return config
+    return parse_config(data, tasks, name)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from hftl.config.parse import field
 
 Strategy = Literal["full", "freeze", "lora"]
+#: the seed of a run whose `training` section sets none (as `TrainingArguments`)
+DEFAULT_SEED = 42
 
 
 @dataclass
@@ -166,7 +168,7 @@ class SpeedConfig:
 class RunConfig:
     """A whole run. `data` holds the task's own data dataclass."""
 
-    task: str = field(help="which recipe runs: text-classification, image-classification, causal-lm, masked-lm")
+    task: str = field(help="which task runs: one of the registered tasks (`hftl --help` lists them)")
     model: ModelConfig = field(help="the pretrained checkpoint and how to adapt it")
     data: Any = field(help="where the data is and how to read it (fields depend on the task)")
     training: dict = field(
@@ -180,6 +182,11 @@ class RunConfig:
     @property
     def output_dir(self) -> str:
         return self.training["output_dir"]
+
+    @property
+    def seed(self) -> int:
+        """The run's seed: data order, initialisation and splits all follow it."""
+        return self.training.get("seed", DEFAULT_SEED)
 
     def to_dict(self) -> dict:
         """Plain data for the saved `config.yaml` (no secrets: the config never holds a token)."""

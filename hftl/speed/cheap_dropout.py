@@ -24,6 +24,9 @@ from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION_NAME = "sdpa_cheap_dropout"
+# Private torch API: the math kernel of CPU SDPA, which takes a precomputed dropout mask (checked on torch
+# 2.13.0). Where a torch lacks it, attention dropout runs through transformers' own sdpa function unchanged.
+_SDPA_MATH = getattr(torch, "_scaled_dot_product_attention_math", None)
 _RESOLUTION = 1 << 16  # p is quantised to 1/65536: each mask element gets 16 random bits
 
 
@@ -72,7 +75,8 @@ def sdpa_cheap_dropout(module, query, key, value, attention_mask, dropout: float
     GPUs, position biases, GQA) goes to transformers' own `sdpa_attention_forward` unchanged.
     """
     plain = (
-        not module.training
+        _SDPA_MATH is None
+        or not module.training
         or not _cheap_applies(dropout, query)
         or query.shape[1] != key.shape[1]  # grouped-query attention: leave head bookkeeping to transformers
         or kwargs.get("position_bias") is not None
@@ -89,7 +93,7 @@ def sdpa_cheap_dropout(module, query, key, value, attention_mask, dropout: float
     mask = keep_mask((batch, heads, q_length, key.shape[2]), dropout, query.device)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Dropout mask should only be used for testing")
-        output, _ = torch._scaled_dot_product_attention_math(
+        output, _ = _SDPA_MATH(
             query, key, value, attention_mask, effective_p(dropout), is_causal, mask, scale=kwargs.get("scaling")
         )
     return output.transpose(1, 2).contiguous(), None
@@ -111,13 +115,20 @@ def use_cheap_dropout(model: nn.Module) -> int:
 
 
 def _use_cheap_attention(model: nn.Module) -> None:
-    from transformers import AttentionInterface, PreTrainedModel
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    """Point the model's attention at `sdpa_cheap_dropout`. Relies on transformers' attention registries and the
+    private `PretrainedConfig._attn_implementation_internal` (checked on transformers 5.x); without them the
+    model keeps its attention and only the `nn.Dropout` modules change."""
+    try:
+        from transformers import AttentionInterface, PreTrainedModel
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    except ImportError:
+        return
 
     if ATTENTION_NAME not in ALL_MASK_ATTENTION_FUNCTIONS:
         AttentionInterface.register(ATTENTION_NAME, sdpa_cheap_dropout)
         AttentionMaskInterface.register(ATTENTION_NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
     for module in model.modules():
         config = getattr(module, "config", None)
-        if isinstance(module, PreTrainedModel) and getattr(config, "_attn_implementation", None) == "sdpa":
+        if (isinstance(module, PreTrainedModel) and getattr(config, "_attn_implementation", None) == "sdpa"
+                and hasattr(config, "_attn_implementation_internal")):
             config._attn_implementation_internal = ATTENTION_NAME

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from hftl.errors import ConfigError
+
 
 def transformer_blocks(model) -> torch.nn.ModuleList | None:
     """The model's stack of transformer blocks: its largest `ModuleList` (encoder.layer, h, layers...)."""
@@ -19,9 +21,10 @@ def apply_freeze(model, config, head_modules, peft_task_type=None):
         blocks = transformer_blocks(model)
         if blocks is None or config.trainable_layers > len(blocks):
             found = 0 if blocks is None else len(blocks)
-            raise ValueError(f"model.trainable_layers: {config.trainable_layers} asked, the model has {found} blocks.")
+            raise ConfigError([f"model.trainable_layers: {config.trainable_layers} asked, the model has {found} blocks. "
+                               f"Use at most {found}."])
         for block in blocks[-config.trainable_layers:]:
             block.requires_grad_(True)
     if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("strategy 'freeze' left nothing to train: the model has no head. Use 'full' or 'lora'.")
+        raise ConfigError(["model.strategy: 'freeze' left nothing to train: the model has no head. Use 'full' or 'lora'."])
     return model

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from hftl.errors import ConfigError
+
 # Attention projection names by architecture family, in order of preference. Resolved from the model's
 # own module names rather than its model_type, so renames (transformers 5 ViT: query -> q_proj) just work.
 _AUTO_TARGETS = [
@@ -29,18 +31,18 @@ def resolve_lora_targets(model, requested: str | list[str]) -> list[str]:
     if requested != "auto":
         missing = [name for name in requested if name not in available]
         if missing:
-            raise ValueError(
+            raise ConfigError([
                 f"model.lora.target_modules: {missing} match no Linear layer of this model. "
                 f"Layers it has: {', '.join(sorted(available))}. Or use 'auto'."
-            )
+            ])
         return list(requested)
     for group in _AUTO_TARGETS:
         if all(name in available for name in group):
             return list(group)
-    raise ValueError(
+    raise ConfigError([
         "model.lora.target_modules: 'auto' knows no attention projections of this architecture. "
         f"Name them, choosing from: {', '.join(sorted(available))}."
-    )
+    ])
 
 
 def apply_lora(model, config, head_modules, peft_task_type=None):

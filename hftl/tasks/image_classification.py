@@ -18,13 +18,16 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hftl.config.parse import did_you_mean, field
+from hftl.config.parse import field
 from hftl.config.schema import DataConfig
-from hftl.data import LabelMap, check_source, fingerprint, load_split, load_splits, read_columns
+from hftl.data import check_source, fingerprint, load_split, load_splits
+from hftl.data.columns import check_columns, split_sources
 from hftl.data.loading import source_kind
 from hftl.errors import DataError
-from hftl.outputs import LABELS_FILE, write_json
-from hftl.train import Recipe
+from hftl.modeling import load_kwargs, read_model_config, resolve_checkpoint
+from hftl.recipe import PreparedData
+from hftl.tasks import register_task
+from hftl.tasks.classification import ClassificationRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +214,7 @@ def missing_path_problems(source: str, where: str, column: str) -> list[str]:
     return problems
 
 
-class ImageClassificationRecipe(Recipe):
+class ImageClassificationRecipe(ClassificationRecipe):
     """Fine-tune an image classifier (ViT, DeiT, ConvNeXt, ResNet... any `AutoModelForImageClassification`).
 
     Example:
@@ -223,10 +226,14 @@ class ImageClassificationRecipe(Recipe):
     """
 
     task = "image-classification"
+    title = "Image classification"
     data_config_class = ImageClassificationData
     auto_model_class = "AutoModelForImageClassification"
-    peft_task_type = None  # peft has no image task type: the head is kept trainable through modules_to_save
     head_modules = ("classifier", "cls_classifier", "distillation_classifier")
+    peft_task_type = None  # peft has no image task type: the head is kept trainable through modules_to_save
+    pipeline_tag = "image-classification"
+    input_column = "image_column"
+    inputs_are_paths = True
 
     # -- checks before anything heavy -------------------------------------------------------------
     @classmethod
@@ -253,12 +260,8 @@ class ImageClassificationRecipe(Recipe):
             return problems + image_folder_problems(Path(source), where)
         if kind == "file":
             try:
-                columns = read_columns(source)
                 required = {"image_column": data.image_column, **({"label_column": data.label_column} if with_label else {})}
-                for role, name in required.items():
-                    if columns is not None and name not in columns:
-                        problems.append(f"{where}: {source} has no {role} column '{name}'.{did_you_mean(name, columns)} "
-                                        f"Columns: {', '.join(columns)}. Set data.{role} to one of them.")
+                problems += check_columns(source, where, required)
                 if not problems:
                     problems += missing_path_problems(source, where, data.image_column)
             except DataError as err:
@@ -267,45 +270,44 @@ class ImageClassificationRecipe(Recipe):
 
     @classmethod
     def _check_model(cls, config) -> list[str]:
-        from transformers import AutoConfig
-
-        from hftl.modeling import load_kwargs, resolve_checkpoint
-
         path, _ = resolve_checkpoint(config.model)
         if Path(path).is_dir() and not (Path(path) / "preprocessor_config.json").is_file():
             return [f"model.name_or_path: {path} has no preprocessor_config.json (the image processor: size, mean, std). "
                     "Save one with the checkpoint, e.g. ViTImageProcessorPil(size=...).save_pretrained(folder)."]
-        try:
-            model_config = AutoConfig.from_pretrained(path, **load_kwargs(config.model))
-        except Exception:
-            return []  # unreadable configs are reported when the model loads
+        model_config, _ = read_model_config(config.model)  # unreadable configs are reported by the model checks
         channels = getattr(model_config, "num_channels", 3)
         if channels != 3:
             return [f"model.name_or_path: the model takes {channels}-channel images; hftl feeds RGB (3 channels)."]
         return []
 
     # -- data -------------------------------------------------------------------------------------
-    def load_data(self) -> dict:
+    def load_data(self) -> PreparedData:
         data = self.config.data
-        seed = self.config.training.get("seed", 42)
+        seed = self.config.seed
         # limits are applied after a seeded shuffle: an image folder lists its files class by class
         unlimited = replace(data, max_train_samples=None, max_eval_samples=None)
         splits = load_splits(unlimited, seed=seed, folder_builder="imagefolder")
-        sources = data.splits()
+        sources = split_sources(data)
         for name, dataset in splits.items():
             limit = data.max_train_samples if name == "train" else data.max_eval_samples
             if limit is not None and len(dataset) > limit:
                 splits[name] = dataset.shuffle(seed=seed).select(range(limit))
-        values = {}
-        for name, dataset in splits.items():
-            source = sources.get(name, sources["train"])
-            splits[name], values[name] = self.prepare_images(dataset, source)
-        self.labels = LabelMap.from_values(values["train"], source=sources["train"])
-        for name, dataset in splits.items():
-            ids = self.labels.encode(values[name], sources.get(name, sources["train"]))
-            splits[name] = dataset.select_columns([data.image_column]).add_column("labels", ids)
-        self.data_fingerprints = {name: fingerprint(src, splits.get(name)) for name, src in sources.items()}
-        return splits
+        values, files = {}, data.splits()
+        for name, dataset in splits.items():  # image paths are read relative to the file holding them
+            splits[name], values[name] = self.prepare_images(dataset, files.get(name, files["train"]))
+        splits, labels = self.encode_splits(splits, values, sources, [data.image_column])
+        fingerprints = {name: fingerprint(src, splits.get(name)) for name, src in data.splits().items()}
+        return PreparedData(splits, sources, fingerprints, labels)
+
+    def prepare_source(self, source: str, processor, labels):
+        data = self.config.data
+        problems = self.check_data_source(source, "--data", data)
+        if problems:
+            raise DataError(" ".join(problems))
+        dataset = load_split(source, data.dataset_config, split="test", folder_builder="imagefolder")
+        dataset, values = self.prepare_images(dataset, source)
+        dataset = self.with_label_ids(dataset, labels, values, source, [data.image_column])
+        return dataset.with_transform(self.image_transform(processor))
 
     def prepare_images(self, dataset, source: str, with_label: bool = True):
         """Check columns, turn path columns into images, verify every image; returns (dataset, label values)."""
@@ -362,14 +364,15 @@ class ImageClassificationRecipe(Recipe):
                         ", ".join(f"{n} {mode}" for mode, n in sorted(converted.items())))
 
     def load_processor(self):
+        path, _ = resolve_checkpoint(self.config.model)
+        return self.load_trained_processor(path)
+
+    def load_trained_processor(self, folder):
         from transformers import AutoImageProcessor
 
-        from hftl.modeling import load_kwargs, resolve_checkpoint
-
-        path, _ = resolve_checkpoint(self.config.model)
         kwargs = {k: v for k, v in load_kwargs(self.config.model).items() if k != "gguf_file"}
         # backend="pil": the default torchvision backend is not available beside this torch
-        return AutoImageProcessor.from_pretrained(path, backend="pil", **kwargs)
+        return AutoImageProcessor.from_pretrained(folder, backend="pil", **kwargs)
 
     def image_transform(self, processor, train: bool = False):
         """The on-the-fly batch transform: decode → RGB → (augment) → the checkpoint's processor."""
@@ -377,7 +380,7 @@ class ImageClassificationRecipe(Recipe):
 
         data = self.config.data
         augment = train and data.augment
-        rng = np.random.default_rng(self.config.training.get("seed", 42))
+        rng = np.random.default_rng(self.config.seed)
 
         def transform(batch):
             images = [to_rgb(open_image(item, "image")) for item in batch[data.image_column]]
@@ -392,126 +395,25 @@ class ImageClassificationRecipe(Recipe):
 
         return transform
 
-    def preprocess(self, splits: dict, processor) -> dict:
-        self._prepared = {
-            name: dataset.with_transform(self.image_transform(processor, train=(name == "train")))
-            for name, dataset in splits.items()
-        }
-        return self._prepared
+    def preprocess(self, data: PreparedData, processor) -> dict:
+        return {name: dataset.with_transform(self.image_transform(processor, train=(name == "train")))
+                for name, dataset in data.splits.items()}
 
     def training_defaults(self) -> dict:
         # the transform needs the raw image column (the Trainer would drop it: the model takes no 'image'),
         # and images have no length to group by
         return {"remove_unused_columns": False, "train_sampling_strategy": "random"}
 
-    # -- model ------------------------------------------------------------------------------------
-    def load_model(self, processor):
-        from transformers import AutoConfig, AutoModelForImageClassification
-
-        from hftl.modeling import load_kwargs, load_pretrained_model, resolve_checkpoint
-
-        path, _ = resolve_checkpoint(self.config.model)
-        before = AutoConfig.from_pretrained(path, **load_kwargs(self.config.model))
-        model, new = load_pretrained_model(
-            AutoModelForImageClassification,
-            self.config.model,
-            num_labels=len(self.labels),
-            id2label=self.labels.id2label,
-            label2id=self.labels.label2id,
-            ignore_mismatched_sizes=True,
-        )
-        old_names = [str(before.id2label[i]) for i in sorted(before.id2label)] if before.id2label else []
-        trained_head = old_names and not all(n == f"LABEL_{i}" for i, n in enumerate(old_names))
-        if trained_head and old_names != list(self.labels.names) and len(old_names) == len(self.labels):
-            # Same number of classes, other classes: the shapes match, so from_pretrained kept the old head.
-            # Its weights mean the source task's classes; start it afresh as a new head would.
-            for name in self.head_modules:
-                if name in dict(model.named_children()):
-                    for module in model.get_submodule(name).modules():
-                        if hasattr(module, "reset_parameters"):
-                            module.reset_parameters()
-                    new |= {f"{name}.{p}" for p, _ in model.get_submodule(name).named_parameters()}
-            logger.info("the checkpoint's head was trained on other classes (%s...): re-initialised", old_names[:3])
-        return model, new
-
     def data_collator(self, processor):
         from transformers import default_data_collator
 
         return default_data_collator
 
-    def compute_metrics(self):
-        from hftl.metrics import make_compute_metrics
+    # -- prediction -------------------------------------------------------------------------------
+    def encode_inputs(self, processor, images: list, first_row: int):
+        """Images given as file paths or PIL images."""
+        decoded = [to_rgb(open_image(item, f"input {first_row + i + 1}")) for i, item in enumerate(images)]
+        return processor(images=decoded, return_tensors="pt")
 
-        return make_compute_metrics(list(self.labels.names))
 
-    def evaluate_split(self, trainer, dataset) -> dict:
-        from hftl.metrics import classification_report, logits_to_predictions
-
-        output = trainer.predict(dataset)
-        report = classification_report(logits_to_predictions(output.predictions), output.label_ids, list(self.labels.names))
-        report["loss"] = float(output.metrics.get("test_loss", float("nan")))
-        split = next((name for name, ds in getattr(self, "_prepared", {}).items() if ds is dataset), "eval")
-        self._reports = {**getattr(self, "_reports", {}), split: report}
-        return report
-
-    def save_extras(self, out: Path, processor) -> None:
-        from hftl.plots import plot_confusion_matrix
-
-        write_json(out / LABELS_FILE, {"id2label": self.labels.id2label, "label2id": self.labels.label2id})
-        for split, report in getattr(self, "_reports", {}).items():
-            plot_confusion_matrix(report["confusion_matrix"], list(self.labels.names),
-                                  out / f"confusion_matrix_{split}.png", f"{split}: accuracy {report['accuracy']:.3f}")
-
-    # -- using a finished run ---------------------------------------------------------------------
-    def load_trained(self, run_dir: Path):
-        """(image processor, model) of a finished run: a full model, or the base plus its LoRA adapter."""
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-        labels = json.loads((run_dir / LABELS_FILE).read_text(encoding="utf-8"))["id2label"]
-        self.labels = LabelMap(tuple(labels[str(i)] for i in range(len(labels))))
-        processor = AutoImageProcessor.from_pretrained(run_dir, backend="pil")
-        if (run_dir / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            base, _ = self.load_model(processor)
-            return processor, PeftModel.from_pretrained(base, run_dir)
-        return processor, AutoModelForImageClassification.from_pretrained(run_dir, use_safetensors=True)
-
-    def predict(self, model, processor, images: list, batch_size: int = 64) -> list[dict]:
-        """Predictions for images given as file paths or PIL images."""
-        import torch
-
-        from hftl.metrics import prediction_records
-
-        results = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            decoded = [to_rgb(open_image(item, f"input {start + i + 1}")) for i, item in enumerate(chunk)]
-            pixels = processor(images=decoded, return_tensors="pt")["pixel_values"].to(model.device)
-            with torch.inference_mode():
-                probs = model(pixel_values=pixels).logits.float().softmax(-1).cpu()
-            results += prediction_records(probs, self.labels.names)
-        return results
-
-    def evaluate_trained(self, model, processor, source: str | None = None) -> dict:
-        import tempfile
-
-        from transformers import Trainer, TrainingArguments
-
-        from hftl.metrics import classification_report, logits_to_predictions
-
-        data = self.config.data
-        source = self.evaluation_source(source)
-        problems = self.check_data_source(source, "--data", data)
-        if problems:
-            raise DataError(" ".join(problems))
-        dataset = load_split(source, data.dataset_config, split="test", folder_builder="imagefolder")
-        dataset, values = self.prepare_images(dataset, source)
-        dataset = dataset.select_columns([data.image_column]).add_column("labels", self.labels.encode(values, source))
-        dataset = dataset.with_transform(self.image_transform(processor))
-        with tempfile.TemporaryDirectory() as tmp:
-            args = TrainingArguments(output_dir=tmp, report_to="none", per_device_eval_batch_size=128,
-                                     remove_unused_columns=False)
-            trainer = Trainer(model=model, args=args, data_collator=self.data_collator(processor))
-            output = trainer.predict(dataset)
-        return classification_report(logits_to_predictions(output.predictions), output.label_ids, list(self.labels.names))
+register_task(ImageClassificationRecipe)

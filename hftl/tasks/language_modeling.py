@@ -24,19 +24,19 @@ import logging
 import math
 from dataclasses import dataclass
 from itertools import chain
-from pathlib import Path
 
 from hftl.config.parse import field
 from hftl.config.schema import DataConfig
-from hftl.config.validate import check_length_limit
-from hftl.data import check_source, fingerprint, load_split, load_splits
+from hftl.data import fingerprint, load_split, load_splits
+from hftl.data.columns import check_sources, check_text_column, require_source, split_sources
 from hftl.errors import DataError
-from hftl.tasks.text_classification import check_columns, check_sources
-from hftl.train import Recipe
+from hftl.modeling import check_length_limit, load_kwargs, load_pretrained_model, load_tokenizer, resolve_checkpoint
+from hftl.recipe import PreparedData, Recipe
+from hftl.run_dir import RunDir
+from hftl.tasks import register_task
 
 logger = logging.getLogger(__name__)
 
-MERGED_DIR = "merged"
 _PACK_BATCH = 1000  # documents joined per `map` batch (run_clm's default); each batch drops its last partial block
 
 
@@ -69,10 +69,13 @@ def perplexity(loss: float) -> float:
 
 
 class LanguageModelingRecipe(Recipe):
-    """What causal and masked LM share: text loading, packing, loss/perplexity evaluation, merged LoRA saving."""
+    """What causal and masked LM share: text loading, packing, loss/perplexity evaluation, merged LoRA saving
+    (not a task itself: it registers nothing)."""
 
     auto_model_class: str = ""
     perplexity_key: str = "perplexity"
+    input_column = "text_column"
+    evaluation_batch_size = 16
     loss_is_token_mean = True  # transformers' LM losses are token sums divided by num_items_in_batch
     # The same vocabulary-sized logits make a 4x evaluation batch cost memory (+460 MB for SmolLM2 at
     # 4 x 128 tokens) and no time (docs/benchmarks.md): evaluate with the training batch.
@@ -91,35 +94,36 @@ class LanguageModelingRecipe(Recipe):
         """Checks that read the checkpoint's config or tokenizer (subclasses extend)."""
         return check_length_limit(config.model, "block_size", config.data.block_size)
 
-    def load_data(self) -> dict:
+    def load_data(self) -> PreparedData:
         data = self.config.data
-        splits = load_splits(data, seed=self.config.training.get("seed", 42))
-        sources = data.splits()
+        splits = load_splits(data, seed=self.config.seed)
+        sources = split_sources(data)
         for name, dataset in splits.items():
-            source = sources.get(name, sources["train"])
-            check_text_column(dataset, data.text_column, source)
+            check_text_column(dataset, data.text_column, sources[name])
             splits[name] = dataset.select_columns([data.text_column])
-        self.data_fingerprints = {name: fingerprint(src, splits.get(name)) for name, src in sources.items()}
-        self._sources = sources
-        return splits
+        fingerprints = {name: fingerprint(src, splits.get(name)) for name, src in data.splits().items()}
+        return PreparedData(splits, sources, fingerprints)
+
+    def prepare_source(self, source: str, tokenizer, labels=None):
+        data = self.config.data
+        require_source(source, "--data", {"text_column": data.text_column})
+        dataset = load_split(source, data.dataset_config, split="test")
+        check_text_column(dataset, data.text_column, source)
+        return self._pack(dataset.select_columns([data.text_column]), tokenizer, "test", source)
 
     def load_processor(self):
-        from hftl.modeling import load_tokenizer
-
         return load_tokenizer(self.config.model)
 
-    def preprocess(self, splits: dict, tokenizer) -> dict:
-        return {name: self._pack(ds, tokenizer, name) for name, ds in splits.items()}
+    def preprocess(self, data: PreparedData, tokenizer) -> dict:
+        return {name: self._pack(ds, tokenizer, name, data.sources[name]) for name, ds in data.splits.items()}
 
-    def _pack(self, dataset, tokenizer, name: str):
-        """Tokenise the documents of one split and join them into blocks of `block_size` tokens."""
+    def _pack(self, dataset, tokenizer, name: str, source: str):
+        """Tokenise the documents of one split (read from `source`) and join them into blocks of `block_size` tokens."""
         data = self.config.data
         block = data.block_size
         tokenized = dataset.map(lambda batch: self.tokenize(batch[data.text_column], tokenizer), batched=True,
                                 remove_columns=dataset.column_names, desc=f"Tokenizing {name}")
         total = sum(len(ids) for ids in tokenized["input_ids"]) if len(tokenized) else 0
-        sources = getattr(self, "_sources", {})
-        source = sources.get(name) or f"the share of {sources.get('train', 'data.train')} held out for {name}"
         if total == 0:
             raise DataError(f"data.{name}: {source} holds no text in column '{data.text_column}' (every row is empty).")
         if total < block:
@@ -150,10 +154,8 @@ class LanguageModelingRecipe(Recipe):
         return {"train_sampling_strategy": "random", "prediction_loss_only": True}
 
     # -- model ------------------------------------------------------------------------------------
-    def load_model(self, tokenizer):
+    def load_model(self, tokenizer, labels=None):
         import transformers
-
-        from hftl.modeling import load_pretrained_model
 
         model, new = load_pretrained_model(getattr(transformers, self.auto_model_class), self.config.model)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
@@ -172,77 +174,27 @@ class LanguageModelingRecipe(Recipe):
         return sorted(p for p in parents if p in modules and not any(True for _ in modules[p].children()))
 
     # -- evaluation -------------------------------------------------------------------------------
-    def evaluate_split(self, trainer, dataset) -> dict:
+    def evaluate_split(self, trainer, name: str, dataset, labels=None) -> dict:
         metrics = trainer.evaluate(dataset)
         loss = float(metrics["eval_loss"])
         return {"loss": loss, self.perplexity_key: perplexity(loss), "blocks": len(dataset),
                 "tokens": len(dataset) * self.config.data.block_size}
 
-    def evaluate_before(self, trainer, datasets: dict) -> dict:
-        self._trainer = trainer  # save_extras merges LoRA weights of the trained model
+    def evaluate_before(self, trainer, datasets: dict, labels=None) -> dict:
         if not self.config.data.baseline or self.config.resume:
             return {}
-        return {split: self.evaluate_split(trainer, datasets[split]) for split in ("validation", "test") if split in datasets}
+        return {split: self.evaluate_split(trainer, split, datasets[split]) for split in ("validation", "test")
+                if split in datasets}
 
-    def save_extras(self, out: Path, tokenizer) -> None:
+    def save_extras(self, run: RunDir, trainer, tokenizer, labels=None) -> None:
         """LoRA runs: also save the merged model, a plain checkpoint that needs neither peft nor the base files."""
         import copy
 
-        trainer = getattr(self, "_trainer", None)
-        if trainer is None or self.config.model.strategy != "lora":
+        if self.config.model.strategy != "lora":
             return
         merged = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).merge_and_unload()
-        merged.save_pretrained(out / MERGED_DIR)
-        tokenizer.save_pretrained(out / MERGED_DIR)
-
-    # -- using a finished run ---------------------------------------------------------------------
-    def load_trained(self, run_dir: Path):
-        """(tokenizer, model) of a finished run, from safetensors only: the merged folder of a LoRA run, else the run."""
-        import transformers
-        from transformers import AutoTokenizer
-
-        folder = run_dir / MERGED_DIR if (run_dir / MERGED_DIR / "config.json").is_file() else run_dir
-        if not (folder / "config.json").is_file():
-            raise DataError(f"{run_dir}: no config.json and no {MERGED_DIR}/ folder; it holds no complete model.")
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model = getattr(transformers, self.auto_model_class).from_pretrained(folder, use_safetensors=True)
-        return tokenizer, model
-
-    def evaluate_trained(self, model, tokenizer, source: str | None = None) -> dict:
-        """Loss and perplexity of a loaded model on a text source (default: the run's test, else validation, data)."""
-        import tempfile
-
-        from transformers import Trainer, TrainingArguments
-
-        data = self.config.data
-        source = self.evaluation_source(source)
-        problems = check_source(source, "--data") or check_columns(source, "--data", {"text_column": data.text_column})
-        if problems:
-            raise DataError(" ".join(problems))
-        dataset = load_split(source, data.dataset_config, split="test")
-        check_text_column(dataset, data.text_column, source)
-        self._sources = {"test": source}
-        dataset = self._pack(dataset.select_columns([data.text_column]), tokenizer, "test")
-        with tempfile.TemporaryDirectory() as tmp:
-            args = TrainingArguments(output_dir=tmp, report_to="none", per_device_eval_batch_size=16,
-                                     prediction_loss_only=True, remove_unused_columns=False)
-            trainer = Trainer(model=model, args=args, data_collator=self.data_collator(tokenizer))
-            return self.evaluate_split(trainer, dataset)
-
-
-def check_text_column(dataset, column: str, source: str) -> None:
-    """The text column exists and holds strings (checked on the loaded data, for sources read_columns cannot peek at)."""
-    if column not in dataset.column_names:
-        from hftl.config.parse import did_you_mean
-
-        raise DataError(f"{source}: no text column '{column}'.{did_you_mean(column, dataset.column_names)} "
-                        f"Columns: {', '.join(dataset.column_names)}. Set data.text_column to one of them.")
-    dtype = getattr(dataset.features[column], "dtype", None)
-    if dtype not in ("string", "large_string"):
-        raise DataError(f"{source}: column '{column}' holds {dtype or type(dataset.features[column]).__name__} values, "
-                        "not text. Set data.text_column to the column with the raw text.")
+        merged.save_pretrained(run.merged_dir)
+        tokenizer.save_pretrained(run.merged_dir)
 
 
 def _documents(texts) -> list[str]:
@@ -262,6 +214,12 @@ class CausalLMRecipe(LanguageModelingRecipe):
     """
 
     task = "causal-lm"
+    title = "Causal language modelling"
+    pipeline_tag = "text-generation"
+    summary_metrics = ("perplexity",)
+    card_metrics = ("perplexity", "loss")
+    index_metrics = {"perplexity": ("perplexity", "Perplexity", None)}
+    generates_text = True
     data_config_class = CausalLMData
     peft_task_type = "CAUSAL_LM"
     head_modules = ("lm_head",)
@@ -285,7 +243,7 @@ class CausalLMRecipe(LanguageModelingRecipe):
 
         return default_data_collator
 
-    def predict(self, model, tokenizer, texts: list[str], batch_size: int = 8, **kwargs) -> list[dict]:
+    def predict(self, model, tokenizer, texts: list[str], labels=None, batch_size: int = 8, **kwargs) -> list[dict]:
         """Greedy continuations of each prompt (see `hftl.generation.generate` for sampling)."""
         from hftl.generation import generate
 
@@ -307,6 +265,11 @@ class MaskedLMRecipe(LanguageModelingRecipe):
     """
 
     task = "masked-lm"
+    title = "Masked language modelling"
+    pipeline_tag = "fill-mask"
+    summary_metrics = ("pseudo_perplexity",)
+    card_metrics = ("pseudo_perplexity", "loss")
+    index_metrics = {"pseudo_perplexity": ("perplexity", "Pseudo-perplexity", None)}
     data_config_class = MaskedLMData
     peft_task_type = None  # peft has no masked-LM task type; the generic PeftModel passes everything through
     head_modules = ("cls", "lm_head", "generator_lm_head")  # BERT/MiniLM, RoBERTa, ELECTRA generator
@@ -316,8 +279,6 @@ class MaskedLMRecipe(LanguageModelingRecipe):
     @classmethod
     def _check_model(cls, config) -> list[str]:
         from transformers import AutoTokenizer
-
-        from hftl.modeling import load_kwargs, resolve_checkpoint
 
         problems = super()._check_model(config)
         path, _ = resolve_checkpoint(config.model)
@@ -356,7 +317,7 @@ class MaskedLMRecipe(LanguageModelingRecipe):
         if name == "train":
             return packed
         # Evaluation blocks are masked once, with a fixed seed: every evaluation scores the same masked tokens.
-        collator = self._collator(tokenizer, seed=self.config.training.get("seed", 42))
+        collator = self._collator(tokenizer, seed=self.config.seed)
 
         def mask(batch):
             rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
@@ -373,7 +334,7 @@ class MaskedLMRecipe(LanguageModelingRecipe):
         # keep special_tokens_mask / offset_mapping for the collator (Trainer drops columns forward() does not take)
         return {**super().training_defaults(), "remove_unused_columns": False}
 
-    def predict(self, model, tokenizer, texts: list[str], batch_size: int = 8, top_k: int = 5) -> list[dict]:
+    def predict(self, model, tokenizer, texts: list[str], labels=None, batch_size: int = 8, top_k: int = 5) -> list[dict]:
         """The `top_k` fillers of each mask token in each text (write the mask as the tokenizer's, e.g. [MASK])."""
         import torch
 
@@ -406,3 +367,7 @@ def mask_once_collator_class():
             return super().__call__(examples, return_tensors)
 
     return MaskOnceCollator
+
+
+register_task(CausalLMRecipe)
+register_task(MaskedLMRecipe)

@@ -1,26 +1,18 @@
-"""The run directory: atomic writes, the resolved config, the run manifest and metrics."""
+"""Writing run records safely and portably: atomic writes, JSON, paths relative to the run folder, no secrets.
+
+What the files are called and where they live is `hftl.run_dir.RunDir`'s business, not this module's.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import platform
-import shutil
-import sys
 import tempfile
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
 from hftl.config.schema import RunConfig
-from hftl.errors import OutputExistsError
 
-CONFIG_FILE = "config.yaml"
-MANIFEST_FILE = "manifest.json"
-METRICS_FILE = "metrics.json"
-LABELS_FILE = "labels.json"
 TRACKED_PACKAGES = ("hftl", "torch", "transformers", "datasets", "accelerate", "peft", "evaluate", "scikit-learn", "huggingface_hub")
 
 
@@ -44,21 +36,6 @@ def write_json(path: str | Path, data) -> None:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def prepare_output_dir(config: RunConfig) -> Path:
-    """Create the output folder; an existing run is replaced only with `overwrite`, kept with `resume`."""
-    out = Path(config.output_dir)
-    if out.is_dir() and any(out.iterdir()):
-        if config.overwrite:
-            shutil.rmtree(out)
-        elif not config.resume:
-            raise OutputExistsError(
-                f"{out} already holds a run. Choose a new training.output_dir, continue it with --resume, "
-                "or replace it with --overwrite."
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def package_versions() -> dict[str, str]:
@@ -116,36 +93,10 @@ def portable_config(config: RunConfig, run_dir: str | Path) -> dict:
     return data
 
 
-def write_config(out: Path, config: RunConfig) -> None:
-    """Save `config.yaml` in run folder `out` (see `portable_config`)."""
-    write_atomic(out / CONFIG_FILE, yaml.safe_dump(portable_config(config, out), sort_keys=False))
-
-
-def _portable_argv(argv: list[str], run_dir: Path) -> list[str]:
+def portable_argv(argv: list[str], run_dir: Path) -> list[str]:
     """The command line with absolute paths (also in KEY=PATH) made relative to the run folder."""
     portable = []
     for arg in argv:
         key, sep, value = arg.partition("=") if "=" in arg else ("", "", arg)
         portable.append(f"{key}{sep}{portable_path(value, run_dir)}" if os.path.isabs(value) else arg)
     return portable
-
-
-def save_run_record(out: Path, config: RunConfig, data_fingerprints: dict[str, str], seed: int) -> None:
-    """Save the config and the manifest (versions, seed, data fingerprints, command).
-
-    No absolute path of this machine is written: see `portable_config`.
-    """
-    write_config(out, config)
-    write_json(
-        out / MANIFEST_FILE,
-        {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "task": config.task,
-            "seed": seed,
-            "data": data_fingerprints,
-            "packages": package_versions(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "command": [os.path.basename(sys.argv[0])] + _portable_argv(sys.argv[1:], out),
-        },
-    )

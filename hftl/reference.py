@@ -1,6 +1,6 @@
 """The config reference (docs/config.md), generated from the help text on the config dataclasses.
 
-    python -m hftl.config.reference > docs/config.md
+    python -m hftl.reference > docs/config.md
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from hftl.config.schema import HubConfig, LoraConfig, ModelConfig, RunConfig, SpeedConfig
+from hftl.tasks import registered_tasks
 
 
 def _default(f) -> str:
@@ -26,11 +27,9 @@ def section_table(title: str, cls) -> str:
 
 
 def render() -> str:
-    from hftl.tasks import TASKS, get_recipe_class
-
     parts = [
         "# Config reference",
-        "Generated from the config dataclasses by `python -m hftl.config.reference`; do not edit by hand.\n"
+        "Generated from the config dataclasses by `python -m hftl.reference`; do not edit by hand.\n"
         "A run config is one YAML file; `--set section.key=value` overrides any key from the command line.\n"
         "`training` takes any `transformers.TrainingArguments` field (unknown keys are rejected with a suggestion).\n"
         "Relative data and model paths are resolved against the config file's folder; `training.output_dir`\n"
@@ -39,8 +38,8 @@ def render() -> str:
         section_table("model", ModelConfig),
         section_table("model.lora", LoraConfig),
     ]
-    for task in TASKS:
-        parts.append(section_table(f"data (task: {task})", get_recipe_class(task).data_config_class))
+    for task, recipe in registered_tasks().items():
+        parts.append(section_table(f"data (task: {task})", recipe.data_config_class))
     parts += [section_table("speed", SpeedConfig), section_table("hub", HubConfig)]
     return "\n\n".join(parts) + "\n"
 

@@ -1,0 +1,48 @@
+"""Export a finished run as a plain transformers model folder (LoRA merged into the weights), usable without hftl
+and with `pipeline(...)`; the folder keeps the run's records, so it is an hftl run folder too."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from hftl.card import render_card
+from hftl.errors import HftlError, OutputExistsError
+from hftl.run_dir import RunDir
+from hftl.tasks import recipe_for_run
+
+
+def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False, card: bool = True) -> Path:
+    """Write a plain transformers model (LoRA merged into the weights) that loads with `pipeline(...)`.
+
+    The folder also holds the run's records (`config.yaml`, `labels.json`, `metrics.json`...) and its card,
+    so `hftl.load(out_dir)` and `hftl predict out_dir` work on it too. Full and frozen runs are copied as is.
+
+    Args:
+        run_dir (`str` or `Path`): a finished hftl run.
+        out_dir (`str` or `Path`): an empty or new folder.
+        overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty `out_dir`.
+        card (`bool`, *optional*, defaults to `True`): also render the model card (`README.md`) there.
+    """
+    run_dir, out = Path(run_dir), Path(out_dir)
+    recipe = recipe_for_run(run_dir)
+    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+        raise HftlError(f"the export folder {out} must be outside the run folder {run_dir}.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"{out} is not empty. Choose a new folder, or replace it with --overwrite.")
+        shutil.rmtree(out)
+    run = RunDir(run_dir)
+    processor, model, _ = recipe.load_trained(run)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    RunDir(out).write_config(recipe.config)
+    for name in RunDir.RECORDS:
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / name)
+    if card:
+        render_card(run_dir, variant="merged" if run.is_adapter else None, out_dir=out, recipe=recipe)
+    return out

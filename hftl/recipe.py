@@ -1,0 +1,293 @@
+"""The recipe base class: one run from config to saved, evaluated model, on top of `transformers.Trainer`.
+
+A task is a `Recipe` subclass that *declares* what differs (class attributes: data schema, Auto class, head
+modules, peft task type, pipeline tag, card template, the metrics its summary, card and model index show,
+its input column) and implements the hooks below. Hooks take values and return values: `load_data` returns a
+`PreparedData`, `evaluate_split` a metrics dict; the only state a recipe keeps is its config. `Recipe.run` is
+the whole path and reads top to bottom; loading, evaluating and predicting with a finished run are implemented
+once here, parameterised by the declaration.
+
+Imports of torch/transformers-heavy modules stay inside the methods: the task registry imports every task
+module to list them in `hftl --help`, which must stay under a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hftl.config import read_config
+from hftl.config.schema import DataConfig, RunConfig
+from hftl.data.labels import LabelMap
+from hftl.errors import ConfigError, DataError
+from hftl.run_dir import RunDir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """What `Recipe.load_data` returns.
+
+    Args:
+        splits (`dict[str, datasets.Dataset]`): train / validation / test, labels encoded as ids in `labels`.
+        sources (`dict[str, str]`): where each split came from, as error messages name it.
+        fingerprints (`dict[str, str]`): a fingerprint of each configured source (saved in the manifest).
+        labels (`LabelMap`, *optional*): the classes, for tasks that have them.
+    """
+
+    splits: dict
+    sources: dict[str, str]
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    labels: LabelMap | None = None
+
+
+@dataclass
+class RunResult:
+    """What `Recipe.run` returns: where the run was saved, its metrics by split, and the recipe that ran."""
+
+    run_dir: Path
+    metrics: dict
+    config: RunConfig
+    trainer: object = field(default=None, repr=False)
+    recipe: "Recipe" = field(default=None, repr=False)
+
+    def push_to_hub(self, repo_id: str | None = None, **kwargs):
+        """Push the run to the Hub (see `hftl.hub.push_run`)."""
+        from hftl.hub import push_run
+
+        return push_run(self.run_dir, repo_id=repo_id or self.config.hub.repo_id, **kwargs)
+
+    def predict(self, inputs, **kwargs):
+        """Predictions of the saved model (see `hftl.load`)."""
+        from hftl.inference import load
+
+        return load(self.run_dir).predict(inputs, **kwargs)
+
+
+class Recipe:
+    """Base of every task recipe. Subclasses set the declaration and implement the hooks below."""
+
+    # -- the task's declaration ---------------------------------------------------------------------
+    #: the task name configs use (`task: ...`)
+    task: str = ""
+    #: how the card and the docs name the task
+    title: str = ""
+    #: the dataclass of the config's `data` section
+    data_config_class: type[DataConfig] = DataConfig
+    #: name of the transformers Auto class the task loads (checked against the checkpoint before loading)
+    auto_model_class: str | None = None
+    #: module names of the task head (trained by every strategy; `modules_to_save` under LoRA)
+    head_modules: tuple[str, ...] = ()
+    #: peft's task type for LoRA (None: the generic `PeftModel`)
+    peft_task_type: str | None = None
+    #: the Hub's pipeline tag of the task's models
+    pipeline_tag: str = ""
+    #: model card template in model_cards/ (default: the task name with underscores, e.g. text_classification.md)
+    card_template: str | None = None
+    #: metrics printed by the end-of-run summary and `hftl evaluate`, in order
+    summary_metrics: tuple[str, ...] = ()
+    #: scalar metrics shown in the card's table, in order
+    card_metrics: tuple[str, ...] = ()
+    #: metrics reported in the card's `model-index`: metrics.json key -> (Hub metric type, name, metric args)
+    index_metrics: dict[str, tuple] = {}
+    #: validation metrics drawn beside the loss in the training curves
+    curve_metrics: tuple[str, ...] = ()
+    #: the `data` field naming the column `hftl predict` reads from tabular input (e.g. "text_column")
+    input_column: str | None = None
+    #: predict takes file paths (read relative to the input file), not raw values
+    inputs_are_paths: bool = False
+    #: the task's models continue text (`hftl generate`)
+    generates_text: bool = False
+    #: False for losses that are per-example means (classification); True for token-summed LM losses
+    loss_is_token_mean: bool = False
+    #: what `speed.eval_batch_size_factor: auto` means for this task (evaluation keeps no gradients)
+    auto_eval_batch_size_factor: int = 4
+    #: the evaluation batch of `hftl evaluate` on a finished run
+    evaluation_batch_size: int = 128
+
+    def __init__(self, config: RunConfig | dict | str | Path, overrides=()):
+        if isinstance(config, RunConfig):
+            self.config = config
+        else:
+            from hftl.preflight import validate_config
+
+            if isinstance(config, dict):
+                config = {"task": self.task, **config}
+            self.config = read_config(config, {self.task: self.data_config_class}, overrides)
+            validate_config(self.config, type(self), source=None if isinstance(config, dict) else str(config))
+        if self.task and self.config.task != self.task:
+            raise ConfigError([f"task: {type(self).__name__} runs task '{self.task}', the config says '{self.config.task}'."])
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides=()) -> "Recipe":
+        return cls(str(path), overrides)
+
+    @classmethod
+    def template(cls) -> str:
+        """The model card template of the task."""
+        return cls.card_template or f"{cls.task.replace('-', '_')}.md"
+
+    # -- hooks a task implements ------------------------------------------------------------------
+    @classmethod
+    def check_config(cls, config: RunConfig, model_ok: bool) -> list[str]:
+        """Cheap checks of the data sources (existence, format, columns) before anything heavy."""
+        from hftl.data import check_source
+
+        return [p for name, src in config.data.splits().items() for p in check_source(src, f"data.{name}")]
+
+    def load_data(self) -> PreparedData:
+        raise NotImplementedError
+
+    def load_processor(self):
+        raise NotImplementedError
+
+    def load_model(self, processor, labels: LabelMap | None):
+        """Returns (model, names of parameters the checkpoint lacked)."""
+        raise NotImplementedError
+
+    def preprocess(self, data: PreparedData, processor) -> dict:
+        """The model-ready datasets by split."""
+        raise NotImplementedError
+
+    def prepare_source(self, source: str, processor, labels: LabelMap | None):
+        """One data source, checked, loaded and preprocessed: what a finished run is evaluated on."""
+        raise NotImplementedError
+
+    def data_collator(self, processor):
+        return None
+
+    def compute_metrics(self, labels: LabelMap | None):
+        return None
+
+    def training_defaults(self) -> dict:
+        """Task defaults for `TrainingArguments`, under the user's `training` section."""
+        return {}
+
+    def training_arguments(self):
+        """The run's `TrainingArguments`: hftl's defaults, then this task's, then the user's `training` section."""
+        from hftl.trainer import training_arguments
+
+        return training_arguments(self.config, self.training_defaults(), self.auto_eval_batch_size_factor)
+
+    def evaluate_split(self, trainer, name: str, dataset, labels: LabelMap | None) -> dict:
+        """Metrics of the trainer's model on one split."""
+        return trainer.evaluate(dataset)
+
+    def evaluate_before(self, trainer, datasets: dict, labels: LabelMap | None) -> dict:
+        """Metrics of the untrained model by split (saved as metrics['before_training']); {} to skip."""
+        return {}
+
+    def save_extras(self, run: RunDir, trainer, processor, labels: LabelMap | None) -> None:
+        """Task files saved beside the model (label maps, merged weights...)."""
+        if labels is not None:
+            run.write_labels(labels)
+
+    def head_module_names(self, model, newly_initialised) -> list[str]:
+        from hftl.strategies.params import head_module_names
+
+        return head_module_names(model, self.head_modules, newly_initialised)
+
+    # -- the run ----------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Train, evaluate on validation and test, save everything in `training.output_dir`."""
+        from transformers import set_seed
+
+        from hftl.card import render_run_card
+        from hftl.run_dir import training_settings
+        from hftl.strategies import apply_strategy, count_parameters
+        from hftl.trainer import build_trainer
+
+        config = self.config
+        args = self.training_arguments()  # bad arguments fail here, before loading
+        run = RunDir(config.output_dir)
+        with args.main_process_first(local=False, desc="preparing the output folder"):
+            if args.process_index == 0:  # every process runs the recipe; only one may replace the folder
+                run.prepare(config.overwrite, config.resume)
+        set_seed(args.seed)
+
+        data = self.load_data()
+        processor = self.load_processor()
+        model, newly_initialised = self.load_model(processor, data.labels)
+        model = apply_strategy(model, config.model, self.head_module_names(model, newly_initialised), self.peft_task_type)
+        parameters = count_parameters(model)
+        logger.info("trainable parameters: %(trainable_params)d of %(total_params)d (%(trainable_percent).2f%%)", parameters)
+        datasets = self.preprocess(data, processor)
+
+        trainer = build_trainer(self, model, datasets, processor, args, data.labels)
+        if trainer.is_world_process_zero():
+            run.write_record(config, data.fingerprints, training_settings(trainer.args))
+        before = self.evaluate_before(trainer, datasets, data.labels)
+        train_output = trainer.train(resume_from_checkpoint=run.last_checkpoint() if config.resume else None)
+        metrics = {"train": {**train_output.metrics, **parameters}, **({"before_training": before} if before else {})}
+        for split in ("validation", "test"):
+            if split in datasets:
+                metrics[split] = self.evaluate_split(trainer, split, datasets[split], data.labels)
+
+        if trainer.is_world_process_zero():
+            trainer.save_model(str(run.path))
+            trainer.save_state()
+            self.save_extras(run, trainer, processor, data.labels)
+            run.write_metrics(metrics)
+            render_run_card(run.path, self)  # README.md: the model card, with its figures
+        result = RunResult(run_dir=run.path, metrics=metrics, config=config, trainer=trainer, recipe=self)
+        if config.hub.push and trainer.is_world_process_zero():
+            result.push_to_hub(private=config.hub.private, mode=config.hub.mode)
+        return result
+
+    # -- using a finished run ---------------------------------------------------------------------
+    def load_trained_processor(self, folder: Path):
+        """The processor saved with a finished run (the tokenizer, by default)."""
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def load_trained(self, run: RunDir):
+        """(processor, model, labels) of a finished run, from safetensors only: a complete model (the run, or the
+        merged model a LoRA run saved beside its adapter), else the base model plus the run's LoRA adapter."""
+        import transformers
+
+        labels = run.labels()
+        folder = run.model_dir
+        processor = self.load_trained_processor(folder)
+        if folder == run.path and run.is_adapter:
+            from peft import PeftModel
+
+            base, _ = self.load_model(processor, labels)
+            return processor, PeftModel.from_pretrained(base, run.path), labels
+        if not (folder / RunDir.MODEL_CONFIG).is_file():
+            raise DataError(f"{run.path}: no {RunDir.MODEL_CONFIG} and no adapter; it holds no complete model.")
+        model = getattr(transformers, self.auto_model_class).from_pretrained(folder, use_safetensors=True)
+        return processor, model, labels
+
+    def evaluation_source(self, source: str | None) -> str:
+        """The data a finished run is evaluated on: `source`, else the run's test, else its validation data."""
+        source = source or self.config.data.test or self.config.data.validation
+        if not source:
+            raise DataError("no data to evaluate: give --data FILE (the run has no test or validation data).")
+        return source
+
+    def evaluate_trained(self, model, processor, labels: LabelMap | None, source: str | None = None) -> dict:
+        """Metrics of a finished run's model on `source` (default: the run's test, else validation, data)."""
+        import tempfile
+
+        from transformers import Trainer, TrainingArguments
+
+        dataset = self.prepare_source(self.evaluation_source(source), processor, labels)
+        defaults = self.training_defaults()
+        with tempfile.TemporaryDirectory() as tmp:
+            args = TrainingArguments(
+                output_dir=tmp, report_to="none", per_device_eval_batch_size=self.evaluation_batch_size,
+                remove_unused_columns=defaults.get("remove_unused_columns", True),
+                prediction_loss_only=defaults.get("prediction_loss_only", False),
+            )
+            trainer = Trainer(model=model, args=args, data_collator=self.data_collator(processor))
+            return self.evaluate_split(trainer, "test", dataset, labels)
+
+    def predict(self, model, processor, inputs: list, labels: LabelMap | None = None, batch_size: int = 64, **kwargs) -> list[dict]:
+        """Predictions for raw inputs, one dict each."""
+        raise NotImplementedError

@@ -1,0 +1,137 @@
+"""`HftlTrainer`: `transformers.Trainer` plus hftl's sampler and evaluation speed-ups, each off unless
+`hftl.trainer.build_trainer` switches it on (`speed.*` in the config).
+
+They override private Trainer methods, checked against transformers 5.x (the version pinned in pyproject):
+`_get_train_sampler(train_dataset)`, `_get_eval_sampler(eval_dataset)` and `evaluation_loop(...)`. Where a
+transformers version lacks one of them, `trainer_class` says so in the log and the switches that rely on it
+stay off: the stock Trainer path runs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+#: the private `Trainer` methods the speed-ups override
+PRIVATE_HOOKS = ("_get_train_sampler", "_get_eval_sampler", "evaluation_loop")
+
+
+def speedups_supported() -> bool:
+    """True where this transformers' `Trainer` has every private method the speed-ups override."""
+    from transformers import Trainer
+
+    missing = [name for name in PRIVATE_HOOKS if not callable(getattr(Trainer, name, None))]
+    if missing:
+        logger.warning("this transformers' Trainer lacks %s: hftl's sampler and evaluation speed-ups stay off",
+                       ", ".join(missing))
+    return not missing
+
+
+_TRAINER_CLASS = None
+
+
+def trainer_class():
+    """`transformers.Trainer` plus hftl's evaluation speed-ups, each off unless `build_trainer` switches it on.
+
+    - `sort_eval_by_length`: evaluate longest examples first, so each batch pads to similar lengths;
+      `predict` returns its rows in the dataset's order again.
+    - `reuse_final_eval`: the evaluation run at the end of training (eval_strategy "epoch") and the
+      recipe's evaluation of the same split right after give the same result: compute it once.
+    """
+    global _TRAINER_CLASS
+    if _TRAINER_CLASS is not None:
+        return _TRAINER_CLASS
+    import numpy as np
+    from transformers import Trainer
+
+    class HftlTrainer(Trainer):
+        sort_eval_by_length = False
+        length_buckets = False
+        reuse_final_eval = False
+        _eval_order = None  # the sorted order of the latest evaluation sampler
+        _final_eval = None  # (key, order, EvalLoopOutput) of the evaluation at the last training step
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            columns = getattr(dataset, "column_names", None) or ()
+            if not self.length_buckets or self.args.world_size > 1 or "input_ids" not in columns:
+                return super()._get_train_sampler(train_dataset)
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            return LengthBucketSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps)
+
+        def _get_eval_sampler(self, eval_dataset):
+            self._eval_order = None
+            column = "input_ids"
+            columns = getattr(eval_dataset, "column_names", None) or ()
+            if not self.sort_eval_by_length or self.args.world_size > 1 or column not in columns:
+                return super()._get_eval_sampler(eval_dataset)
+            lengths = [len(ids) for ids in eval_dataset[column]]
+            self._eval_order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+            return self._eval_order
+
+        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                            metric_key_prefix="eval"):
+            state = self.state
+            fingerprint = getattr(getattr(dataloader, "dataset", None), "_fingerprint", None)
+            key = (state.global_step, fingerprint, prediction_loss_only, tuple(ignore_keys or ()), self._eval_order)
+            final = self.reuse_final_eval and fingerprint is not None and state.global_step >= state.max_steps > 0
+            if final and self._final_eval is not None and self._final_eval[0] == key:
+                old_prefix, output = self._final_eval[1:]
+                self._final_eval = None
+                logger.info("%s: reusing the evaluation at step %d (same weights, same data)", description, key[0])
+                metrics = {metric_key_prefix + name[len(old_prefix):] if name.startswith(old_prefix + "_") else name: v
+                           for name, v in output.metrics.items()}
+                return output._replace(metrics=metrics)
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+            self._final_eval = (key, metric_key_prefix, output) if final and self.is_in_train else None
+            return output
+
+        def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test"):
+            output = super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+            order, self._eval_order = self._eval_order, None
+            if order is None:
+                return output
+            inverse = np.argsort(np.asarray(order))
+            return output._replace(predictions=_take_rows(output.predictions, inverse),
+                                   label_ids=_take_rows(output.label_ids, inverse))
+
+    _TRAINER_CLASS = HftlTrainer
+    return HftlTrainer
+
+
+class LengthBucketSampler:
+    """Indices whose consecutive `batch_size` slices are batches of similar length, over the whole epoch.
+
+    The examples are sorted by length (ties in random order) and cut into batches; the batches are then
+    shuffled, the one incomplete batch last. `LengthGroupedSampler` sorts only inside windows of at most
+    50 random batches, so its batches still mix lengths. Randomness comes from torch's global generator,
+    which the Trainer seeds and restores on resume.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int):
+        self.lengths, self.batch_size = lengths, batch_size
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        size = self.batch_size
+        order = sorted(torch.randperm(len(self.lengths)).tolist(), key=self.lengths.__getitem__)
+        batches = [order[i:i + size] for i in range(0, len(order), size)]
+        rest = [batches.pop()] if batches and len(batches[-1]) < size else []
+        batches = [batches[i] for i in torch.randperm(len(batches)).tolist()] + rest
+        return iter([index for batch in batches for index in batch])
+
+
+def _take_rows(value, rows):
+    """`value[rows]` through the tuples / lists / dicts the Trainer returns predictions in."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return type(value)(_take_rows(v, rows) for v in value)
+    if isinstance(value, dict):
+        return {k: _take_rows(v, rows) for k, v in value.items()}
+    return value[rows]
