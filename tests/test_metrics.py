@@ -47,13 +47,18 @@ def test_three_class_report_matches_hand_computation():
     assert report["recall_weighted"] == pytest.approx(6 / 10)  # weighted recall is always accuracy
     assert report["f1_weighted"] == pytest.approx(6 / 10)  # (4*4/7 + 3*4/7 + 3*2/3) / 10
     assert report["num_examples"] == 10
+    assert report["balanced_accuracy"] == pytest.approx(11 / 18)  # macro recall over the classes in the references
+    # MCC = (c*s - sum_k p_k t_k) / sqrt((s^2 - sum p_k^2)(s^2 - sum t_k^2)), c = 6 correct, s = 10,
+    # predicted counts p = (3, 4, 3), true counts t = (4, 3, 3): (60 - 33) / sqrt(66 * 66) = 27/66.
+    assert report["matthews_correlation"] == pytest.approx(27 / 66)
+    assert report["absent_classes"] == []
     assert set(report) == {
         "accuracy", "precision", "recall", "f1", "precision_weighted", "recall_weighted", "f1_weighted",
-        "per_class", "confusion_matrix", "num_examples",
+        "balanced_accuracy", "matthews_correlation", "per_class", "absent_classes", "confusion_matrix", "num_examples",
     }
 
 
-def test_class_missing_from_predictions_and_from_data_counts_as_zero():
+def test_class_missing_from_predictions_scores_zero_and_class_missing_everywhere_is_left_out():
     from sklearn.exceptions import UndefinedMetricWarning
 
     # Class 2 is never predicted; class 3 appears nowhere but is still one of the labels.
@@ -66,12 +71,31 @@ def test_class_missing_from_predictions_and_from_data_counts_as_zero():
     assert report["per_class"]["a"] == pytest.approx({"precision": 1 / 2, "recall": 1.0, "f1": 2 / 3, "support": 1})
     assert report["per_class"]["b"] == pytest.approx({"precision": 1 / 2, "recall": 1.0, "f1": 2 / 3, "support": 1})
     assert report["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
-    assert report["per_class"]["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
-    # Macro averages divide by all 4 labels, including the absent class 3.
-    assert report["precision"] == pytest.approx((1 / 2 + 1 / 2) / 4)
-    assert report["recall"] == pytest.approx((1 + 1) / 4)
-    assert report["f1"] == pytest.approx((2 / 3 + 2 / 3) / 4)
+    assert report["per_class"]["d"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert report["absent_classes"] == ["d"]
+    # Macro averages divide by the 3 classes present; the never-predicted class 2 still counts as a 0.
+    assert report["precision"] == pytest.approx((1 / 2 + 1 / 2) / 3)
+    assert report["recall"] == pytest.approx((1 + 1) / 3)
+    assert report["f1"] == pytest.approx((2 / 3 + 2 / 3) / 3)
     assert report["accuracy"] == pytest.approx(2 / 4)
+    assert report["balanced_accuracy"] == pytest.approx(2 / 3)
+    # c = 2, s = 4, p = (2, 2, 0, 0), t = (1, 1, 2, 0): (8 - 4) / sqrt((16 - 8) * (16 - 6))
+    assert report["matthews_correlation"] == pytest.approx(4 / 80 ** 0.5)
+
+
+def test_binary_balanced_accuracy_and_matthews_correlation():
+    # TP = 2, FN = 2, TN = 2, FP = 0
+    references, predictions = [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]
+    assert metrics.BalancedAccuracy().compute(predictions=predictions, references=references) == {
+        "balanced_accuracy": pytest.approx((2 / 4 + 2 / 2) / 2)}
+    # (TP*TN - FP*FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) = 4 / sqrt(2*4*2*4)
+    assert metrics.MatthewsCorrelation().compute(predictions=predictions, references=references) == {
+        "matthews_correlation": pytest.approx(0.5)}
+    # A class only in the predictions is left out of balanced accuracy, without a warning reaching the user.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = metrics.BalancedAccuracy().compute(predictions=[0, 2, 1], references=[0, 1, 1])
+    assert result == {"balanced_accuracy": pytest.approx((1 + 1 / 2) / 2)}
 
 
 def test_binary_case():
@@ -143,11 +167,13 @@ def test_compute_metrics_on_fake_eval_prediction_with_logits_tuple(monkeypatch):
 
     assert first == second
     assert len(builds) == 1  # evaluate modules built once per callable, not per call
-    assert set(first) == {"accuracy", "precision", "recall", "f1", "f1_weighted"}
+    assert set(first) == {"accuracy", "precision", "recall", "f1", "f1_weighted", "balanced_accuracy",
+                          "matthews_correlation"}
     assert all(type(value) is float for value in first.values())
     assert first["accuracy"] == pytest.approx(0.6)
     assert first["precision"] == pytest.approx(11 / 18)
     assert first["f1"] == pytest.approx(38 / 63)
+    assert first["matthews_correlation"] == pytest.approx(27 / 66)
 
 
 def test_logits_to_predictions():
@@ -201,3 +227,18 @@ def test_import_is_lazy_and_fast():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["heavy"] == []
     assert result["elapsed"] < 0.1
+
+
+def test_macro_average_ignores_classes_absent_from_the_split():
+    # A perfect classifier on a split that holds only 2 of the 3 classes: every average is 1, not 2/3.
+    references = [0, 0, 1, 1, 1]
+    report = metrics.classification_report(references, references, NAMES_3)
+
+    assert report["accuracy"] == 1.0
+    assert report["f1"] == pytest.approx(1.0)
+    assert report["precision"] == pytest.approx(1.0)
+    assert report["recall"] == pytest.approx(1.0)
+    assert report["absent_classes"] == ["pos"]
+    assert report["per_class"]["pos"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert report["per_class"]["neu"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 3}
+    assert report["confusion_matrix"] == [[2, 0, 0], [0, 3, 0], [0, 0, 0]]  # still over every class
