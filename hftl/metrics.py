@@ -57,6 +57,7 @@ def _metric_classes() -> types.SimpleNamespace:
 
         _features = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
         _inputs = "predictions, references: integer class ids; labels: all class ids."
+        _format = "numpy"
 
         def __init__(self, **kwargs):
             # In-memory Arrow buffer: nothing is written to the HF metrics cache and no file locks are taken.
@@ -65,7 +66,7 @@ def _metric_classes() -> types.SimpleNamespace:
 
         def _info(self):
             return evaluate.MetricInfo(description=self.__doc__ or "", citation="", features=self._features,
-                                       format="numpy", inputs_description=self._inputs)
+                                       format=self._format, inputs_description=self._inputs)
 
         def _build_data_dir(self):
             # The base class runs os.makedirs(~/.cache/huggingface/metrics/...) even when keep_in_memory=True.
@@ -161,10 +162,12 @@ def _metric_classes() -> types.SimpleNamespace:
         _features = datasets.Features({"predictions": datasets.Sequence(datasets.Value("int64")),
                                        "references": datasets.Sequence(datasets.Value("int64"))})
         _inputs = "predictions, references: binary indicator rows of shape (num_labels,)."
+        _format = None  # evaluate's numpy format only takes `Value` features: rows come back as lists
+
 
         @staticmethod
         def _matrices(predictions, references):
-            predictions, references = np.stack(list(predictions)), np.stack(list(references))
+            predictions, references = np.asarray(predictions), np.asarray(references)
             present = np.flatnonzero(predictions.any(axis=0) | references.any(axis=0))
             return predictions, references, present
 
@@ -219,7 +222,8 @@ def _metric_classes() -> types.SimpleNamespace:
         """Coefficient of determination; NaN (not a made-up 0 or 1) when the references are constant."""
 
         def _compute(self, predictions, references, **kwargs):
-            return {"r2": float(skm.r2_score(references, predictions, force_finite=False))}
+            with np.errstate(divide="ignore", invalid="ignore"):  # constant references: 0 / 0, reported as NaN
+                return {"r2": float(skm.r2_score(references, predictions, force_finite=False))}
 
     class _Correlation(_RegressionMetric):
         _fn: staticmethod
@@ -362,6 +366,170 @@ def make_compute_metrics(label_names: list[str]) -> Callable[[Any], dict]:
         predictions = _as_class_ids(logits_to_predictions(eval_pred.predictions), num_labels, "predictions")
         references = _as_class_ids(eval_pred.label_ids, num_labels, "label_ids")
         return metrics.compute(predictions=predictions, references=references)
+
+    return compute_metrics
+
+
+def _json_float(value):
+    """None for NaN/inf, which strict JSON cannot hold (an undefined score, e.g. a correlation with a constant)."""
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+# -- multi-label --------------------------------------------------------------------------------------
+def _as_indicators(values, num_labels: int, what: str) -> np.ndarray:
+    import numpy as np
+
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape[1] != num_labels or not np.isin(values, (0, 1)).all():
+        raise ValueError(f"{what} must be a 0/1 indicator matrix of shape (n, {num_labels}), got shape {values.shape}")
+    return values.astype(np.int64)
+
+
+def _thresholds(thresholds, num_labels: int) -> np.ndarray:
+    import numpy as np
+
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.ndim > 1 or thresholds.size not in (1, num_labels):
+        raise ValueError(f"thresholds must be one float or one per label ({num_labels}), got shape {thresholds.shape}")
+    return np.broadcast_to(thresholds.reshape(-1), (num_labels,))
+
+
+def multilabel_report(probabilities, references, label_names: list[str], thresholds: float | Sequence[float] = 0.5
+                      ) -> dict:
+    """
+    Compute all multi-label metrics as a JSON-serialisable dict of plain Python values.
+
+    Args:
+        probabilities (`array-like` of shape `(n, num_labels)`): Per-label probabilities (sigmoid of the logits).
+        references (`array-like` of shape `(n, num_labels)`): 0/1 indicators of the true labels.
+        label_names (`list[str]`): `label_names[j]` is the name of column `j`.
+        thresholds (`float` or `Sequence[float]`, *optional*, defaults to 0.5): A label is predicted when its
+            probability is `>=` its threshold (see `hftl.calibration.tune_thresholds`).
+
+    Returns:
+        `dict`: `precision_`/`recall_`/`f1_` + `micro`/`macro`/`samples` (macro over the labels present in the
+        references or predictions), `subset_accuracy`, `hamming_loss`, `per_label` (`{name: {precision, recall,
+        f1, support}}`, support = positive references, scores None for an absent label), `absent_labels`,
+        `thresholds` (one per label) and `num_examples`.
+    """
+    import evaluate
+    import numpy as np
+
+    if len(set(label_names)) != len(label_names):
+        raise ValueError(f"label_names must be unique, got {label_names}")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    references = _as_indicators(references, len(label_names), "references")
+    if probabilities.shape != references.shape or len(references) == 0:
+        raise ValueError(f"Need probabilities of the references' shape {references.shape} (n > 0), "
+                         f"got {probabilities.shape}")
+    thresholds = _thresholds(thresholds, len(label_names))
+    predictions = (probabilities >= thresholds).astype(np.int64)
+    m = _metric_classes()
+    results = evaluate.combine({"scores": m.MultilabelScores(), "per_label": m.MultilabelPerLabelReport()}).compute(
+        predictions=predictions, references=references)
+    results = {key: _json_float(value) for key, value in results.items()}
+    results["per_label"] = {label_names[i]: row for i, row in results["per_label"].items()}
+    results["absent_labels"] = [name for name, row in results["per_label"].items() if row["f1"] is None]
+    results["thresholds"] = [float(t) for t in thresholds]
+    results["num_examples"] = len(references)
+    return results
+
+
+def make_multilabel_compute_metrics(label_names: list[str], threshold: float | Sequence[float] = 0.5
+                                    ) -> Callable[[Any], dict]:
+    """
+    Build a `compute_metrics` function for `transformers.Trainer` on a multi-label model.
+
+    Args:
+        label_names (`list[str]`): One name per output column.
+        threshold (`float` or `Sequence[float]`, *optional*, defaults to 0.5): Applied to the sigmoid of the logits.
+
+    Returns:
+        `Callable[[EvalPrediction], dict[str, float]]`: the scalars of `MultilabelScores` (`f1_micro`, `f1_macro`,
+        `f1_samples`, the matching precision and recall, `subset_accuracy`, `hamming_loss`).
+    """
+    num_labels, metric = len(label_names), None
+    thresholds = _thresholds(threshold, num_labels)
+
+    def compute_metrics(eval_pred) -> dict:
+        nonlocal metric
+        from scipy.special import expit
+
+        if metric is None:  # built once, on first use, so creating the Trainer skips `import evaluate`
+            metric = _metric_classes().MultilabelScores()
+        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        predictions = (expit(_as_logits(logits, num_labels)) >= thresholds).astype("int64")
+        references = _as_indicators(eval_pred.label_ids, num_labels, "label_ids")
+        return metric.compute(predictions=predictions, references=references)
+
+    return compute_metrics
+
+
+def _as_logits(logits, num_labels: int) -> np.ndarray:
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] != num_labels:
+        raise ValueError(f"Expected logits of shape (n, {num_labels}), got {logits.shape}")
+    return logits
+
+
+# -- regression ---------------------------------------------------------------------------------------
+def _as_targets(values, what: str) -> np.ndarray:
+    import numpy as np
+
+    values = np.asarray(values[0] if isinstance(values, tuple) else values, dtype=np.float64)
+    if values.ndim == 2 and values.shape[1] == 1:  # a regression head's (n, 1) output
+        values = values[:, 0]
+    if values.ndim != 1 or not np.isfinite(values).all():
+        raise ValueError(f"{what} must be one finite number per example (shape (n,) or (n, 1)), got shape "
+                         f"{values.shape}" + ("" if values.ndim != 1 else " with NaN or infinite values"))
+    return values
+
+
+def _regression_metrics():
+    import evaluate
+
+    m = _metric_classes()
+    return evaluate.combine([m.MeanSquaredError(), m.MeanAbsoluteError(), m.R2(), m.Pearson(), m.Spearman()])
+
+
+def regression_report(predictions, references) -> dict:
+    """
+    Compute the regression metrics as a JSON-serialisable dict of plain Python values.
+
+    Args:
+        predictions (`array-like` of shape `(n,)` or `(n, 1)`): Predicted values (a regression head's output).
+        references (`array-like` of shape `(n,)` or `(n, 1)`): True values.
+
+    Returns:
+        `dict`: `mse`, `mae`, `r2`, `pearson`, `spearman` (None where undefined: constant references for R²,
+        either side constant for the correlations) and `num_examples`.
+    """
+    predictions, references = _as_targets(predictions, "predictions"), _as_targets(references, "references")
+    if len(predictions) != len(references) or len(references) < 2:
+        raise ValueError(f"Need as many predictions as references (at least 2), got {len(predictions)} and "
+                         f"{len(references)}")
+    results = _regression_metrics().compute(predictions=predictions, references=references)
+    return {**{key: _json_float(value) for key, value in results.items()}, "num_examples": len(references)}
+
+
+def make_regression_compute_metrics() -> Callable[[Any], dict]:
+    """
+    Build a `compute_metrics` function for `transformers.Trainer` on a regression model (`num_labels=1`).
+
+    Returns:
+        `Callable[[EvalPrediction], dict[str, float]]`: `mse`, `mae`, `r2`, `pearson`, `spearman` (NaN where
+        undefined).
+    """
+    metrics = None
+
+    def compute_metrics(eval_pred) -> dict:
+        nonlocal metrics
+        if metrics is None:  # built once, on first use
+            metrics = _regression_metrics()
+        return metrics.compute(predictions=_as_targets(eval_pred.predictions, "predictions"),
+                               references=_as_targets(eval_pred.label_ids, "label_ids"))
 
     return compute_metrics
 

@@ -242,3 +242,94 @@ def test_macro_average_ignores_classes_absent_from_the_split():
     assert report["per_class"]["pos"] == {"precision": None, "recall": None, "f1": None, "support": 0}
     assert report["per_class"]["neu"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 3}
     assert report["confusion_matrix"] == [[2, 0, 0], [0, 3, 0], [0, 0, 0]]  # still over every class
+
+
+# Multi-label, 4 examples x 3 labels. Per label: L0 and L1 perfect (TP 2 each), L2 has one FN (row 0) and one FP (row 1).
+ML_REFS = [[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0]]
+ML_PREDS = [[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 0]]
+ML_NAMES = ["sports", "politics", "tech"]
+
+
+def test_multilabel_report_matches_hand_computation():
+    probabilities = np.where(np.array(ML_PREDS) == 1, 0.8, 0.2)
+    report = metrics.multilabel_report(probabilities, ML_REFS, ML_NAMES)
+
+    # micro: TP 4, FP 1, FN 1
+    assert report["precision_micro"] == pytest.approx(4 / 5)
+    assert report["recall_micro"] == pytest.approx(4 / 5)
+    assert report["f1_micro"] == pytest.approx(4 / 5)
+    # macro: per-label scores (1, 1, 0)
+    assert report["f1_macro"] == pytest.approx(2 / 3)
+    assert report["precision_macro"] == pytest.approx(2 / 3)
+    # samples: row 0 P 1, R 1/2, F 2/3; row 1 P 1/2, R 1, F 2/3; row 2 exact; row 3 empty and rightly left empty.
+    assert report["precision_samples"] == pytest.approx((1 + 1 / 2 + 1 + 1) / 4)
+    assert report["recall_samples"] == pytest.approx((1 / 2 + 1 + 1 + 1) / 4)
+    assert report["f1_samples"] == pytest.approx((2 / 3 + 2 / 3 + 1 + 1) / 4)
+    assert report["subset_accuracy"] == pytest.approx(2 / 4)  # rows 2 and 3
+    assert report["hamming_loss"] == pytest.approx(2 / 12)  # two wrong cells of twelve
+    assert report["per_label"]["tech"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert report["per_label"]["sports"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
+    assert report["absent_labels"] == []
+    assert report["thresholds"] == [0.5, 0.5, 0.5]
+    assert report["num_examples"] == 4
+    assert json.loads(json.dumps(report)) == report
+
+
+def test_multilabel_absent_label_and_per_label_thresholds():
+    refs = np.hstack([np.array(ML_REFS), np.zeros((4, 1), dtype=int)])
+    probabilities = np.hstack([np.where(np.array(ML_PREDS) == 1, 0.8, 0.2), np.full((4, 1), 0.3)])
+    report = metrics.multilabel_report(probabilities, refs, ML_NAMES + ["art"])
+    assert report["f1_macro"] == pytest.approx(2 / 3)  # "art" is neither true nor predicted: left out
+    assert report["per_label"]["art"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert report["absent_labels"] == ["art"]
+    assert report["hamming_loss"] == pytest.approx(2 / 16)
+
+    # A threshold of 0.25 on "art" predicts it everywhere: 4 false positives, and it now counts in the macro average.
+    report = metrics.multilabel_report(probabilities, refs, ML_NAMES + ["art"], thresholds=[0.5, 0.5, 0.5, 0.25])
+    assert report["f1_macro"] == pytest.approx(2 / 4)
+    assert report["precision_micro"] == pytest.approx(4 / 9)
+    assert report["thresholds"] == [0.5, 0.5, 0.5, 0.25]
+    with pytest.raises(ValueError, match="one per label"):
+        metrics.multilabel_report(probabilities, refs, ML_NAMES + ["art"], thresholds=[0.5, 0.5])
+    with pytest.raises(ValueError, match="indicator"):
+        metrics.multilabel_report(probabilities, refs * 2, ML_NAMES + ["art"])
+
+
+def test_multilabel_compute_metrics_applies_sigmoid_to_logits():
+    logits = np.where(np.array(ML_PREDS) == 1, 1.5, -1.5).astype(np.float32)
+    eval_pred = types.SimpleNamespace(predictions=(logits, None), label_ids=np.array(ML_REFS, dtype=np.float32))
+    result = metrics.make_multilabel_compute_metrics(ML_NAMES)(eval_pred)
+    assert result["f1_micro"] == pytest.approx(4 / 5)
+    assert result["subset_accuracy"] == pytest.approx(1 / 2)
+    assert all(type(value) is float for value in result.values())
+    # sigmoid(1.5) = 0.818 < 0.9: nothing is predicted, so every true label is missed.
+    assert metrics.make_multilabel_compute_metrics(ML_NAMES, 0.9)(eval_pred)["recall_micro"] == 0.0
+
+
+# Regression: errors (0, 0, -1, 0, -2). Ranks of the predictions with the tie at 2: (1, 2.5, 2.5, 5, 4).
+REG_REFS = [1.0, 2.0, 3.0, 4.0, 5.0]
+REG_PREDS = [1.0, 2.0, 2.0, 4.0, 3.0]
+
+
+def test_regression_report_matches_hand_computation():
+    report = metrics.regression_report(REG_PREDS, REG_REFS)
+    assert report["mse"] == pytest.approx(5 / 5)
+    assert report["mae"] == pytest.approx(3 / 5)
+    assert report["r2"] == pytest.approx(1 - 5 / 10)  # SS_res 5, SS_tot 10
+    # centred refs (-2, -1, 0, 1, 2); centred preds (mean 2.4): (-1.4, -0.4, -0.4, 1.6, 0.6)
+    assert report["pearson"] == pytest.approx(6.0 / (10 * 5.2) ** 0.5)
+    # centred ranks (-2, -0.5, -0.5, 2, 1): sum of products 8.5, sums of squares 10 and 9.5
+    assert report["spearman"] == pytest.approx(8.5 / (10 * 9.5) ** 0.5)
+    assert report["num_examples"] == 5
+
+
+def test_regression_undefined_scores_are_null_and_compute_metrics_takes_a_column():
+    report = metrics.regression_report([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
+    assert report["pearson"] is None and report["spearman"] is None and report["r2"] is None
+    assert report["mse"] == pytest.approx(2 / 3)
+    eval_pred = types.SimpleNamespace(predictions=np.array(REG_PREDS)[:, None], label_ids=np.array(REG_REFS))
+    result = metrics.make_regression_compute_metrics()(eval_pred)
+    assert set(result) == {"mse", "mae", "r2", "pearson", "spearman"}
+    assert result["r2"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="one finite number"):
+        metrics.regression_report(np.zeros((5, 2)), REG_REFS)
