@@ -161,3 +161,15 @@ def test_class_weights_by_hand():
         calibration.class_weights_from_counts([2, 5], "pos_weight")
     with pytest.raises(ValueError, match="mode"):
         calibration.class_weights_from_counts([2, 5], "sqrt")
+
+
+def test_reliability_diagram_is_written(tmp_path):
+    from PIL import Image
+
+    from hftl.plots import plot_reliability_diagram
+
+    before = calibration.reliability_bins(ECE_PROBS, ECE_LABELS)
+    after = calibration.reliability_bins(calibration.apply_temperature(np.log(ECE_PROBS), 2.0), ECE_LABELS)
+    path = plot_reliability_diagram(before, after, tmp_path / "reliability.png", "validation")
+    assert Image.open(path).size == (550, 600)
+    assert plot_reliability_diagram(before, None, tmp_path / "before.png", "validation").is_file()

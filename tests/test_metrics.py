@@ -333,3 +333,12 @@ def test_regression_undefined_scores_are_null_and_compute_metrics_takes_a_column
     assert result["r2"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="one finite number"):
         metrics.regression_report(np.zeros((5, 2)), REG_REFS)
+
+
+def test_regression_scatter_is_written(tmp_path):
+    from PIL import Image
+
+    from hftl.plots import plot_regression_scatter
+
+    path = plot_regression_scatter(np.array(REG_PREDS), REG_REFS, tmp_path / "scatter.png", "test")
+    assert Image.open(path).size == (500, 500)
