@@ -76,7 +76,8 @@ def plot_reliability_diagram(bins_before: list[dict], bins_after: list[dict] | N
     width = 1 / max(len(bins_before), 1)
     for offset, (name, bins, color) in enumerate(series):
         filled = [b for b in bins if b["count"]]
-        top.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], marker="o", color=color, label=name)
+        top.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], marker="o", color=color,
+                 label=name)
         total = sum(b["count"] for b in bins) or 1
         # Side by side bars: each series takes half of its bin.
         shift = (offset - (len(series) - 1) / 2) * width / len(series)

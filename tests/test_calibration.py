@@ -28,8 +28,9 @@ def test_temperature_scaling_softens_over_confident_logits_and_keeps_argmax():
     assert temperature == pytest.approx(3.0, rel=0.05)
     before = calibration.apply_temperature(over_confident)
     after = calibration.apply_temperature(over_confident, temperature)
-    assert calibration.negative_log_likelihood(after, labels) < calibration.negative_log_likelihood(before, labels) - 0.1
-    assert calibration.expected_calibration_error(after, labels) < calibration.expected_calibration_error(before, labels)
+    nll, ece = calibration.negative_log_likelihood, calibration.expected_calibration_error
+    assert nll(after, labels) < nll(before, labels) - 0.1
+    assert ece(after, labels) < ece(before, labels)
     assert (after.argmax(1) == before.argmax(1)).all()
 
 
@@ -74,7 +75,8 @@ def test_multilabel_ece_and_nll_use_every_cell():
 
 def test_single_label_nll_by_hand():
     probabilities = [[0.9, 0.05, 0.05], [0.2, 0.5, 0.3]]
-    assert calibration.negative_log_likelihood(probabilities, [0, 2]) == pytest.approx(-(math.log(0.9) + math.log(0.3)) / 2)
+    expected = -(math.log(0.9) + math.log(0.3)) / 2
+    assert calibration.negative_log_likelihood(probabilities, [0, 2]) == pytest.approx(expected)
     with pytest.raises(ValueError, match="class ids"):
         calibration.negative_log_likelihood(probabilities, [0, 2, 1])
 
@@ -173,3 +175,14 @@ def test_reliability_diagram_is_written(tmp_path):
     path = plot_reliability_diagram(before, after, tmp_path / "reliability.png", "validation")
     assert Image.open(path).size == (550, 600)
     assert plot_reliability_diagram(before, None, tmp_path / "before.png", "validation").is_file()
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, hftl.calibration; print([m for m in ('torch', 'numpy', 'scipy') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"

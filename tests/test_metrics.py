@@ -244,7 +244,8 @@ def test_macro_average_ignores_classes_absent_from_the_split():
     assert report["confusion_matrix"] == [[2, 0, 0], [0, 3, 0], [0, 0, 0]]  # still over every class
 
 
-# Multi-label, 4 examples x 3 labels. Per label: L0 and L1 perfect (TP 2 each), L2 has one FN (row 0) and one FP (row 1).
+# Multi-label, 4 examples x 3 labels. Per label: L0 and L1 perfect (TP 2 each), L2 has one FN (row 0) and one FP
+# (row 1).
 ML_REFS = [[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0]]
 ML_PREDS = [[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 0]]
 ML_NAMES = ["sports", "politics", "tech"]
