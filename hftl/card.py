@@ -308,7 +308,9 @@ def _environment():
 
 
 def _format_number(value, digits: int = 4) -> str:
-    if isinstance(value, bool) or value is None:
+    if value is None:  # e.g. the scores of a class absent from the split
+        return "-"
+    if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"

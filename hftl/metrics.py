@@ -1,24 +1,41 @@
-"""Classification metrics computed through 🤗 Evaluate, with scikit-learn doing the maths.
+"""Classification and regression metrics computed through 🤗 Evaluate, with scikit-learn and SciPy doing the maths.
 
-`import evaluate` takes seconds, so the `evaluate.Metric` subclasses (`Accuracy`, `Precision`, `Recall`, `F1`,
-`PerClassReport`, `ConfusionMatrix`) are only defined on first use; `hftl.metrics.F1` etc. still work (PEP 562).
+`import evaluate` takes seconds, so the `evaluate.Metric` subclasses are only defined on first use; `hftl.metrics.F1`
+etc. still work (PEP 562). Single-label: `Accuracy`, `Precision`, `Recall`, `F1`, `BalancedAccuracy`,
+`MatthewsCorrelation`, `PerClassReport`, `ConfusionMatrix`. Multi-label (binary indicator matrices):
+`MultilabelScores`, `MultilabelPerLabelReport`. Regression: `MeanSquaredError`, `MeanAbsoluteError`, `R2`,
+`Pearson`, `Spearman`.
+
+Averages over classes run over the classes present in the split (in its references or its predictions), as
+scikit-learn does when `labels` is not given: a class the split lacks would otherwise count as a 0 and pull a perfect
+classifier's macro-F1 down to 2/3 on a split holding 2 of 3 classes. Such classes are reported with support 0 and
+null scores.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import types
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
-    "classification_report", "combined_metrics", "logits_to_predictions", "make_compute_metrics", "prediction_records",
+    "mean_cross_entropy",
+    "classification_report", "combined_metrics", "logits_to_predictions", "make_compute_metrics",
+    "make_multilabel_compute_metrics", "make_regression_compute_metrics", "multilabel_report", "prediction_records",
+    "regression_report",
 ]
 
-_METRIC_CLASS_NAMES = ("Accuracy", "Precision", "Recall", "F1", "PerClassReport", "ConfusionMatrix")
+_SINGLE_LABEL = ("Accuracy", "Precision", "Recall", "F1", "BalancedAccuracy", "MatthewsCorrelation", "PerClassReport",
+                 "ConfusionMatrix")
+_MULTI_LABEL = ("MultilabelScores", "MultilabelPerLabelReport")
+_REGRESSION = ("MeanSquaredError", "MeanAbsoluteError", "R2", "Pearson", "Spearman")
+_METRIC_CLASS_NAMES = _SINGLE_LABEL + _MULTI_LABEL + _REGRESSION
 _AVERAGES = ("macro", "weighted", "micro")
 
 
@@ -33,33 +50,46 @@ def _metric_classes() -> types.SimpleNamespace:
     import datasets
     import evaluate
     import numpy as np
+    from scipy import stats
     from sklearn import metrics as skm
 
-    features = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
+    class _Module(evaluate.Metric):
+        """Base class: in-memory, described by `_features` and `_inputs`."""
 
-    class _SklearnMetric(evaluate.Metric):
-        """Base class: `labels` and `average` given here are defaults that `compute(...)` kwargs override."""
+        _features = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
+        _inputs = "predictions, references: integer class ids; labels: all class ids."
+        _format = "numpy"
 
-        def __init__(self, labels: Sequence[int] | None = None, average: str = "macro", **kwargs):
-            self.labels = None if labels is None else [int(label) for label in labels]
-            self.average = _check_average(average)
+        def __init__(self, **kwargs):
             # In-memory Arrow buffer: nothing is written to the HF metrics cache and no file locks are taken.
             kwargs.setdefault("keep_in_memory", True)
             super().__init__(**kwargs)
 
         def _info(self):
-            return evaluate.MetricInfo(
-                description=self.__doc__ or "", citation="", features=features, format="numpy",
-                inputs_description="predictions, references: integer class ids; labels: all class ids.",
-            )
+            return evaluate.MetricInfo(description=self.__doc__ or "", citation="", features=self._features,
+                                       format=self._format, inputs_description=self._inputs)
 
         def _build_data_dir(self):
             # The base class runs os.makedirs(~/.cache/huggingface/metrics/...) even when keep_in_memory=True.
             path = os.path.join(self._data_dir_root, self.name, self.config_name)
             return path if self.keep_in_memory else super()._build_data_dir()
 
+    class _SklearnMetric(_Module):
+        """Single-label base: `labels` and `average` given here are defaults that `compute(...)` kwargs override."""
+
+        def __init__(self, labels: Sequence[int] | None = None, average: str = "macro", **kwargs):
+            self.labels = None if labels is None else [int(label) for label in labels]
+            self.average = _check_average(average)
+            super().__init__(**kwargs)
+
         def _labels(self, labels):
             return self.labels if labels is None else [int(label) for label in labels]
+
+        def _present(self, labels, predictions, references):
+            """The given labels that occur in the references or predictions (None: scikit-learn's own union)."""
+            labels = self._labels(labels)
+            present = set(np.union1d(predictions, references).tolist())
+            return None if labels is None else [label for label in labels if label in present]
 
     # Every `_compute` takes **kwargs: `evaluate.combine` forwards all compute kwargs to every module.
     class Accuracy(_SklearnMetric):
@@ -74,35 +104,53 @@ def _metric_classes() -> types.SimpleNamespace:
 
         def _compute(self, predictions, references, labels=None, average=None, **kwargs):
             average = self.average if average is None else _check_average(average)
-            score = self._score_fn(references, predictions, labels=self._labels(labels), average=average, zero_division=0)
+            labels = self._present(labels, predictions, references)
+            score = self._score_fn(references, predictions, labels=labels, average=average, zero_division=0)
             # One key per average, so combined macro + weighted modules never trigger combine's collision renaming.
             return {self._key if average == "macro" else f"{self._key}_{average}": float(score)}
 
     class Precision(_AveragedMetric):
-        """Precision averaged over `labels`; a never-predicted class scores 0."""
+        """Precision averaged over the classes present; a present but never-predicted class scores 0."""
 
         _score_fn, _key = staticmethod(skm.precision_score), "precision"
 
     class Recall(_AveragedMetric):
-        """Recall averaged over `labels`; a class without references scores 0."""
+        """Recall averaged over the classes present; a class only in the predictions scores 0."""
 
         _score_fn, _key = staticmethod(skm.recall_score), "recall"
 
     class F1(_AveragedMetric):
-        """F1 averaged over `labels`; 0 where precision and recall are both 0."""
+        """F1 averaged over the classes present; 0 where precision and recall are both 0."""
 
         _score_fn, _key = staticmethod(skm.f1_score), "f1"
 
+    class BalancedAccuracy(_SklearnMetric):
+        """Recall averaged over the classes present in the references (macro recall of scikit-learn's definition)."""
+
+        def _compute(self, predictions, references, **kwargs):
+            with warnings.catch_warnings():
+                # Raised when a class is predicted but absent from the references: it is left out, as documented.
+                warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+                return {"balanced_accuracy": float(skm.balanced_accuracy_score(references, predictions))}
+
+    class MatthewsCorrelation(_SklearnMetric):
+        """Matthews correlation coefficient (multi-class generalisation); 0 when it is undefined."""
+
+        def _compute(self, predictions, references, **kwargs):
+            return {"matthews_correlation": float(skm.matthews_corrcoef(references, predictions))}
+
     class PerClassReport(_SklearnMetric):
-        """Precision, recall, F1 and support for each class id in `labels`."""
+        """Precision, recall, F1 and support for each class id in `labels`; null scores for absent classes."""
 
         def _compute(self, predictions, references, labels=None, **kwargs):
             labels = self._labels(labels) or np.union1d(predictions, references).tolist()
             p, r, f, s = skm.precision_recall_fscore_support(
                 references, predictions, labels=labels, average=None, zero_division=0
             )
-            scores = zip(labels, p.tolist(), r.tolist(), f.tolist(), s.tolist())
-            return {"per_class": {c: {"precision": pc, "recall": rc, "f1": fc, "support": sc} for c, pc, rc, fc, sc in scores}}
+            present = set(np.union1d(predictions, references).tolist())
+            return {"per_class": {
+                c: _scores(pc, rc, fc, sc, c in present) for c, pc, rc, fc, sc in zip(labels, p, r, f, s)
+            }}
 
     class ConfusionMatrix(_SklearnMetric):
         """Confusion matrix over `labels`: rows are true classes, columns predicted classes."""
@@ -110,7 +158,102 @@ def _metric_classes() -> types.SimpleNamespace:
         def _compute(self, predictions, references, labels=None, **kwargs):
             return {"confusion_matrix": skm.confusion_matrix(references, predictions, labels=self._labels(labels)).tolist()}
 
+    # -- multi-label: rows of 0/1 indicators, one column per label ------------------------------------
+    class _MultilabelMetric(_Module):
+        _features = datasets.Features({"predictions": datasets.Sequence(datasets.Value("int64")),
+                                       "references": datasets.Sequence(datasets.Value("int64"))})
+        _inputs = "predictions, references: binary indicator rows of shape (num_labels,)."
+        _format = None  # evaluate's numpy format only takes `Value` features: rows come back as lists
+
+
+        @staticmethod
+        def _matrices(predictions, references):
+            predictions, references = np.asarray(predictions), np.asarray(references)
+            present = np.flatnonzero(predictions.any(axis=0) | references.any(axis=0))
+            return predictions, references, present
+
+    class MultilabelScores(_MultilabelMetric):
+        """Micro, macro (over labels present) and samples precision/recall/F1, subset accuracy and Hamming loss.
+
+        In samples averages a row the model rightly leaves empty scores 1 (scikit-learn `zero_division=1`)."""
+
+        def _compute(self, predictions, references, **kwargs):
+            predictions, references, present = self._matrices(predictions, references)
+            results = {}
+            for average, labels, zero_division in (("micro", None, 0), ("macro", present, 0), ("samples", None, 1)):
+                if average == "macro" and not len(labels):  # nothing predicted, nothing true: nothing to average
+                    p = r = f = float("nan")
+                else:
+                    p, r, f, _ = skm.precision_recall_fscore_support(
+                        references, predictions, labels=labels, average=average, zero_division=zero_division)
+                results.update({f"precision_{average}": float(p), f"recall_{average}": float(r),
+                                f"f1_{average}": float(f)})
+            results["subset_accuracy"] = float(skm.accuracy_score(references, predictions))
+            results["hamming_loss"] = float(skm.hamming_loss(references, predictions))
+            return results
+
+    class MultilabelPerLabelReport(_MultilabelMetric):
+        """Precision, recall, F1 and support (positive references) per label index; null scores if absent."""
+
+        def _compute(self, predictions, references, **kwargs):
+            predictions, references, present = self._matrices(predictions, references)
+            p, r, f, s = skm.precision_recall_fscore_support(references, predictions, average=None, zero_division=0)
+            present = set(present.tolist())
+            return {"per_label": {i: _scores(*row, i in present) for i, row in enumerate(zip(p, r, f, s))}}
+
+    # -- regression: one float per example ------------------------------------------------------------
+    class _RegressionMetric(_Module):
+        _features = datasets.Features({"predictions": datasets.Value("float64"),
+                                       "references": datasets.Value("float64")})
+        _inputs = "predictions, references: one float per example."
+
+    class MeanSquaredError(_RegressionMetric):
+        """Mean of the squared errors."""
+
+        def _compute(self, predictions, references, **kwargs):
+            return {"mse": float(skm.mean_squared_error(references, predictions))}
+
+    class MeanAbsoluteError(_RegressionMetric):
+        """Mean of the absolute errors."""
+
+        def _compute(self, predictions, references, **kwargs):
+            return {"mae": float(skm.mean_absolute_error(references, predictions))}
+
+    class R2(_RegressionMetric):
+        """Coefficient of determination; NaN (not a made-up 0 or 1) when the references are constant."""
+
+        def _compute(self, predictions, references, **kwargs):
+            with np.errstate(divide="ignore", invalid="ignore"):  # constant references: 0 / 0, reported as NaN
+                return {"r2": float(skm.r2_score(references, predictions, force_finite=False))}
+
+    class _Correlation(_RegressionMetric):
+        _fn: staticmethod
+        _key: str
+
+        def _compute(self, predictions, references, **kwargs):
+            with warnings.catch_warnings():
+                # A constant input makes the correlation undefined: SciPy warns and returns NaN, which we report.
+                warnings.simplefilter("ignore", stats.ConstantInputWarning)
+                return {self._key: float(self._fn(predictions, references).statistic)}
+
+    class Pearson(_Correlation):
+        """Pearson's linear correlation; NaN when either side is constant."""
+
+        _fn, _key = staticmethod(stats.pearsonr), "pearson"
+
+    class Spearman(_Correlation):
+        """Spearman's rank correlation (ties get their average rank); NaN when either side is constant."""
+
+        _fn, _key = staticmethod(stats.spearmanr), "spearman"
+
     return types.SimpleNamespace(**{name: obj for name, obj in locals().items() if name in _METRIC_CLASS_NAMES})
+
+
+def _scores(precision, recall, f1, support, present: bool) -> dict:
+    """One per-class row; scores are None for a class absent from both references and predictions."""
+    if not present:
+        return {"precision": None, "recall": None, "f1": None, "support": 0}
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(support)}
 
 
 def __getattr__(name: str) -> Any:
@@ -124,9 +267,11 @@ def combined_metrics(labels: Sequence[int], *, full: bool = True):
     Build an `evaluate.CombinedEvaluations` over the hftl classification metrics.
 
     Args:
-        labels (`Sequence[int]`): All class ids, so classes missing from the data still count in macro averages.
+        labels (`Sequence[int]`): All class ids: per-class rows and the confusion matrix cover every one, while
+            averages run over those present in the references or predictions.
         full (`bool`, *optional*, defaults to `True`): Also compute weighted precision/recall, per-class scores and
-            the confusion matrix; otherwise only accuracy, macro precision/recall/F1 and weighted F1.
+            the confusion matrix; otherwise only the scalars accuracy, balanced accuracy, Matthews correlation,
+            macro precision/recall/F1 and weighted F1.
 
     Returns:
         `evaluate.CombinedEvaluations`: use `add_batch(predictions=..., references=...)` and `compute()`.
@@ -139,6 +284,8 @@ def combined_metrics(labels: Sequence[int], *, full: bool = True):
         modules["precision_weighted"] = m.Precision(labels, average="weighted")
         modules["recall_weighted"] = m.Recall(labels, average="weighted")
     modules["f1_weighted"] = m.F1(labels, average="weighted")
+    modules["balanced_accuracy"] = m.BalancedAccuracy()
+    modules["matthews_correlation"] = m.MatthewsCorrelation()
     if full:
         modules["per_class"] = m.PerClassReport(labels)
         modules["confusion_matrix"] = m.ConfusionMatrix(labels)
@@ -180,9 +327,11 @@ def classification_report(predictions, references, label_names: list[str]) -> di
         label_names (`list[str]`): `label_names[i]` is the name of class id `i`.
 
     Returns:
-        `dict`: `accuracy`, macro `precision`/`recall`/`f1`, `precision_weighted`/`recall_weighted`/`f1_weighted`,
-        `per_class` (`{name: {precision, recall, f1, support}}`), `confusion_matrix` (rows true, columns
-        predicted, in `label_names` order) and `num_examples`.
+        `dict`: `accuracy`, `balanced_accuracy`, `matthews_correlation`, macro `precision`/`recall`/`f1` (over the
+        classes present in `references` or `predictions`), `precision_weighted`/`recall_weighted`/`f1_weighted`,
+        `per_class` (`{name: {precision, recall, f1, support}}`, scores None for an absent class), `absent_classes`
+        (names found in neither), `confusion_matrix` (rows true, columns predicted, over all of `label_names`) and
+        `num_examples`.
     """
     if len(set(label_names)) != len(label_names):
         raise ValueError(f"label_names must be unique, got {label_names}")
@@ -192,6 +341,7 @@ def classification_report(predictions, references, label_names: list[str]) -> di
         raise ValueError(f"Need as many predictions as references (> 0), got {len(predictions)} and {len(references)}")
     results = combined_metrics(range(len(label_names))).compute(predictions=predictions, references=references)
     results["per_class"] = {label_names[i]: scores for i, scores in results["per_class"].items()}
+    results["absent_classes"] = [name for name, row in results["per_class"].items() if row["f1"] is None]
     results["num_examples"] = len(references)
     return results
 
@@ -205,7 +355,8 @@ def make_compute_metrics(label_names: list[str]) -> Callable[[Any], dict]:
 
     Returns:
         `Callable[[EvalPrediction], dict[str, float]]`: maps `predictions` (logits) and `label_ids` to the scalars
-        `accuracy`, `precision`, `recall`, `f1` (macro) and `f1_weighted`, which the Trainer can log.
+        `accuracy`, `balanced_accuracy`, `matthews_correlation`, `precision`, `recall`, `f1` (macro over the classes
+        present) and `f1_weighted`, which the Trainer can log.
     """
     num_labels, metrics = len(label_names), None
 
@@ -220,6 +371,170 @@ def make_compute_metrics(label_names: list[str]) -> Callable[[Any], dict]:
     return compute_metrics
 
 
+def _json_float(value):
+    """None for NaN/inf, which strict JSON cannot hold (an undefined score, e.g. a correlation with a constant)."""
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+# -- multi-label --------------------------------------------------------------------------------------
+def _as_indicators(values, num_labels: int, what: str) -> np.ndarray:
+    import numpy as np
+
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape[1] != num_labels or not np.isin(values, (0, 1)).all():
+        raise ValueError(f"{what} must be a 0/1 indicator matrix of shape (n, {num_labels}), got shape {values.shape}")
+    return values.astype(np.int64)
+
+
+def _thresholds(thresholds, num_labels: int) -> np.ndarray:
+    import numpy as np
+
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.ndim > 1 or thresholds.size not in (1, num_labels):
+        raise ValueError(f"thresholds must be one float or one per label ({num_labels}), got shape {thresholds.shape}")
+    return np.broadcast_to(thresholds.reshape(-1), (num_labels,))
+
+
+def multilabel_report(probabilities, references, label_names: list[str], thresholds: float | Sequence[float] = 0.5
+                      ) -> dict:
+    """
+    Compute all multi-label metrics as a JSON-serialisable dict of plain Python values.
+
+    Args:
+        probabilities (`array-like` of shape `(n, num_labels)`): Per-label probabilities (sigmoid of the logits).
+        references (`array-like` of shape `(n, num_labels)`): 0/1 indicators of the true labels.
+        label_names (`list[str]`): `label_names[j]` is the name of column `j`.
+        thresholds (`float` or `Sequence[float]`, *optional*, defaults to 0.5): A label is predicted when its
+            probability is `>=` its threshold (see `hftl.calibration.tune_thresholds`).
+
+    Returns:
+        `dict`: `precision_`/`recall_`/`f1_` + `micro`/`macro`/`samples` (macro over the labels present in the
+        references or predictions), `subset_accuracy`, `hamming_loss`, `per_label` (`{name: {precision, recall,
+        f1, support}}`, support = positive references, scores None for an absent label), `absent_labels`,
+        `thresholds` (one per label) and `num_examples`.
+    """
+    import evaluate
+    import numpy as np
+
+    if len(set(label_names)) != len(label_names):
+        raise ValueError(f"label_names must be unique, got {label_names}")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    references = _as_indicators(references, len(label_names), "references")
+    if probabilities.shape != references.shape or len(references) == 0:
+        raise ValueError(f"Need probabilities of the references' shape {references.shape} (n > 0), "
+                         f"got {probabilities.shape}")
+    thresholds = _thresholds(thresholds, len(label_names))
+    predictions = (probabilities >= thresholds).astype(np.int64)
+    m = _metric_classes()
+    results = evaluate.combine({"scores": m.MultilabelScores(), "per_label": m.MultilabelPerLabelReport()}).compute(
+        predictions=predictions, references=references)
+    results = {key: _json_float(value) for key, value in results.items()}
+    results["per_label"] = {label_names[i]: row for i, row in results["per_label"].items()}
+    results["absent_labels"] = [name for name, row in results["per_label"].items() if row["f1"] is None]
+    results["thresholds"] = [float(t) for t in thresholds]
+    results["num_examples"] = len(references)
+    return results
+
+
+def make_multilabel_compute_metrics(label_names: list[str], threshold: float | Sequence[float] = 0.5
+                                    ) -> Callable[[Any], dict]:
+    """
+    Build a `compute_metrics` function for `transformers.Trainer` on a multi-label model.
+
+    Args:
+        label_names (`list[str]`): One name per output column.
+        threshold (`float` or `Sequence[float]`, *optional*, defaults to 0.5): Applied to the sigmoid of the logits.
+
+    Returns:
+        `Callable[[EvalPrediction], dict[str, float]]`: the scalars of `MultilabelScores` (`f1_micro`, `f1_macro`,
+        `f1_samples`, the matching precision and recall, `subset_accuracy`, `hamming_loss`).
+    """
+    num_labels, metric = len(label_names), None
+    thresholds = _thresholds(threshold, num_labels)
+
+    def compute_metrics(eval_pred) -> dict:
+        nonlocal metric
+        from scipy.special import expit
+
+        if metric is None:  # built once, on first use, so creating the Trainer skips `import evaluate`
+            metric = _metric_classes().MultilabelScores()
+        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        predictions = (expit(_as_logits(logits, num_labels)) >= thresholds).astype("int64")
+        references = _as_indicators(eval_pred.label_ids, num_labels, "label_ids")
+        return metric.compute(predictions=predictions, references=references)
+
+    return compute_metrics
+
+
+def _as_logits(logits, num_labels: int) -> np.ndarray:
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] != num_labels:
+        raise ValueError(f"Expected logits of shape (n, {num_labels}), got {logits.shape}")
+    return logits
+
+
+# -- regression ---------------------------------------------------------------------------------------
+def _as_targets(values, what: str) -> np.ndarray:
+    import numpy as np
+
+    values = np.asarray(values[0] if isinstance(values, tuple) else values, dtype=np.float64)
+    if values.ndim == 2 and values.shape[1] == 1:  # a regression head's (n, 1) output
+        values = values[:, 0]
+    if values.ndim != 1 or not np.isfinite(values).all():
+        raise ValueError(f"{what} must be one finite number per example (shape (n,) or (n, 1)), got shape "
+                         f"{values.shape}" + ("" if values.ndim != 1 else " with NaN or infinite values"))
+    return values
+
+
+def _regression_metrics():
+    import evaluate
+
+    m = _metric_classes()
+    return evaluate.combine([m.MeanSquaredError(), m.MeanAbsoluteError(), m.R2(), m.Pearson(), m.Spearman()])
+
+
+def regression_report(predictions, references) -> dict:
+    """
+    Compute the regression metrics as a JSON-serialisable dict of plain Python values.
+
+    Args:
+        predictions (`array-like` of shape `(n,)` or `(n, 1)`): Predicted values (a regression head's output).
+        references (`array-like` of shape `(n,)` or `(n, 1)`): True values.
+
+    Returns:
+        `dict`: `mse`, `mae`, `r2`, `pearson`, `spearman` (None where undefined: constant references for R²,
+        either side constant for the correlations) and `num_examples`.
+    """
+    predictions, references = _as_targets(predictions, "predictions"), _as_targets(references, "references")
+    if len(predictions) != len(references) or len(references) < 2:
+        raise ValueError(f"Need as many predictions as references (at least 2), got {len(predictions)} and "
+                         f"{len(references)}")
+    results = _regression_metrics().compute(predictions=predictions, references=references)
+    return {**{key: _json_float(value) for key, value in results.items()}, "num_examples": len(references)}
+
+
+def make_regression_compute_metrics() -> Callable[[Any], dict]:
+    """
+    Build a `compute_metrics` function for `transformers.Trainer` on a regression model (`num_labels=1`).
+
+    Returns:
+        `Callable[[EvalPrediction], dict[str, float]]`: `mse`, `mae`, `r2`, `pearson`, `spearman` (NaN where
+        undefined).
+    """
+    metrics = None
+
+    def compute_metrics(eval_pred) -> dict:
+        nonlocal metrics
+        if metrics is None:  # built once, on first use
+            metrics = _regression_metrics()
+        return metrics.compute(predictions=_as_targets(eval_pred.predictions, "predictions"),
+                               references=_as_targets(eval_pred.label_ids, "label_ids"))
+
+    return compute_metrics
+
+
 def prediction_records(probabilities, label_names: Sequence[str]) -> list[dict]:
     """One {label, score, probabilities} dict per row of a (n, num_labels) probability tensor or array."""
     records = []
@@ -229,3 +544,20 @@ def prediction_records(probabilities, label_names: Sequence[str]) -> list[dict]:
         records.append({"label": label_names[best], "score": scores[best],
                         "probabilities": dict(zip(label_names, scores))})
     return records
+
+
+def mean_cross_entropy(logits, label_ids) -> float:
+    """The mean per-example cross-entropy of gathered evaluation logits.
+
+    Used instead of the Trainer's evaluation loss, which averages per-batch means: under distributed
+    evaluation those batches include the examples the sampler repeats to give every process equal
+    batches, so that loss is slightly off while the gathered logits and labels are exact.
+    """
+    import numpy as np
+    import torch
+
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float32)
+    labels = torch.as_tensor(np.asarray(label_ids), dtype=torch.long)
+    return float(torch.nn.functional.cross_entropy(logits, labels))

@@ -82,3 +82,45 @@ def confusion_matrix_figures(metrics: dict, labels: list[str], folder: Path, mai
         return None
     shutil.copyfile(drawn[-1], Path(folder) / main_name)
     return main_name
+
+
+def plot_reliability_diagram(bins_before: list[dict], bins_after: list[dict] | None, path: Path, title: str) -> Path:
+    """Accuracy against mean confidence per bin (from `hftl.calibration.reliability_bins`), before and after
+    calibration, with the diagonal of perfect calibration and the share of examples per bin underneath."""
+    figure = _figure(5.5, 6)
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    series = [("before", bins_before, "tab:red")] + ([("after", bins_after, "tab:blue")] if bins_after else [])
+    width = 1 / max(len(bins_before), 1)
+    for offset, (name, bins, color) in enumerate(series):
+        filled = [b for b in bins if b["count"]]
+        top.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], marker="o", color=color,
+                 label=name)
+        total = sum(b["count"] for b in bins) or 1
+        # Side by side bars: each series takes half of its bin.
+        shift = (offset - (len(series) - 1) / 2) * width / len(series)
+        bottom.bar([(b["lower"] + b["upper"]) / 2 + shift for b in bins], [b["count"] / total for b in bins],
+                   width=width / len(series), color=color, alpha=0.6)
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title)
+    top.legend(loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.set(xlabel="confidence", ylabel="share")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def plot_regression_scatter(predictions, references, path: Path, title: str) -> Path:
+    """Predicted against true values, with the identity line; transparent points so dense regions show."""
+    predictions, references = [float(v) for v in predictions], [float(v) for v in references]
+    figure = _figure(5, 5)
+    axes = figure.add_subplot()
+    axes.scatter(references, predictions, s=10, alpha=min(1.0, max(0.05, 200 / max(len(references), 1))))
+    low, high = min(references + predictions), max(references + predictions)
+    axes.plot([low, high], [low, high], linestyle="--", color="grey", label="prediction = truth")
+    axes.set(xlabel="true value", ylabel="predicted value", title=title)
+    axes.legend(loc="upper left")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path

@@ -10,8 +10,11 @@ def format_split(name: str, metrics: dict, columns: tuple[str, ...]) -> str:
     if per_class:
         width = max(len(str(label)) for label in per_class)
         lines.append(f"  {'class':<{width}}  precision  recall  f1      support")
-        for label, row in per_class.items():
-            lines.append(f"  {label:<{width}}  {row['precision']:.4f}     {row['recall']:.4f}  {row['f1']:.4f}  {row['support']}")
+        for label, row in per_class.items():  # a class absent from the split has no scores
+            cells = [f"{row[k]:.4f}" if row[k] is not None else "  -   " for k in ("precision", "recall", "f1")]
+            lines.append(f"  {label:<{width}}  {cells[0]}     {cells[1]}  {cells[2]}  {row['support']}")
+    if metrics.get("absent_classes"):
+        lines.append(f"  absent from this split: {', '.join(metrics['absent_classes'])} (left out of the macro averages)")
     return "\n".join(lines)
 
 

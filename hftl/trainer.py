@@ -123,20 +123,3 @@ def loss_uses_num_items(model, batch: dict) -> bool:
     finally:
         model.train(was_training)
     return not torch.allclose(one, two)
-
-
-def mean_cross_entropy(logits, label_ids) -> float:
-    """The mean per-example cross-entropy of gathered evaluation logits.
-
-    Used instead of the Trainer's evaluation loss, which averages per-batch means: under distributed
-    evaluation those batches include the examples the sampler repeats to give every process equal
-    batches, so that loss is slightly off while the gathered logits and labels are exact.
-    """
-    import numpy as np
-    import torch
-
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
-    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float32)
-    labels = torch.as_tensor(np.asarray(label_ids), dtype=torch.long)
-    return float(torch.nn.functional.cross_entropy(logits, labels))

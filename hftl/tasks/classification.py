@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 
 from hftl.data.labels import LabelMap
-from hftl.metrics import classification_report, logits_to_predictions, make_compute_metrics, prediction_records
+from hftl.metrics import (
+    classification_report, logits_to_predictions, make_compute_metrics, mean_cross_entropy, prediction_records,
+)
 from hftl.modeling import load_pretrained_model, read_model_config
 from hftl.recipe import PreparedData, Recipe
 
@@ -19,12 +21,14 @@ class ClassificationRecipe(Recipe):
     """Base of the classification recipes (not a task itself: it registers nothing)."""
 
     summary_metrics = ("accuracy", "precision", "recall", "f1")
-    card_metrics = ("accuracy", "precision", "recall", "f1", "f1_weighted", "loss")
+    card_metrics = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_weighted", "matthews_correlation",
+                    "loss")
     index_metrics = {
         "accuracy": ("accuracy", "Accuracy", None),
         "f1": ("f1", "F1 (macro)", {"average": "macro"}),
         "precision": ("precision", "Precision (macro)", {"average": "macro"}),
         "recall": ("recall", "Recall (macro)", {"average": "macro"}),
+        "matthews_correlation": ("matthews_correlation", "Matthews correlation", None),
     }
     curve_metrics = ("accuracy", "f1")
 
@@ -82,8 +86,6 @@ class ClassificationRecipe(Recipe):
     def evaluate_split(self, trainer, name: str, dataset, labels: LabelMap) -> dict:
         """The classification report of one split, with the mean cross-entropy of the gathered logits as its loss
         (exact under distributed evaluation, where the Trainer's loss counts padding repeats)."""
-        from hftl.trainer import mean_cross_entropy  # the trainer module imports transformers: only when evaluating
-
         output = trainer.predict(dataset)
         report = classification_report(logits_to_predictions(output.predictions), output.label_ids, list(labels.names))
         report["loss"] = mean_cross_entropy(output.predictions, output.label_ids)
