@@ -91,11 +91,13 @@ def check_source(source: str, where: str, formats=FILE_FORMATS, folders_ok: bool
         logger.warning("%s: '%s' is not a local file or folder, so it is taken as a Hub dataset id, which cannot "
                        "be checked offline: it is fetched when training starts.", where, source)
         return []
-    not_hub = f", and it is not a Hub dataset id ({why_not})" if why_not else ""
-    unsupported = f" '{path.suffix}' is not a supported format either." if _EXTENSION.search(source) else ""
+    if _EXTENSION.search(source):
+        reason = f", and '{path.suffix}' is not a supported format"
+    else:
+        reason = f", and it is not a Hub dataset id ({why_not})" if why_not else ""
     return [
-        f"{where}: {source} does not exist{not_hub}.{unsupported} Give an existing file ({supported}), "
-        "a saved datasets folder, or a Hub dataset id ('name' or 'owner/name')."
+        f"{where}: {source} does not exist{reason}. Give an existing file ({supported}), a saved datasets "
+        "folder, or a Hub dataset id ('name' or 'owner/name', no file extension)."
     ]
 
 
