@@ -9,7 +9,7 @@ import pytest
 
 from hftl.data import load_splits
 from hftl.data.checks import check_rows
-from hftl.data.splits import holdout_indices
+from hftl.data.splits import holdout_indices, keeps_every_class
 from hftl.errors import DataError
 from hftl.tasks.language_modeling import CausalLMData
 from hftl.tasks.text_classification import TextClassificationData
@@ -134,3 +134,18 @@ def test_holdout_indices_partition_the_rows():
     assert split.reason is None
     plain = holdout_indices(12, 4, seed=1)
     assert sorted(plain.train + plain.validation) == list(range(12)) and len(plain.validation) == 4
+
+
+def test_keeps_every_class_is_a_safe_shortcut():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        labels = [rng.choice("abcd") for _ in range(rng.randint(4, 30))] + ["a", "b"]
+        n_val = rng.randint(1, len(labels) - 1)
+        if keeps_every_class(labels, n_val):
+            split = holdout_indices(len(labels), n_val, rng.randint(0, 99), labels)
+            assert split.reason is None
+            assert {labels[i] for i in split.train} == set(labels)
+    assert not keeps_every_class(["a", "a", "b"], 1)  # 'b' has a single example
+    assert not keeps_every_class(["a", "a", "b", "b"], 3)  # the training part could lose a class

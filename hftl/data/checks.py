@@ -292,7 +292,7 @@ def check_holdout_labels(tables: dict, label_column: str, config, seed: int) -> 
         config (`DataConfig`): the data section (`validation_fraction`, sample limits).
         seed (`int`): the run's seed (`training.seed`).
     """
-    from hftl.data.splits import holdout_indices, unseen_label_problems
+    from hftl.data.splits import holdout_indices, keeps_every_class, unseen_label_problems
 
     train = tables.get("train")
     if train is None or config.validation or label_column not in train.values:
@@ -302,6 +302,8 @@ def check_holdout_labels(tables: dict, label_column: str, config, seed: int) -> 
     if n_val < 1 or n_rows - n_val < 1:
         return []  # reported by `check_validation_split`
     labels = train.values[label_column][:n_rows]
+    if keeps_every_class(labels, n_val):
+        return []  # the common case, decided without computing the split (or importing scikit-learn)
     holdout = holdout_indices(n_rows, n_val, seed, labels)
     split = {"train": [labels[i] for i in holdout.train], "validation": [labels[i] for i in holdout.validation]}
     if "test" in tables and label_column in tables["test"].values:

@@ -50,11 +50,26 @@ def _why_not_stratified(keys: list[str], n_val: int) -> str | None:
     return None
 
 
+def keeps_every_class(labels: list, n_val: int) -> bool:
+    """Whether a stratified hold-out of `n_val` rows surely leaves every class in training (no split needed).
+
+    Stratified shares give each class at least floor(n_train * count / n_rows) training rows, at least 1
+    when `smallest count * n_train >= n_rows`.
+    """
+    keys = [str(v) for v in labels]
+    if not keys or _why_not_stratified(keys, n_val) is not None:
+        return False
+    return min(Counter(keys).values()) * (len(keys) - n_val) >= len(keys)
+
+
 def holdout_indices(n_rows: int, n_val: int, seed: int, labels: list | None = None) -> Holdout:
     """Split rows `0..n_rows-1` into training and `n_val` held-out rows, seeded, stratified when `labels` are given.
 
-    The split is `datasets.Dataset.train_test_split` (with `stratify_by_column` over the labels as a
-    `ClassLabel`) run on a table of row numbers, so the data's own columns are never recast.
+    Stratified: scikit-learn's `train_test_split(stratify=...)` on the row numbers (the data's own columns
+    are never recast to a `ClassLabel`, as `datasets`' `stratify_by_column` would need; and `datasets` 5.2
+    reads that column row by row, ~40 s for SST-2's 60k rows). Plain: the permutation
+    `datasets.Dataset.train_test_split(seed=seed)` draws (a PCG64 `default_rng(seed)`, held-out rows first),
+    so unlabelled splits are the ones earlier hftl versions made (checked by tests/test_data_splits.py).
 
     Args:
         n_rows (`int`): rows to split.
@@ -63,26 +78,23 @@ def holdout_indices(n_rows: int, n_val: int, seed: int, labels: list | None = No
         labels (`list`, *optional*): one label per row (any values; compared as strings). Without them,
             or where stratifying is impossible (see `Holdout.reason`), the split is a plain shuffle.
     """
-    import datasets
+    import numpy as np
 
     reason = None
     if labels is not None:
         keys = [str(v) for v in labels]
         reason = _why_not_stratified(keys, n_val)
         if reason is None:
-            names = sorted(set(keys))
-            ids = {name: i for i, name in enumerate(names)}
-            features = datasets.Features({"row": datasets.Value("int64"), "label": datasets.ClassLabel(names=names)})
-            index = datasets.Dataset.from_dict({"row": list(range(n_rows)), "label": [ids[k] for k in keys]},
-                                               features=features)
+            from sklearn.model_selection import train_test_split
+
             try:
-                parts = index.train_test_split(test_size=n_val, seed=seed, shuffle=True, stratify_by_column="label")
-                return Holdout(list(parts["train"]["row"]), list(parts["test"]["row"]))
+                train, held_out = train_test_split(np.arange(n_rows), test_size=n_val, random_state=seed,
+                                                   shuffle=True, stratify=keys)
+                return Holdout(train.tolist(), held_out.tolist())
             except ValueError as err:  # a case the checks above do not foresee: split plainly, say why
                 reason = str(err)
-    index = datasets.Dataset.from_dict({"row": list(range(n_rows))})
-    parts = index.train_test_split(test_size=n_val, seed=seed, shuffle=True)
-    return Holdout(list(parts["train"]["row"]), list(parts["test"]["row"]), reason)
+    permutation = np.random.default_rng(seed).permutation(n_rows)
+    return Holdout(permutation[n_val:].tolist(), permutation[:n_val].tolist(), reason)
 
 
 def label_values(dataset, column: str) -> list | None:
@@ -91,7 +103,7 @@ def label_values(dataset, column: str) -> list | None:
 
     if column not in dataset.column_names:
         return None  # reported by the task, which knows which column it needs
-    values = list(dataset[column])
+    values = dataset[column][:]  # a list (a `Column` is read row by row when iterated)
     feature = dataset.features[column]
     if isinstance(feature, datasets.ClassLabel):
         return [feature.int2str(v) for v in values]
@@ -147,6 +159,8 @@ def load_splits(config: DataConfig, seed: int, folder_builder: str | None = None
         `DataError`: a source cannot be read or is empty, train is too small to hold out validation, or
         validation/test labels do not occur in the training split.
     """
+    import numpy as np
+
     label_column = getattr(config, "label_column", None) if stratify else None
     column_names = getattr(config, "column_names", None)
     sources = config.splits()
@@ -160,7 +174,9 @@ def load_splits(config: DataConfig, seed: int, folder_builder: str | None = None
         if limit is not None and len(dataset) > limit:
             dataset = dataset.select(range(limit))
         splits[name] = dataset
-    holdout = None
+    holdout, labels = None, {}
+    if label_column:
+        labels = {name: label_values(dataset, label_column) for name, dataset in splits.items()}
     if "validation" not in splits:
         train = splits["train"]
         n_val = int(round(len(train) * config.validation_fraction))
@@ -169,14 +185,18 @@ def load_splits(config: DataConfig, seed: int, folder_builder: str | None = None
                 f"data.train: {len(train)} rows are too few to hold out validation_fraction "
                 f"{config.validation_fraction}. Add rows, or give data.validation."
             )
-        labels = label_values(train, label_column) if label_column else None
-        holdout = holdout_indices(len(train), n_val, seed, labels)
+        train_labels = labels.get("train")
+        holdout = holdout_indices(len(train), n_val, seed, train_labels)
         if holdout.reason:
             logger.warning("data.train: the held-out validation split is not stratified by '%s': %s; it is a plain "
                            "seeded split instead.", label_column, holdout.reason)
-        splits["train"], splits["validation"] = train.select(holdout.train), train.select(holdout.validation)
-    if label_column:
-        labels = {name: label_values(dataset, label_column) for name, dataset in splits.items()}
+        # numpy indices: `select` fingerprints a list by pickling it, ~1.5 s for 60k rows
+        splits["train"] = train.select(np.asarray(holdout.train, dtype=np.int64))
+        splits["validation"] = train.select(np.asarray(holdout.validation, dtype=np.int64))
+        if train_labels is not None:
+            labels["train"] = [train_labels[i] for i in holdout.train]
+            labels["validation"] = [train_labels[i] for i in holdout.validation]
+    if labels:
         problems = unseen_label_problems(labels, sources, holdout)
         if problems:
             raise DataError(" ".join(problems))
