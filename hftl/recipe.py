@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hftl.config import read_config
 from hftl.config.schema import DataConfig, RunConfig
+from hftl.data import check_source
 from hftl.data.labels import LabelMap
 from hftl.errors import ConfigError, DataError
 from hftl.run_dir import RunDir
@@ -133,9 +134,9 @@ class Recipe:
     @classmethod
     def check_config(cls, config: RunConfig, model_ok: bool) -> list[str]:
         """Cheap checks of the data sources (existence, format, columns) before anything heavy."""
-        from hftl.data import check_source
-
-        return [p for name, src in config.data.splits().items() for p in check_source(src, f"data.{name}")]
+        data = config.data
+        return [p for name, src in data.splits().items()
+                for p in check_source(src, f"data.{name}", column_names=data.column_names)]
 
     def load_data(self) -> PreparedData:
         raise NotImplementedError

@@ -2,9 +2,6 @@
 
 import sys
 
-#: extension -> csv delimiter of the tabular inputs read by column
-TABULAR = {".csv": ",", ".tsv": "\t"}
-
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -43,10 +40,10 @@ def _pick_column(columns: list, column: str | None, default: str | None, where: 
 
 def read_inputs(source: str, column: str | None = None, default_column: str | None = None) -> list[str]:
     """The inputs in `source`: lines of a text file or stdin (`-`), or one column of a CSV/TSV/JSON(L) file."""
-    import csv
     import json
     from pathlib import Path
 
+    from hftl.data.tables import is_delimited, open_table
     from hftl.errors import DataError
 
     if source == "-":
@@ -55,12 +52,11 @@ def read_inputs(source: str, column: str | None = None, default_column: str | No
     if not path.is_file():
         raise DataError(f"--input {source}: no such file. Give a file of inputs, or - to read standard input.")
     suffix = path.suffix.lower()
-    with path.open(encoding="utf-8", newline="") as handle:
-        if suffix in TABULAR:
-            quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
-            reader = csv.DictReader(handle, delimiter=TABULAR[suffix], quoting=quoting)
+    if is_delimited(path):
+        with open_table(path) as reader:
             name = _pick_column(list(reader.fieldnames or []), column, default_column, source)
             return [row[name] for row in reader]
+    with path.open(encoding="utf-8", newline="") as handle:
         if suffix in (".jsonl", ".json"):
             rows = json.load(handle) if suffix == ".json" else [json.loads(line) for line in handle if line.strip()]
             if not isinstance(rows, list):

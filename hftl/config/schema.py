@@ -82,6 +82,10 @@ class DataConfig:
     validation_fraction: float = field(0.1, help="share of train held out for validation when no validation file is given")
     max_train_samples: int | None = field(None, help="use only the first N training rows (quick runs)")
     max_eval_samples: int | None = field(None, help="use only the first N rows of validation and test")
+    column_names: list[str] | None = field(
+        None, help="CSV/TSV files without a header line: the names of their columns, in order (every line is then "
+        "data); default: the first line names the columns"
+    )
 
     def __post_init__(self):
         problems = []
@@ -91,6 +95,12 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name}: must be a positive integer or null, got {value}.")
+        if self.column_names is not None:
+            repeated = sorted({n for n in self.column_names if self.column_names.count(n) > 1})
+            if not self.column_names or not all(n.strip() for n in self.column_names):
+                problems.append("column_names: must name at least one column, with no empty names (or be null).")
+            elif repeated:
+                problems.append(f"column_names: names {', '.join(map(repr, repeated))} twice; each column needs its own name.")
         problems.extend(self.check())
         if problems:
             raise ValueError("\n".join(problems))

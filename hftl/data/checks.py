@@ -1,11 +1,11 @@
 """Row-level checks of local data files, run by `hftl validate` and `hftl train` before any model is loaded.
 
 `read_table` parses a csv/tsv/jsonl/json/parquet file the way the `datasets` loaders will (same
-delimiter and quoting rules) and reports what would otherwise surface later, or not at all: bad
-encodings, ragged rows, unparsable JSON lines. The checks below it (empty cells, label sets, split
-sizes) are shared by every task with text or label columns. Each problem names the file, the line
-and the column, and says how to fix it. Data the Hub or a saved `datasets` folder provides is checked
-when it is loaded instead.
+delimiter and quoting rules, from `hftl.data.tables`; `data.column_names` for headerless files) and
+reports what would otherwise surface later, or not at all: bad encodings, ragged rows, unparsable JSON
+lines. The checks below it (empty cells, label sets, split sizes) are shared by every task with text or
+label columns. Each problem names the file, the line and the column, and says how to fix it. Data the
+Hub or a saved `datasets` folder provides is checked when it is loaded instead.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from hftl.data.tables import check_first_line, csv_dialect, is_delimited, separator_name
 from hftl.errors import DataError
 
 #: files larger than this are not scanned row by row here (their rows are checked when loaded)
@@ -61,12 +62,12 @@ def _decode(path: Path) -> str:
         ) from None
 
 
-def _read_delimited(path: Path, suffix: str) -> Table:
-    tsv = suffix == ".tsv"
+def _read_delimited(path: Path, column_names: tuple[str, ...] | None = None) -> Table:
+    tsv = csv_dialect(path)["delimiter"] == "\t"
     text = _decode(path)
-    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
-    reader = csv.reader(text.splitlines(keepends=True), **options)
-    header, positions, rows, ragged = None, [], [], []
+    reader = csv.reader(text.splitlines(keepends=True), **csv_dialect(path))
+    header = list(column_names) if column_names else None
+    positions, rows, ragged = [], [], []
     line = 0
     for record in reader:
         start, line = line + 1, reader.line_num
@@ -75,21 +76,25 @@ def _read_delimited(path: Path, suffix: str) -> Table:
         if header is None:
             header = record
             continue
+        if column_names and not rows and not ragged:
+            check_first_line(path, record, list(column_names))
         if len(record) != len(header):
             ragged.append((start, len(record)))
             continue
         positions.append(start)
         rows.append(record)
     if header is None:
-        raise DataError(f"{path}: the file has no header line. The first line must name the columns.")
+        raise DataError(f"{path}: the file has no header line. The first line must name the columns "
+                        "(or set data.column_names for a file without one).")
     if ragged:
         shown = ", ".join(f"line {n} has {k}" for n, k in ragged[:SHOWN])
         more = f" (and {len(ragged) - SHOWN} more lines)" if len(ragged) > SHOWN else ""
-        sep = "tab" if tsv else "comma"
+        sep = separator_name(path)
         hint = ("a tab inside a text field? Remove it" if tsv
                 else 'a comma inside a text field? Put the field in double quotes ("a, b")')
+        named = "data.column_names names" if column_names else "the header has"
         raise DataError(
-            f"{path}: ragged rows: the header has {len(header)} {sep}-separated fields "
+            f"{path}: ragged rows: {named} {len(header)} {sep}-separated fields "
             f"({', '.join(header)}) but {shown}{more}. Is there {hint}, or fill in the missing fields."
         )
     values = {name: [row[i] for row in rows] for i, name in enumerate(header)}
@@ -143,11 +148,11 @@ def _read_parquet(path: Path) -> Table:
 
 
 @functools.lru_cache(maxsize=16)
-def _read_cached(path: str, mtime_ns: int, size: int) -> Table | None:
+def _read_cached(path: str, mtime_ns: int, size: int, column_names: tuple[str, ...] | None) -> Table | None:
     file = Path(path)
     suffix = file.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        return _read_delimited(file, suffix)
+    if is_delimited(file):
+        return _read_delimited(file, column_names)
     if suffix == ".jsonl":
         return _read_jsonl(file)
     if suffix == ".json":
@@ -157,8 +162,12 @@ def _read_cached(path: str, mtime_ns: int, size: int) -> Table | None:
     return None
 
 
-def read_table(source: str) -> Table | None:
+def read_table(source: str, column_names: list[str] | None = None) -> Table | None:
     """The rows of local file `source`; None for other sources, other formats and very large files.
+
+    Args:
+        source (`str`): the data source.
+        column_names (`list[str]`, *optional*): `data.column_names`: a CSV/TSV file has no header line.
 
     Raises:
         `DataError`: the file cannot be decoded or parsed (message names the line and the fix).
@@ -169,13 +178,14 @@ def read_table(source: str) -> Table | None:
     stat = path.stat()
     if stat.st_size > MAX_SCAN_BYTES:
         return None
-    return _read_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    names = tuple(column_names) if column_names else None
+    return _read_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, names)
 
 
-def scan_problems(source: str, where: str) -> list[str]:
+def scan_problems(source: str, where: str, column_names: list[str] | None = None) -> list[str]:
     """Problems found by parsing local file `source` whole (encoding, ragged rows, bad JSON, no rows)."""
     try:
-        table = read_table(source)
+        table = read_table(source, column_names)
     except DataError as err:
         return [f"{where}: {err}"]
     if table is not None and len(table) == 0:
@@ -273,12 +283,49 @@ def check_validation_split(n_train: int, config) -> list[str]:
     ]
 
 
-def check_rows(config, text_columns: list[str], label_column: str | None) -> list[str]:
-    """Every row-level check for the local files of a `DataConfig` with text and label columns."""
+def check_holdout_labels(tables: dict, label_column: str, config, seed: int) -> list[str]:
+    """Label sets of the split training will use when validation is held out of train (same seed, same split).
+
+    Args:
+        tables (`dict[str, Table]`): split name -> table, for the local files among the splits.
+        label_column (`str`): the column holding the class label.
+        config (`DataConfig`): the data section (`validation_fraction`, sample limits).
+        seed (`int`): the run's seed (`training.seed`).
+    """
+    from hftl.data.holdout import holdout_indices, keeps_every_class, unseen_label_problems
+
+    train = tables.get("train")
+    if train is None or config.validation or label_column not in train.values:
+        return []
+    n_rows = _limited(train, config.max_train_samples)
+    n_val = int(round(n_rows * config.validation_fraction))
+    if n_val < 1 or n_rows - n_val < 1:
+        return []  # reported by `check_validation_split`
+    labels = train.values[label_column][:n_rows]
+    if keeps_every_class(labels, n_val):
+        return []  # the common case, decided without computing the split (or importing scikit-learn)
+    holdout = holdout_indices(n_rows, n_val, seed, labels)
+    split = {"train": [labels[i] for i in holdout.train], "validation": [labels[i] for i in holdout.validation]}
+    if "test" in tables and label_column in tables["test"].values:
+        test = tables["test"]
+        split["test"] = test.values[label_column][: _limited(test, config.max_eval_samples)]
+    return unseen_label_problems(split, config.splits(), holdout)
+
+
+def check_rows(config, text_columns: list[str], label_column: str | None, seed: int | None = None) -> list[str]:
+    """Every row-level check for the local files of a `DataConfig` with text and label columns.
+
+    Args:
+        config (`DataConfig`): the data section (`column_names` is honoured for CSV/TSV files).
+        text_columns (`list[str]`): columns that must hold non-empty text.
+        label_column (`str`, *optional*): the class label column (classification).
+        seed (`int`, *optional*): the run's seed (`training.seed`). With it, when validation is held out of
+            train, the label sets are checked on the split training will use (see `hftl.data.splits`).
+    """
     problems, tables = [], {}
     for name, source in config.splits().items():
         try:
-            table = read_table(source)
+            table = read_table(source, getattr(config, "column_names", None))
         except DataError:
             continue  # reported by `check_source`
         if table is None:
@@ -289,7 +336,10 @@ def check_rows(config, text_columns: list[str], label_column: str | None) -> lis
             if column in table.values:
                 problems += check_text_cells(table, column, f"data.{name}", limit)
     if label_column and all(label_column in t.values for t in tables.values()):
-        problems += check_label_sets(tables, label_column, config.max_train_samples, config.max_eval_samples)
+        label_problems = check_label_sets(tables, label_column, config.max_train_samples, config.max_eval_samples)
+        if not label_problems and seed is not None:
+            label_problems = check_holdout_labels(tables, label_column, config, seed)
+        problems += label_problems
     if "train" in tables:
         problems += check_validation_split(len(tables["train"]), config)
     return problems

@@ -8,9 +8,10 @@ from hftl.data.loading import check_source, read_columns
 from hftl.errors import DataError
 
 
-def check_columns(source: str, where: str, required: dict[str, str]) -> list[str]:
-    """Problems for each required column (role -> name) missing from the first line of a local file."""
-    columns = read_columns(source)
+def check_columns(source: str, where: str, required: dict[str, str], column_names: list[str] | None = None) -> list[str]:
+    """Problems for each required column (role -> name) missing from the first line of a local file (or from
+    `column_names`, the names of a headerless file's columns)."""
+    columns = read_columns(source, column_names)
     if columns is None:
         return []
     return [
@@ -27,15 +28,17 @@ def check_sources(data, required: dict[str, str]) -> list[str]:
     for name, source in data.splits().items():
         where = f"data.{name}"
         try:
-            problems += check_source(source, where) or check_columns(source, where, required)
+            problems += (check_source(source, where, column_names=data.column_names)
+                         or check_columns(source, where, required, data.column_names))
         except DataError as err:
             problems.append(f"{where}: {err}")
     return problems
 
 
-def require_source(source: str, where: str, required: dict[str, str]) -> None:
+def require_source(source: str, where: str, required: dict[str, str], column_names: list[str] | None = None) -> None:
     """`check_source` and `check_columns` of one source, raised as one `DataError`."""
-    problems = check_source(source, where) or check_columns(source, where, required)
+    problems = (check_source(source, where, column_names=column_names)
+                or check_columns(source, where, required, column_names))
     if problems:
         raise DataError(" ".join(problems))
 

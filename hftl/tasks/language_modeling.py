@@ -106,8 +106,8 @@ class LanguageModelingRecipe(Recipe):
 
     def prepare_source(self, source: str, tokenizer, labels=None):
         data = self.config.data
-        require_source(source, "--data", {"text_column": data.text_column})
-        dataset = load_split(source, data.dataset_config, split="test")
+        require_source(source, "--data", {"text_column": data.text_column}, data.column_names)
+        dataset = load_split(source, data.dataset_config, split="test", column_names=data.column_names)
         check_text_column(dataset, data.text_column, source)
         return self._pack(dataset.select_columns([data.text_column]), tokenizer, "test", source)
 

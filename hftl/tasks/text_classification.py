@@ -64,7 +64,7 @@ class TextClassificationRecipe(ClassificationRecipe):
             from hftl.data.checks import check_rows
 
             data = config.data
-            problems += check_rows(data, data.text_columns(), data.label_column)
+            problems += check_rows(data, data.text_columns(), data.label_column, seed=config.seed)
         if model_ok:
             problems += check_length_limit(config.model, "max_length", config.data.max_length)
         return problems
@@ -89,8 +89,8 @@ class TextClassificationRecipe(ClassificationRecipe):
 
     def prepare_source(self, source: str, tokenizer, labels):
         data = self.config.data
-        require_source(source, "--data", self.required_columns(data))
-        dataset = load_split(source, data.dataset_config, split="test")
+        require_source(source, "--data", self.required_columns(data), data.column_names)
+        dataset = load_split(source, data.dataset_config, split="test", column_names=data.column_names)
         self._check_split(dataset, source)
         dataset = self.with_label_ids(dataset, labels, dataset[data.label_column], source, data.text_columns())
         return self._tokenize(dataset, tokenizer, "test")
