@@ -12,7 +12,8 @@ from hftl.run_dir import RunDir
 from hftl.tasks import recipe_for_run
 
 
-def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False, card: bool = True) -> Path:
+def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False, card: bool = True,
+                  trust_remote_code: bool = False, allow_pickle: bool = False) -> Path:
     """Write a plain transformers model (LoRA merged into the weights) that loads with `pipeline(...)`.
 
     The folder also holds the run's records (`config.yaml`, `labels.json`, `metrics.json`...) and its card,
@@ -23,9 +24,11 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = Fa
         out_dir (`str` or `Path`): an empty or new folder.
         overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty `out_dir`.
         card (`bool`, *optional*, defaults to `True`): also render the model card (`README.md`) there.
+        trust_remote_code, allow_pickle (`bool`, *optional*, default `False`): see `hftl.load`; never read from
+            the run folder.
     """
     run_dir, out = Path(run_dir), Path(out_dir)
-    recipe = recipe_for_run(run_dir)
+    recipe = recipe_for_run(run_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
         raise HftlError(f"the export folder {out} must be outside the run folder {run_dir}.")
     if out.is_dir() and any(out.iterdir()):

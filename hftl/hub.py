@@ -97,7 +97,8 @@ def _token(token: str | None, run_dir: Path, repo_id: str) -> str:
 
 
 def push_run(run_dir: str | Path, repo_id: str | None = None, private: bool = False, mode: str = "auto",
-             token: str | None = None, commit_message: str | None = None, license: str | None = None) -> str:
+             token: str | None = None, commit_message: str | None = None, license: str | None = None,
+             trust_remote_code: bool = False, allow_pickle: bool = False) -> str:
     """Push a finished run (model, processor, card, figures, run records) to the Hub in one commit.
 
     Args:
@@ -110,6 +111,8 @@ def push_run(run_dir: str | Path, repo_id: str | None = None, private: bool = Fa
         token (`str`, *optional*): a Hub token; default `HF_TOKEN`, then the saved login. Never written anywhere.
         commit_message (`str`, *optional*): the commit's title.
         license (`str`, *optional*): the card's license (default: `hub.license`, else the base model's).
+        trust_remote_code, allow_pickle (`bool`, *optional*, default `False`): for a merged push, which loads the
+            base checkpoint (see `hftl.load`); never read from the run folder.
 
     Returns:
         `str`: the URL of the commit.
@@ -133,7 +136,8 @@ def push_run(run_dir: str | Path, repo_id: str | None = None, private: bool = Fa
 
     with tempfile.TemporaryDirectory(prefix="hftl-push-") as tmp:
         staging = Path(tmp)
-        source = export_merged(run_dir, staging / "model", card=False) if variant == "merged" else run_dir
+        source = (export_merged(run_dir, staging / "model", card=False, trust_remote_code=trust_remote_code,
+                                allow_pickle=allow_pickle) if variant == "merged" else run_dir)
         files = {**files_to_push(source),  # the run's records as saved in the run folder, also for a merged push
                  **{name: run_dir / name for name in (RunDir.CONFIG, *RunDir.RECORDS) if (run_dir / name).is_file()}}
         card = render_card(run_dir, repo_id=repo_id, variant=variant, license=license, out_dir=staging / "card",

@@ -23,18 +23,24 @@ from hftl.tasks import get_recipe_class, task_data_classes
 logger = logging.getLogger(__name__)
 
 
-def load_config(source, overrides=(), check: bool = True) -> RunConfig:
-    """Load, override, resolve and validate a run config.
+def load_config(source, overrides=(), check: bool = True, recipe_cls=None) -> RunConfig:
+    """Load, override, resolve and validate a run config; one `ConfigError` lists every problem, structural and
+    data alike (the checks run on every section that parsed).
 
     Args:
         source (`str`, `Path` or `dict`): a YAML file, or the config data itself.
         overrides (`list[str]`, *optional*): `section.key=value` strings applied on top.
         check (`bool`, *optional*, defaults to `True`): also run the checks that read files and
-            checkpoint configs (`validate_config`); they never load weights.
+            checkpoint configs (`config_problems`); they never load weights.
+        recipe_cls (`type[Recipe]`, *optional*): read the config for this task only (default: any registered task).
     """
-    config = read_config(source, task_data_classes(), overrides)
-    if check:
-        validate_config(config, source=None if isinstance(source, dict) else str(source))
+    name = None if isinstance(source, dict) else str(source)
+    tasks = {recipe_cls.task: recipe_cls.data_config_class} if recipe_cls else task_data_classes()
+    config, problems, failed = read_config(source, tasks, overrides, partial=True)
+    if check and config.task in tasks:
+        problems += config_problems(config, recipe_cls or get_recipe_class(config.task), failed)
+    if problems:
+        raise ConfigError(problems, name)
     return config
 
 
@@ -124,14 +130,21 @@ def validate_config(config: RunConfig, recipe_cls=None, source: str | None = Non
         recipe_cls (`type[Recipe]`, *optional*): the task's recipe class (default: the registered one).
         source (`str`, *optional*): the config file, named in the error.
     """
-    recipe_cls = recipe_cls or get_recipe_class(config.task)
-    problems = check_output_dir(config) + check_training_combination(config, recipe_cls)
-    model_problems = check_model_source(config.model)
-    if not model_problems:
-        model_problems = check_model_architecture(config, recipe_cls)
-    problems += model_problems
-    problems += recipe_cls.check_config(config, model_ok=not model_problems)
+    problems = config_problems(config, recipe_cls or get_recipe_class(config.task))
     if problems:
         raise ConfigError(problems, source)
 
 
+def config_problems(config: RunConfig, recipe_cls, failed=frozenset()) -> list[str]:
+    """Every problem the checks find, skipping those that need a section that did not parse (`failed`)."""
+    problems = check_output_dir(config)
+    if not failed & {"training", "speed"}:
+        problems += check_training_combination(config, recipe_cls)
+    model_ok = False
+    if "model" not in failed:
+        model_problems = check_model_source(config.model) or check_model_architecture(config, recipe_cls)
+        problems += model_problems
+        model_ok = not model_problems
+    if "data" not in failed:
+        problems += recipe_cls.check_config(config, model_ok=model_ok)
+    return problems

@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hftl.config import read_config
 from hftl.config.schema import DataConfig, RunConfig
 from hftl.data import check_source
 from hftl.data.labels import LabelMap
@@ -112,12 +111,11 @@ class Recipe:
         if isinstance(config, RunConfig):
             self.config = config
         else:
-            from hftl.preflight import validate_config
+            from hftl.preflight import load_config
 
             if isinstance(config, dict):
                 config = {"task": self.task, **config}
-            self.config = read_config(config, {self.task: self.data_config_class}, overrides)
-            validate_config(self.config, type(self), source=None if isinstance(config, dict) else str(config))
+            self.config = load_config(config, overrides, recipe_cls=type(self))
         if self.task and self.config.task != self.task:
             raise ConfigError([f"task: {type(self).__name__} runs task '{self.task}', the config says '{self.config.task}'."])
 

@@ -141,7 +141,6 @@ CASES = [
     ("max-train-samples", _set("data.max_train_samples", 0), ["data.max_train_samples: must be a positive integer"]),
     ("missing-task", lambda c, t: c.pop("task"), ["missing required key 'task'"]),
     ("unknown-task", _set("task", "text-clasification"), ["unknown task 'text-clasification'", "Did you mean 'text-classification'"]),
-    ("missing-output-dir", _drop("training.output_dir"), ["training: missing required key 'output_dir'"]),
     ("missing-model-section", lambda c, t: c.pop("model"), ["missing required section 'model'"]),
     ("missing-train", _drop("data.train"), ["data: missing required key 'train'"]),
     ("moved-warmup-ratio", _set("training.warmup_ratio", 0.1), ["training.warmup_ratio", "warmup_steps"]),
@@ -319,3 +318,33 @@ def test_cli_process_exits_2_without_traceback(text_config, tmp_path):
     assert "Traceback" not in proc.stderr
     assert time.perf_counter() - started < 60
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_without_output_dir_saves_under_runs_named_after_it(text_config, tmp_path, monkeypatch, nothing_heavy):
+    from hftl import load_config
+
+    config = text_config()
+    del config["training"]["output_dir"]
+    path = tmp_path / "my-sst2.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(path).output_dir == str(Path("runs") / "my-sst2")
+
+
+def test_structural_and_data_mistakes_are_reported_together(text_config, tmp_path, capsys, nothing_heavy):
+    """Six mistakes, of every kind (unknown key, bad value, missing file, wrong column in two files, bad LoRA
+    target): one message lists them all, exit 2, no traceback."""
+    config = text_config()
+    config["model"].update(strategy="lora", lora={"target_modules": ["q_proj"]})
+    config["training"]["learning_rat"] = 1e-3
+    config["speed"]["padding"] = "dynamic"
+    config["data"].update(train=str(tmp_path / "missing.tsv"), text_column="sentense")
+    path = tmp_path / "five.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    status = main(["validate", str(path)])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    for text in ["6 problem(s)", "unknown key 'learning_rat'", "speed.padding", "missing.tsv does not exist",
+                 "dev.tsv has no text_column column 'sentense'", "test.tsv has no text_column column 'sentense'",
+                 "model.lora.target_modules: ['q_proj'] match no Linear layer"]:
+        assert text in err, f"{text!r} not in:\n{err}"

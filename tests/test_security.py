@@ -173,3 +173,40 @@ def test_relative_paths_resolve_against_the_config_file(text_config, tmp_path, m
     loaded = load_config(path)
     assert Path(loaded.data.train) == folder / "train.tsv"
     assert main(["validate", str(path)]) == 0
+
+
+def test_a_run_folder_cannot_turn_on_remote_code_or_pickle_by_itself(text_config, tiny_bert_dir, tmp_path):
+    """A downloaded run folder whose config.yaml says trust_remote_code / allow_pickle: loading it takes both
+    switches from the caller only, so the base checkpoint's shipped code never runs."""
+    import yaml
+
+    from hftl import load
+    from hftl.tasks import recipe_for_run
+
+    marker = tmp_path / "remote-code-ran.txt"
+    base = tmp_path / "evil-base"
+    shutil.copytree(tiny_bert_dir, base)
+    config = json.loads((base / "config.json").read_text())
+    config.update(model_type="evil-bert", auto_map={"AutoConfig": "configuration_evil.EvilConfig",
+                                                    "AutoModelForSequenceClassification": "modeling_evil.EvilModel"})
+    (base / "config.json").write_text(json.dumps(config))
+    code = f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+    (base / "configuration_evil.py").write_text(code + "from transformers import BertConfig\nclass EvilConfig(BertConfig):\n    model_type = 'evil-bert'\n")
+    (base / "modeling_evil.py").write_text(code)
+
+    run = tmp_path / "downloaded-run"  # an adapter run over that base, as someone else saved it
+    run.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_bert_dir / name, run / name)
+    saved = text_config(model_dir=base)
+    saved["model"].update(strategy="lora", trust_remote_code=True, allow_pickle=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    (run / "labels.json").write_text(json.dumps({"id2label": {"0": "neg", "1": "pos"}, "label2id": {"neg": 0, "pos": 1}}))
+    (run / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": str(base)}))
+
+    model = recipe_for_run(run).config.model
+    assert (model.trust_remote_code, model.allow_pickle) == (False, False)
+    assert recipe_for_run(run, trust_remote_code=True).config.model.trust_remote_code  # the caller may
+    with pytest.raises(Exception):
+        load(run)  # the base needs its own code, which is not trusted
+    assert not marker.exists()

@@ -15,3 +15,16 @@ def add_config_arguments(parser) -> None:
 def overrides_of(args) -> list[str]:
     extra = [f"{flag}=true" for flag in ("overwrite", "resume") if getattr(args, flag, False)]
     return list(args.overrides) + extra
+
+
+def add_trust_arguments(parser) -> None:
+    """The two switches that let a finished run's base checkpoint run code; only the user turns them on, never
+    the run folder's saved config."""
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run modelling code shipped with the base checkpoint (off unless given here)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="allow pickle (.bin) weights of the base checkpoint; unpickling can run arbitrary code")
+
+
+def trust_of(args) -> dict:
+    return {"trust_remote_code": args.trust_remote_code, "allow_pickle": args.allow_pickle}

@@ -1,5 +1,7 @@
 """`hftl generate RUN_DIR --prompt TEXT`: continue a prompt with a fine-tuned causal-LM run."""
 
+from hftl.commands import add_trust_arguments, trust_of
+
 
 def register(subparsers):
     parser = subparsers.add_parser("generate", help="continue a prompt with a language-model run (greedy or sampled)",
@@ -11,6 +13,7 @@ def register(subparsers):
     parser.add_argument("--seed", type=int, default=None, help="seed for --sample: the same seed gives the same text")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (with --sample)")
+    add_trust_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -19,7 +22,7 @@ def run(args) -> int:
     from hftl.generation import generate
     from hftl.inference import load
 
-    loaded = load(args.run_dir)
+    loaded = load(args.run_dir, **trust_of(args))
     if not loaded.recipe.generates_text:
         from hftl.tasks import registered_tasks
 

@@ -2,6 +2,8 @@
 
 import sys
 
+from hftl.commands import add_trust_arguments, trust_of
+
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -19,6 +21,7 @@ def register(subparsers):
     parser.add_argument("--format", choices=["jsonl", "csv"],
                         help="output format (default: from --output's extension, else jsonl)")
     parser.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass")
+    add_trust_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -115,7 +118,7 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    loaded = load(args.run_dir)
+    loaded = load(args.run_dir, **trust_of(args))
     recipe = loaded.recipe
     default_column = getattr(recipe.config.data, recipe.input_column) if recipe.input_column else None
     inputs = read_inputs(args.input, args.column, default_column)

@@ -1,5 +1,7 @@
 """`hftl push RUN_DIR --repo-id user/name`: upload a finished run and its card to the Hugging Face Hub."""
 
+from hftl.commands import add_trust_arguments, trust_of
+
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -16,6 +18,7 @@ def register(subparsers):
                       help="LoRA runs: push a plain transformers model with the adapter merged in")
     parser.add_argument("--license", help="license id for the card (default: hub.license, else the base model's)")
     parser.add_argument("--message", help="commit message")
+    add_trust_arguments(parser)
     parser.set_defaults(func=run, mode="auto")
 
 
@@ -23,6 +26,6 @@ def run(args) -> int:
     from hftl.hub import push_run
 
     url = push_run(args.run_dir, repo_id=args.repo_id, private=args.private, mode=args.mode,
-                   commit_message=args.message, license=args.license)
+                   commit_message=args.message, license=args.license, **trust_of(args))
     print(f"pushed: {url}")
     return 0

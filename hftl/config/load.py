@@ -94,6 +94,21 @@ def parse_config(data: dict, tasks: Mapping[str, type[DataConfig]], source: str 
             (the caller asks the task registry; this layer knows no task).
         source (`str`, *optional*): the config file, named in the error.
     """
+    config, problems, _ = build_config(data, tasks, source)
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def default_output_dir(source: str | None) -> str:
+    """Where a run is saved when the config names no `training.output_dir`: `runs/<config file stem>`."""
+    return str(Path("runs") / (Path(source).stem if source else "run"))
+
+
+def build_config(data: dict, tasks: Mapping[str, type[DataConfig]], source: str | None = None):
+    """`(config, problems, failed)`: the config with every section that parsed (None for those that did not, named
+    in `failed`), and every problem found. Callers that check files go on with the parts that parsed, so one
+    message reports structural and data problems together."""
     problems: list[str] = []
     check_keys(data, RunConfig.__dataclass_fields__, "config", problems)
     task = data.get("task")
@@ -108,38 +123,50 @@ def parse_config(data: dict, tasks: Mapping[str, type[DataConfig]], source: str 
     # a misspelt section ("trainng") is reported once, as an unknown key, not again as a missing section
     fields = RunConfig.__dataclass_fields__
     misspelt = {m for k in data if k not in fields for m in difflib.get_close_matches(str(k), fields, n=1, cutoff=0.6)}
+    failed: set[str] = set()
 
     def section(name, cls, required=False):
+        before = len(problems)
         if name not in data:
             if required and name not in misspelt:
                 problems.append(f"config: missing required section '{name}'.")
-            return None if required else cls()
-        return coerce(data[name], cls, name, problems)
+            value = None if required else cls()
+        else:
+            value = coerce(data[name], cls, name, problems)
+        if value is None or len(problems) > before:
+            failed.add(name)
+            return None
+        return value
 
     model = section("model", ModelConfig, required=True)
     data_cfg = section("data", data_class, required=True) if data_class else None
+    if data_class is None:
+        failed.add("data")
     hub = section("hub", HubConfig)
     speed = section("speed", SpeedConfig)
     training = data.get("training") or {}
     if not isinstance(training, dict):
         problems.append(f"training: expected a mapping of TrainingArguments, got {training!r}.")
         training = {}
-    problems += check_training_args(training)
-    if "output_dir" not in training and "training" not in misspelt:
-        problems.append("training: missing required key 'output_dir' (where the run is saved, e.g. runs/my-run).")
+    training_problems = check_training_args(training)
+    if training_problems:
+        problems += training_problems
+        failed.add("training")
+    training = {"output_dir": default_output_dir(source), **training}
     flags = {k: coerce(data.get(k, False), bool, k, problems) for k in ("overwrite", "resume")}
-    if problems:
-        raise ConfigError(problems, source)
-    return RunConfig(task=task, model=model, data=data_cfg, training=dict(training), hub=hub, speed=speed, **flags)
+    config = RunConfig(task=task, model=model, data=data_cfg, training=training, hub=hub, speed=speed, **flags)
+    return config, problems, failed
 
 
-def read_config(source: str | Path | dict, tasks: Mapping[str, type[DataConfig]], overrides=()) -> RunConfig:
+def read_config(source: str | Path | dict, tasks: Mapping[str, type[DataConfig]], overrides=(), partial: bool = False):
     """Read, override, resolve and type-check a run config (no file or checkpoint checks: see `hftl.preflight`).
 
     Args:
         source (`str`, `Path` or `dict`): a YAML file, or the config data itself.
         tasks (`Mapping[str, type[DataConfig]]`): see `parse_config`.
         overrides (`list[str]`, *optional*): `section.key=value` strings applied on top.
+        partial (`bool`, *optional*, defaults to `False`): return `build_config`'s `(config, problems, failed)`
+            instead of raising a `ConfigError`.
     """
     if isinstance(source, dict):
         data, name, base_dir = dict(source), None, Path.cwd()
@@ -147,4 +174,4 @@ def read_config(source: str | Path | dict, tasks: Mapping[str, type[DataConfig]]
         data, name, base_dir = read_yaml(source), str(source), Path(source).resolve().parent
     apply_overrides(data, list(overrides))
     resolve_paths(data, base_dir)
-    return parse_config(data, tasks, name)
+    return build_config(data, tasks, name) if partial else parse_config(data, tasks, name)
