@@ -28,7 +28,6 @@ class ClassificationRecipe(Recipe):
         "f1": ("f1", "F1 (macro)", {"average": "macro"}),
         "precision": ("precision", "Precision (macro)", {"average": "macro"}),
         "recall": ("recall", "Recall (macro)", {"average": "macro"}),
-        "matthews_correlation": ("matthews_correlation", "Matthews correlation", None),
     }
     curve_metrics = ("accuracy", "f1")
 
