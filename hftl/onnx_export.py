@@ -81,6 +81,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, task: str | None = N
     if not (source / "config.json").is_file() and not (source / "adapter_config.json").is_file():
         raise HftlError(f"{source} holds no transformers model (no config.json). Give a finished run folder or "
                         "a folder written by `hftl export --merged`.")
+    _import_onnxruntime()  # before the slow export, not after it
     task = task or _run_task(source) or "text-classification"
     if task not in AUTO_CLASSES:
         raise HftlError(f"ONNX export supports {', '.join(AUTO_CLASSES)}; {source} is a '{task}' model.")
@@ -112,7 +113,7 @@ def _export(source: Path, out: Path, task: str, opset: int | None, atol: float, 
     one_file = sum(p.numel() * p.element_size() for p in model.parameters()) < _ONE_FILE_LIMIT
     torch.onnx.export(model, (), str(out / ONNX_FILE), kwargs=kwargs, input_names=names, output_names=["logits"],
                       dynamic_shapes={name: {0: batch, 1: sequence} for name in names}, dynamo=True,
-                      external_data=not one_file, opset_version=opset)
+                      external_data=not one_file, opset_version=opset, verbose=False)
     tokenizer.save_pretrained(out)
     model.config.save_pretrained(out)
     for name in RECORDS:
@@ -131,10 +132,19 @@ def _export(source: Path, out: Path, task: str, opset: int | None, atol: float, 
     return out
 
 
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise HftlError("ONNX export and serving need onnxruntime, onnx and onnxscript: pip install 'hftl[onnx]'.") from None
+    return onnxruntime
+
+
 def _max_difference(model, tokenizer, out: Path, names: list[str]) -> tuple[float, float]:
     """(largest |ONNX - PyTorch| logit difference, largest |logit|) on a batch unlike the traced one."""
-    import onnxruntime
     import torch
+
+    onnxruntime = _import_onnxruntime()
 
     batch = tokenizer(CHECK, padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -179,10 +189,14 @@ class OnnxClassifier:
         folder (`str` or `Path`): a folder written by `export_onnx` (text classification).
         threads (`int`, *optional*): ONNX Runtime's intra-op threads (default: one per physical core).
         providers (`list[str]`, *optional*): execution providers (default: CPU).
+        spin (`bool`, *optional*, defaults to `False`): let idle worker threads spin-wait for work. Off: on a
+            shared CPU spinning threads take cycles from everything else, and batches here are large enough
+            that waking threads costs little.
     """
 
-    def __init__(self, folder: str | Path, *, threads: int | None = None, providers: list[str] | None = None):
-        import onnxruntime
+    def __init__(self, folder: str | Path, *, threads: int | None = None, providers: list[str] | None = None,
+                 spin: bool = False):
+        onnxruntime = _import_onnxruntime()
         from transformers import AutoTokenizer
 
         self.folder = Path(folder)
@@ -196,6 +210,7 @@ class OnnxClassifier:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.session = onnxruntime.InferenceSession(str(self.folder / ONNX_FILE), options,
                                                     providers=providers or ["CPUExecutionProvider"])
         self.input_names = [node.name for node in self.session.get_inputs()]
