@@ -2,7 +2,7 @@
 
 The exported folder holds `model.onnx` (dynamic batch and sequence axes, output `logits`), the tokenizer,
 the model's `config.json`, the run's records when there are some (`config.yaml`, `labels.json`), and
-`onnx_export.json` (task, inputs, versions, and the largest logit difference from PyTorch measured right
+`onnx_export.json` (logits per text or token, inputs, versions, and the largest logit difference from PyTorch measured right
 after the export). `OnnxClassifier` loads such a folder and predicts like `hftl.batch_inference.classify_texts`
 (same tokenisation, length sorting and token budget), with neither torch nor the run's weights.
 
@@ -23,19 +23,16 @@ import numpy as np
 
 from hftl.batch_inference import DEFAULT_CHUNK_SIZE, DEFAULT_TOKEN_BUDGET, prediction_rows, run_batched, softmax
 from hftl.errors import HftlError, OutputExistsError
-from hftl.outputs import CONFIG_FILE, LABELS_FILE, MANIFEST_FILE, METRICS_FILE
+from hftl.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 EXPORT_RECORD = "onnx_export.json"
-#: task -> the transformers Auto class exported; both have one `logits` output (per text, or per token)
-AUTO_CLASSES = {
-    "text-classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
-}
+#: what the one `logits` output is given for -> the transformers Auto class exported
+AUTO_CLASSES = {"text": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification"}
 #: run records copied beside the model, so the folder still says what the run was
-RECORDS = (CONFIG_FILE, LABELS_FILE, METRICS_FILE, MANIFEST_FILE)
+RECORDS = (RunDir.CONFIG, RunDir.LABELS, RunDir.METRICS, RunDir.MANIFEST)
 #: traced at batch 2 (a size-1 axis would be specialised to 1), the second row padded
 EXAMPLE = ["an example sentence to trace the model with", "and a shorter one"]
 #: checked after the export: a batch of another size and length than the traced one
@@ -44,11 +41,20 @@ CHECK = ["a check sentence", "one more, which is somewhat longer than the first 
 _ONE_FILE_LIMIT = 1_500_000_000
 
 
-def _run_task(folder: Path) -> str | None:
-    import yaml
+def _logits_per(folder: Path) -> str:
+    """"text" or "token": what the classifier in `folder` predicts for, from its run's task declaration (a plain
+    model folder: its architecture's name)."""
+    if RunDir(folder).config_file.is_file():
+        from hftl.tasks import get_recipe_class
 
-    if (folder / CONFIG_FILE).is_file():
-        return (yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}).get("task")
+        task = RunDir(folder).task_name()
+        name = get_recipe_class(str(task)).auto_model_class
+        per = {auto: per for per, auto in AUTO_CLASSES.items()}.get(name)
+        if per is None:
+            raise HftlError(f"ONNX export supports text and token classifiers; {folder} is a '{task}' run.")
+        return per
+    architectures = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or [""]
+    return "token" if architectures[0].endswith("ForTokenClassification") else "text"
     return None
 
 
@@ -62,7 +68,7 @@ def _prepare_out(out: Path, source: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def export_onnx(model_dir: str | Path, out_dir: str | Path, task: str | None = None, *, overwrite: bool = False,
+def export_onnx(model_dir: str | Path, out_dir: str | Path, logits_per: str | None = None, *, overwrite: bool = False,
                 opset: int | None = None, atol: float = 1e-4) -> Path:
     """Write an ONNX Runtime-ready folder for a text or token classifier.
 
@@ -70,8 +76,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, task: str | None = N
         model_dir (`str` or `Path`): a plain transformers model folder: a full or frozen hftl run, a merged
             export (`hftl export --merged`), or any saved classifier. A LoRA run is merged first.
         out_dir (`str` or `Path`): the folder to write (new or empty).
-        task (`str`, *optional*): "text-classification" or "token-classification" (default: the run's task,
-            else text classification).
+        logits_per (`str`, *optional*): "text" (a sequence classifier) or "token" (a token classifier); default:
+            from the run's task, else the model's architecture.
         overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty `out_dir`.
         opset (`int`, *optional*): the ONNX opset (default: torch's).
         atol (`float`, *optional*, defaults to 1e-4): the largest logit difference from PyTorch accepted (times
@@ -82,20 +88,20 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, task: str | None = N
         raise HftlError(f"{source} holds no transformers model (no config.json). Give a finished run folder or "
                         "a folder written by `hftl export --merged`.")
     _import_onnxruntime()  # before the slow export, not after it
-    task = task or _run_task(source) or "text-classification"
-    if task not in AUTO_CLASSES:
-        raise HftlError(f"ONNX export supports {', '.join(AUTO_CLASSES)}; {source} is a '{task}' model.")
+    per = logits_per or _logits_per(source)
+    if per not in AUTO_CLASSES:
+        raise HftlError(f"logits_per must be one of {', '.join(AUTO_CLASSES)}, got '{per}'.")
     _prepare_out(out, source, overwrite)
     if (source / "adapter_config.json").is_file():
-        from hftl.hub import export_merged
+        from hftl.export import export_merged
 
         with tempfile.TemporaryDirectory() as merged:
             export_merged(source, Path(merged) / "model", card=False)
-            return _export(Path(merged) / "model", out, task, opset, atol, records_from=source)
-    return _export(source, out, task, opset, atol, records_from=source)
+            return _export(Path(merged) / "model", out, per, opset, atol, records_from=source)
+    return _export(source, out, per, opset, atol, records_from=source)
 
 
-def _export(source: Path, out: Path, task: str, opset: int | None, atol: float, records_from: Path) -> Path:
+def _export(source: Path, out: Path, per: str, opset: int | None, atol: float, records_from: Path) -> Path:
     import inspect
 
     import torch
@@ -103,7 +109,7 @@ def _export(source: Path, out: Path, task: str, opset: int | None, atol: float, 
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = getattr(transformers, AUTO_CLASSES[task]).from_pretrained(source, use_safetensors=True).eval()
+    model = getattr(transformers, AUTO_CLASSES[per]).from_pretrained(source, use_safetensors=True).eval()
     model.config.use_cache = False  # decoders: no key/value cache outputs in the graph
     accepted = inspect.signature(model.forward).parameters
     example = tokenizer(EXAMPLE, padding=True, return_tensors="pt")
@@ -120,7 +126,7 @@ def _export(source: Path, out: Path, task: str, opset: int | None, atol: float, 
         if (records_from / name).is_file():
             shutil.copyfile(records_from / name, out / name)
     difference, scale = _max_difference(model, tokenizer, out, names)
-    record = {"task": task, "inputs": names, "output": "logits", "max_abs_logit_difference": difference,
+    record = {"logits_per": per, "inputs": names, "output": "logits", "max_abs_logit_difference": difference,
               "max_abs_logit": scale,
               "torch": torch.__version__, "transformers": transformers.__version__, "source": str(source)}
     (out / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -163,8 +169,8 @@ def is_onnx_folder(folder: str | Path) -> bool:
 
 
 def _label_names(folder: Path) -> list[str]:
-    if (folder / LABELS_FILE).is_file():
-        id2label = json.loads((folder / LABELS_FILE).read_text(encoding="utf-8"))["id2label"]
+    if (folder / RunDir.LABELS).is_file():
+        id2label = json.loads((folder / RunDir.LABELS).read_text(encoding="utf-8"))["id2label"]
     else:
         id2label = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("id2label", {})
     return [id2label[str(i)] for i in range(len(id2label))]
@@ -173,8 +179,8 @@ def _label_names(folder: Path) -> list[str]:
 def _max_length(folder: Path) -> int | None:
     import yaml
 
-    if (folder / CONFIG_FILE).is_file():
-        config = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    if (folder / RunDir.CONFIG).is_file():
+        config = yaml.safe_load((folder / RunDir.CONFIG).read_text(encoding="utf-8")) or {}
         return (config.get("data") or {}).get("max_length")
     return None
 
@@ -204,8 +210,8 @@ class OnnxClassifier:
             raise HftlError(f"{self.folder} is not an ONNX export (no {ONNX_FILE} and {EXPORT_RECORD}). Write one "
                             f"with `hftl export RUN_DIR --onnx {self.folder}`.")
         record = json.loads((self.folder / EXPORT_RECORD).read_text(encoding="utf-8"))
-        if record["task"] != "text-classification":
-            raise HftlError(f"{self.folder} is a {record['task']} model; OnnxClassifier predicts one label per text.")
+        if record.get("logits_per") != "text":
+            raise HftlError(f"{self.folder} is a token classifier; OnnxClassifier predicts one label per text.")
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -232,7 +238,8 @@ class OnnxClassifier:
                                          total=total):
             yield chunk, logits if return_logits else softmax(logits)
 
-    def predict(self, texts: Iterable, **kwargs) -> list[dict]:
-        """One {label, score, probabilities} dict per text, like `hftl.load(run).predict`."""
+    def predict(self, texts: Iterable, batch_size: int | None = None, **kwargs) -> list[dict]:
+        """One {label, score, probabilities} dict per text, like `hftl.load(run).predict` (batches are formed by
+        token budget: `batch_size` is accepted for that interface and not used)."""
         rows = prediction_rows(self.classify_texts(texts, progress=False, **kwargs), self.label_names)
         return [{key: value for key, value in row.items() if key != "input"} for row in rows]

@@ -62,7 +62,7 @@ def test_onnx_predictions_equal_pytorch(classifier_dir, exported):
 def test_export_folder_holds_tokenizer_labels_and_record(exported):
     assert is_onnx_folder(exported)
     record = json.loads((exported / EXPORT_RECORD).read_text(encoding="utf-8"))
-    assert record["task"] == "text-classification" and record["max_abs_logit_difference"] <= 1e-4
+    assert record["logits_per"] == "text" and record["max_abs_logit_difference"] <= 1e-4
     assert {"input_ids", "attention_mask"} <= set(record["inputs"])
     onnx = OnnxClassifier(exported)
     assert onnx.label_names == ["neg", "neu", "pos"]  # from the run's labels.json
@@ -80,7 +80,7 @@ def test_token_classification_export(tiny_bert_dir, tmp_path):
     BertForTokenClassification.from_pretrained(tiny_bert_dir, num_labels=5).save_pretrained(tmp_path / "model")
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     tokenizer.save_pretrained(tmp_path / "model")
-    out = export_onnx(tmp_path / "model", tmp_path / "onnx", task="token-classification")
+    out = export_onnx(tmp_path / "model", tmp_path / "onnx", logits_per="token")
     batch = tokenizer(varied_texts(6), padding=True, return_tensors="pt")
     model = BertForTokenClassification.from_pretrained(tmp_path / "model")
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_token_classification_export(tiny_bert_dir, tmp_path):
     mask = batch["attention_mask"].numpy().astype(bool)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got[mask], expected[mask], atol=1e-4)
-    with pytest.raises(HftlError, match="token-classification model; OnnxClassifier predicts one label per text"):
+    with pytest.raises(HftlError, match="is a token classifier; OnnxClassifier predicts one label per text"):
         OnnxClassifier(out)
 
 
@@ -99,7 +99,7 @@ def test_export_refuses_non_empty_output_and_non_model_folders(classifier_dir, e
         export_onnx(classifier_dir, exported)
     with pytest.raises(HftlError, match="holds no transformers model"):
         export_onnx(tmp_path, tmp_path / "out")
-    with pytest.raises(HftlError, match="supports text-classification, token-classification"):
-        export_onnx(classifier_dir, tmp_path / "out2", task="image-classification")
+    with pytest.raises(HftlError, match="logits_per must be one of text, token"):
+        export_onnx(classifier_dir, tmp_path / "out2", logits_per="image")
     with pytest.raises(HftlError, match="is not an ONNX export"):
         OnnxClassifier(classifier_dir)
