@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
@@ -162,6 +163,19 @@ def dense_from_gguf(model) -> None:
                         "Load it de-quantised (transformers GgufConfig(dequantize=True)).")
     quantizer.remove_quantization_config(model)  # what transformers does itself for GgufConfig(dequantize=True)
     model.config._is_quantized = False
+
+
+@contextlib.contextmanager
+def quiet_load_report():
+    """Silence transformers' load report (logged as a warning by `transformers.modeling_utils`) for a load whose
+    "MISSING ... newly initialized" weights are restored right after, e.g. the head of a LoRA run's base model."""
+    log = logging.getLogger("transformers.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def load_tokenizer(config: ModelConfig):

@@ -256,7 +256,10 @@ class Recipe:
         if folder == run.path and run.is_adapter:
             from peft import PeftModel
 
-            base, _ = self.load_model(processor, labels)
+            from hftl.modeling import quiet_load_report
+
+            with quiet_load_report():  # the head it reports missing comes from the adapter (modules_to_save)
+                base, _ = self.load_model(processor, labels)
             return processor, PeftModel.from_pretrained(base, run.path), labels
         if not (folder / RunDir.MODEL_CONFIG).is_file():
             raise DataError(f"{run.path}: no {RunDir.MODEL_CONFIG} and no adapter; it holds no complete model.")

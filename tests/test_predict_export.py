@@ -134,3 +134,16 @@ def test_predict_input_errors(lora_run, tmp_path, capsys):
     assert "did you mean 'review'" in capsys.readouterr().err.lower()
     assert main(["predict", str(lora_run.run_dir), "--input", str(tmp_path / "missing.txt")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_loading_a_lora_run_reports_no_missing_head(lora_run):
+    """The base's head is restored from the adapter: transformers' "MISSING ... newly initialized" report would
+    tell the user something false. (A subprocess: transformers' log handler keeps the stderr it started with.)"""
+    code = f"import hftl; hftl.load({str(lora_run.run_dir)!r})"
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "LOAD REPORT" not in err and "newly initialized" not in err
+
+
+def test_adapter_config_lists_each_module_to_save_once(lora_run):
+    saved = json.loads((lora_run.run_dir / "adapter_config.json").read_text())["modules_to_save"]
+    assert "classifier" in saved and len(saved) == len(set(saved))

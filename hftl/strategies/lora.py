@@ -57,4 +57,10 @@ def apply_lora(model, config, head_modules, peft_task_type=None):
         modules_to_save=list(head_modules) or None,
         task_type=peft_task_type,
     )
-    return get_peft_model(model, peft_config)
+    model = get_peft_model(model, peft_config)
+    # peft's task models append their own head names (e.g. classifier, score for SEQ_CLS) to ours: keep each once,
+    # so the saved adapter_config.json lists every module to save one time.
+    saved = model.peft_config["default"].modules_to_save
+    if saved:
+        model.peft_config["default"].modules_to_save = list(dict.fromkeys(saved))
+    return model
