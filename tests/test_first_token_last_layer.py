@@ -209,3 +209,13 @@ def test_speed_switch_patches_the_trained_model(text_config, monkeypatch, switch
     metrics = TextClassificationRecipe(config).run().metrics
     assert results == ([True] if switch == "auto" else [])
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+
+
+def test_gradient_checkpointing_keeps_the_shortcut_exact():
+    torch.manual_seed(0)
+    stock = _bert()
+    stock.train()
+    fast = copy.deepcopy(stock)
+    fast.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert use_first_token_last_layer(fast) is True
+    _assert_same_step(stock, fast, _batch(6))
