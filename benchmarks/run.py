@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -53,6 +52,10 @@ from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path[:0] = [str(HERE)]  # benchmarks/machine.py, benchmarks/baselines.py
+
+from machine import machine_info, machine_lines  # noqa: E402
+
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "sst2"
 BASELINES = ("baseline-padded", "baseline-dynamic", "baseline-best")
 #: defaults of the size options, for every workload unless its own `defaults` say otherwise
@@ -500,20 +503,13 @@ def format_table(summaries: dict, columns=COLUMNS) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict:
-    import torch
+def bf16_phrase() -> str:
+    """Whether bf16 was on: per variant, so say what each kind of variant does on this machine."""
+    from baselines import bf16_available
 
-    flags = ""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        pass
-    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")), "")
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": model,
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
-            "load_average": os.getloadavg()}
+    state = "on" if bf16_available() else "off (no fast bf16 here)"
+    return (f"{state} where a variant enables it (hftl's speed.bf16 auto, baseline-best); baseline-padded / "
+            "baseline-dynamic run fp32; a speed.bf16 override in a variant's name wins")
 
 
 def main(argv=None) -> int:
@@ -555,7 +551,7 @@ def main(argv=None) -> int:
     report = {
         "date": started.isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else f"run.py {' '.join(argv)}",
-        "machine": machine(),
+        "machine": machine_info(),
         "workload": {"name": workload.name, "model": args.model,
                      "model_dirs": {"hftl": models[0], "baselines": models[1]},
                      "data": str(data_dir) if workload.required_files else "sklearn.datasets.load_digits",
@@ -572,6 +568,8 @@ def main(argv=None) -> int:
         report["startup"] = time_startup(env, repeats=1 if args.smoke else 5)
 
     print()
+    print("\n".join(machine_lines(bf16_phrase(), report["machine"])))
+    print(f"variant processes: OMP_NUM_THREADS={args.threads or 'unset (torch default threads)'}")
     print(format_table(summaries, (*COLUMNS, *workload.metrics)))
     for pair, ratio in report["ratios"].items():
         delta = ratio.get(f"{headline}_delta")

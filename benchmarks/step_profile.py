@@ -1,13 +1,19 @@
-"""Where one training step's time goes, with torch's dropout masks and with hftl's cheap ones, side by side.
+"""Where one training step's time goes, for two variants of the same model side by side.
 
     .venv/bin/python benchmarks/step_profile.py                    # packaged MiniLM, SST-2 batches of 32
     .venv/bin/python benchmarks/step_profile.py --batches grouped      # batches as length grouping makes them
-    .venv/bin/python benchmarks/step_profile.py --model DIR --steps 20 --top 15
+    .venv/bin/python benchmarks/step_profile.py --compare first-token  # speed.first_token_last_layer off / on
+    .venv/bin/python benchmarks/step_profile.py --model DIR --steps 20 --top 15 --rounds 3
 
 Two copies of the model with the same weights train on the same batches, steps interleaved
 (A B A B ...), each as the Trainer runs it on this machine: bf16 autocast where the CPU has it, loss
 backward, gradient clipping, fused AdamW. Prints the median step time of each (forward, backward,
 clip + optimizer) and the torch profiler's top operators (self time per step) for each.
+
+--compare dropout (default): torch's dropout masks against hftl's cheap ones (`speed.cheap_dropout`).
+--compare first-token: the full last encoder layer against `speed.first_token_last_layer` (both with
+cheap dropout on CPU, as hftl trains by default). --rounds N repeats the interleaved timing N times
+and prints each round's ratio and their median.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ def parse_args(argv=None):
     parser.add_argument("--batches", choices=("random", "grouped"), default="random",
                         help="random sentences, or batches cut from length-sorted windows of 1,000 sentences and "
                              "shuffled (the shapes the Trainer's group_by_length sampler gives)")
-    parser.add_argument("--top", type=int, default=12, help="operators listed per variant")
+    parser.add_argument("--compare", choices=("dropout", "first-token"), default="dropout",
+                        help="which speed switch the two variants differ in")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved timing rounds (ratio per round, median)")
+    parser.add_argument("--top", type=int, default=12, help="operators listed per variant (0: no profile)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -43,9 +52,11 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from machine import machine_lines
     from run import resolve_model
 
     from hftl.speed.cheap_dropout import use_cheap_dropout
+    from hftl.speed.first_token_last_layer import use_first_token_last_layer
     from hftl.trainer import bf16_is_fast
 
     args = parse_args(argv)
@@ -73,9 +84,16 @@ def main(argv=None) -> int:
         batches.append(batch)
 
     plain = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2).train()
-    cheap = copy.deepcopy(plain)
-    use_cheap_dropout(cheap)
-    variants = {"torch dropout": plain, "cheap dropout": cheap}
+    other = copy.deepcopy(plain)
+    if args.compare == "dropout":
+        use_cheap_dropout(other)
+        variants, label = {"torch dropout": plain, "cheap dropout": other}, "cheap dropout"
+    else:
+        use_cheap_dropout(plain)  # hftl's default on CPU: both variants draw cheap masks
+        use_cheap_dropout(other)
+        if not use_first_token_last_layer(other):
+            raise SystemExit(f"{folder}: speed.first_token_last_layer does not apply to this architecture")
+        variants, label = {"full last layer": plain, "first-token last": other}, "first-token last layer"
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-5, fused=True) for name, m in variants.items()}
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_is_fast())
 
@@ -92,22 +110,33 @@ def main(argv=None) -> int:
         optimizer.zero_grad(set_to_none=True)
         return forward - start, backward - forward, time.perf_counter() - backward
 
-    times = {name: [] for name in variants}
-    for index, batch in enumerate(batches):
-        for name in variants:
-            result = step(name, batch)
-            if index >= 3:
-                times[name].append(result)
     tokens = statistics.mean(int(b["input_ids"].numel()) for b in batches)
+    print("\n".join(machine_lines(bf16_is_fast())))
     print(f"{folder}: {args.steps} steps of {args.batch_size} sentences (~{tokens:.0f} token positions), "
-          f"bf16 autocast {'on' if bf16_is_fast() else 'off'}, {torch.get_num_threads()} threads")
-    print(f"{'variant':14s} {'step ms':>8s} {'forward':>8s} {'backward':>9s} {'clip+opt':>9s}")
-    medians = {}
-    for name, rows_ in times.items():
-        parts = [statistics.median(r[i] for r in rows_) * 1e3 for i in range(3)]
-        medians[name] = statistics.median(sum(r) for r in rows_) * 1e3
-        print(f"{name:14s} {medians[name]:8.1f} {parts[0]:8.1f} {parts[1]:9.1f} {parts[2]:9.1f}")
-    print(f"cheap dropout: {medians['torch dropout'] / medians['cheap dropout']:.2f}x faster steps")
+          f"bf16 autocast {'on' if bf16_is_fast() else 'off'}, {torch.get_num_threads()} threads, "
+          f"{args.rounds} round(s)")
+    first, second = variants
+    round_ratios = []
+    for round_ in range(args.rounds):
+        times = {name: [] for name in variants}
+        for index, batch in enumerate(batches):
+            for name in variants:
+                result = step(name, batch)
+                if index >= 3:
+                    times[name].append(result)
+        print(f"round {round_ + 1}: {'variant':17s} {'step ms':>8s} {'forward':>8s} {'backward':>9s} {'clip+opt':>9s}")
+        medians = {}
+        for name, rows_ in times.items():
+            parts = [statistics.median(r[i] for r in rows_) * 1e3 for i in range(3)]
+            medians[name] = statistics.median(sum(r) for r in rows_) * 1e3
+            print(f"         {name:17s} {medians[name]:8.1f} {parts[0]:8.1f} {parts[1]:9.1f} {parts[2]:9.1f}")
+        round_ratios.append(medians[first] / medians[second])
+        print(f"         {label}: {round_ratios[-1]:.3f}x faster steps")
+    if args.rounds > 1:
+        print(f"{label}: median over {args.rounds} rounds {statistics.median(round_ratios):.3f}x faster steps "
+              f"(rounds: {', '.join(f'{r:.3f}' for r in round_ratios)})")
+    if args.top <= 0:
+        return 0
 
     from torch.profiler import ProfilerActivity, profile
 

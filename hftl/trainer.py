@@ -89,6 +89,13 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
         from hftl.speed.cheap_dropout import use_cheap_dropout
 
         logger.info("cheap dropout masks in %d dropout layers", use_cheap_dropout(trainer.model))
+    if speed.first_token_last_layer is not False:
+        from hftl.speed.first_token_last_layer import use_first_token_last_layer
+
+        if use_first_token_last_layer(trainer.model):
+            logger.info("last encoder layer computed at position 0 only (speed.first_token_last_layer)")
+        elif speed.first_token_last_layer is True:
+            logger.warning("speed.first_token_last_layer: not applicable to this model; it runs unchanged")
     return trainer
 
 

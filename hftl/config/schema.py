@@ -163,6 +163,11 @@ class SpeedConfig:
         "auto", help="draw dropout masks 16 bits at a time from torch's generator instead of one draw per element; "
         "'auto' = when training on CPU, where torch's per-element draws take ~15% of a BERT step"
     )
+    first_token_last_layer: Literal["auto"] | bool = field(
+        "auto", help="run the last encoder layer at position 0 only, the one BERT/RoBERTa/XLM-R/ELECTRA/DistilBERT "
+        "sequence classifiers read (same logits, ~14% fewer FLOPs at 6 layers); 'auto' = where it applies, true = "
+        "also warn where it does not"
+    )
 
     def __post_init__(self):
         problems = []
