@@ -140,6 +140,12 @@ def load_pretrained_model(auto_class, config: ModelConfig, **kwargs):
     elif config.allow_pickle:
         logger.warning("model.allow_pickle is true: pickle weights (.bin) of %s may be loaded, and unpickling can run "
                        "arbitrary code. Use it only for checkpoints you trust; prefer safetensors.", path)
+    if gguf_file:
+        from transformers import GgufConfig
+
+        # De-quantise at load, always: left implicit, transformers keeps packed GGUF layers (untrainable) whenever
+        # the `kernels` package happens to be installed.
+        extra["quantization_config"] = GgufConfig(gguf_file=gguf_file, dequantize=True)
     model, info = auto_class.from_pretrained(path, output_loading_info=True, **extra, **kwargs)
     if gguf_file:
         dense_from_gguf(model)

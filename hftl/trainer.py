@@ -51,8 +51,10 @@ def training_arguments(config, task_defaults: dict | None = None, auto_eval_batc
         defaults["train_sampling_strategy"] = "group_by_length"
     import torch
 
-    if defaults["bf16"] and not torch.cuda.is_available():
-        defaults["use_cpu"] = True  # transformers allows CPU bf16 autocast only when told it is on CPU
+    if defaults["bf16"] and not torch.accelerator.is_available():
+        # transformers allows CPU bf16 autocast only when told it is on CPU; an accelerator (CUDA, XPU, MPS...)
+        # must keep the run, so only a machine with none is told so
+        defaults["use_cpu"] = True
     kwargs = {**defaults, **(task_defaults or {}), **config.training}
     kwargs.setdefault("data_seed", kwargs["seed"])
     return TrainingArguments(**kwargs)

@@ -210,3 +210,23 @@ def test_a_run_folder_cannot_turn_on_remote_code_or_pickle_by_itself(text_config
     with pytest.raises(Exception):
         load(run)  # the base needs its own code, which is not trusted
     assert not marker.exists()
+
+
+def test_gguf_checkpoints_are_dequantised_explicitly(monkeypatch, tmp_path):
+    """Whether transformers keeps GGUF layers packed depends on the `kernels` package being installed; hftl asks
+    for dense weights itself, so training never meets packed layers."""
+    from transformers import AutoModelForCausalLM
+
+    from hftl.config.schema import ModelConfig
+    from hftl.modeling import load_pretrained_model
+
+    seen = {}
+
+    def fake_from_pretrained(path, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop before loading")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
+    with pytest.raises(RuntimeError, match="stop before loading"):
+        load_pretrained_model(AutoModelForCausalLM, ModelConfig(name_or_path=str(tmp_path), gguf_file="model.Q4_1.gguf"))
+    assert seen["gguf_file"] == "model.Q4_1.gguf" and seen["quantization_config"].dequantize is True

@@ -109,3 +109,23 @@ def test_language_models_evaluate_with_the_training_batch_by_default(tmp_path, t
 def test_classification_evaluates_with_four_times_the_training_batch(text_config):
     recipe = TextClassificationRecipe(text_config(**{"training.per_device_train_batch_size": 5}))
     assert recipe.training_arguments().per_device_eval_batch_size == 20
+
+
+def test_bf16_keeps_a_non_cuda_accelerator(monkeypatch, text_config):
+    """bf16 on an XPU/MPS-like accelerator must not move training to the CPU (use_cpu is only for machines with no
+    accelerator at all)."""
+    import torch
+    import transformers
+
+    from hftl.trainer import training_arguments
+
+    recipe = TextClassificationRecipe(text_config(**{"speed.bf16": True}))
+    seen = {}
+    monkeypatch.setattr(transformers, "TrainingArguments", lambda **kwargs: seen.update(kwargs) or kwargs)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    training_arguments(recipe.config)
+    assert seen["bf16"] is True and "use_cpu" not in seen
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    training_arguments(recipe.config)
+    assert seen["use_cpu"] is True
