@@ -105,6 +105,19 @@ def test_read_conll_skips_docstart_and_picks_the_tag_column(tmp_path):
     assert read_conll(path, tag_column_index=2)[0]["tags"] == ["B-NP", "B-VP"]
 
 
+def test_read_conll_raises_one_error_naming_every_bad_line(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("Alice\tB-person\nsmiles\n\nin\tO\nParis\t\nthere\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_conll(path)
+    message = str(info.value)
+    assert f"{path}: 2 line(s) do not hold a word and a tag" in message
+    assert "line 2 has 1 column(s) ('smiles')" in message and "line 6 has 1 column(s)" in message
+    assert f"{path}: 1 line(s) have an empty tag: line 5" in message
+    problems: list[str] = []
+    assert [r["tokens"] for r in read_conll(path, problems=problems)] == [["Alice"], ["in"]] and len(problems) == 2
+
+
 def test_bad_conll_files_are_rejected_with_file_and_line_all_at_once(tmp_path, ner_config, conll_data):
     from hftl.config import load_config
 
@@ -132,7 +145,8 @@ def test_bad_conll_files_are_rejected_with_file_and_line_all_at_once(tmp_path, n
 def test_unseen_test_tag_is_rejected(tmp_path, ner_config, conll_data):
     from hftl.config import load_config
 
-    test = write_conll(tmp_path / "odd_test.txt", [(["alice", "went", "to", "mass"], ["B-person", "O", "O", "B-event"])])
+    odd = [(["alice", "went", "to", "mass"], ["B-person", "O", "O", "B-event"])]
+    test = write_conll(tmp_path / "odd_test.txt", odd)
     with pytest.raises(ConfigError) as info:
         load_config(ner_config(data__test=str(test)))
     assert f"data.test: {test}: tag(s) that never occur in the training data: 'B-event' (line 4)" in str(info.value)
@@ -329,7 +343,8 @@ def test_tiny_run_trains_saves_reloads_and_predicts_the_same(ner_config, strateg
     assert test["num_examples"] == 16 and test["num_entities"] > 0
     assert set(test["per_type"]) <= {"person", "location"}
     run = hftl.load(result.run_dir)
-    inputs = ["alice and bob smith went to new york", ["the", "film", "carol", "rome"], "Paris!! 😀 was, really, quite"]
+    inputs = ["alice and bob smith went to new york", ["the", "film", "carol", "rome"],
+              "Paris!! 😀 was, really, quite"]
     in_memory = run.recipe.predict(result.trainer.model.eval(), run.processor, inputs)
     reloaded = run.predict(inputs)
     assert [r.get("tags") for r in reloaded] == [r.get("tags") for r in in_memory]

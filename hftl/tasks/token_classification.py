@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hftl.config.parse import did_you_mean, field
 from hftl.config.schema import DataConfig
-from hftl.data import LabelMap, check_source, fingerprint, read_columns
+from hftl.data import LabelMap, check_source, fingerprint
 from hftl.data.loading import FILE_FORMATS, source_kind
 from hftl.errors import DataError, HftlError
 from hftl.outputs import LABELS_FILE, write_json
@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 #: CoNLL column files; `.txt` is plain text for the other tasks, a CoNLL file here
 CONLL_SUFFIXES = (".txt", ".conll")
 #: what `check_source` accepts for this task (csv/tsv cannot hold a list of words per row)
-FORMATS = {**{s: FILE_FORMATS[s] for s in (".json", ".jsonl", ".parquet")}, ".txt": ("conll", {}), ".conll": ("conll", {})}
+FORMATS = {**{s: FILE_FORMATS[s] for s in (".json", ".jsonl", ".parquet")},
+           ".txt": ("conll", {}), ".conll": ("conll", {})}
 #: at most this many problems of one kind are listed per file
 MAX_LISTED = 5
 #: label id of positions the loss and the metrics ignore (special tokens, continuation sub-tokens)
@@ -48,9 +49,12 @@ DOCSTART = "-DOCSTART-"
 
 @dataclass
 class TokenClassificationData(DataConfig):
-    tokens_column: str = field("tokens", help="column with each sentence's words, a list of strings (not for CoNLL files)")
+    tokens_column: str = field(
+        "tokens", help="column with each sentence's words, a list of strings (not for CoNLL files)"
+    )
     tags_column: str = field(
-        "ner_tags", help="column with one tag per word: IOB2 strings (O, B-type, I-type) or integer ids (not for CoNLL files)"
+        "ner_tags",
+        help="column with one tag per word: IOB2 strings (O, B-type, I-type) or integer ids (not for CoNLL files)",
     )
     tag_column_index: int = field(
         -1, help="CoNLL files (.txt/.conll): the column holding the tag (the word is column 0; default the last)"
@@ -59,10 +63,12 @@ class TokenClassificationData(DataConfig):
         None, help="tag names in id order, for integer tags (a ClassLabel feature of a saved or Hub dataset gives them)"
     )
     label_all_subtokens: bool = field(
-        False, help="also train on a word's continuation sub-tokens (with the I- version of its tag); default: only the "
-        "first sub-token carries the tag, the others are ignored"
+        False, help="also train on a word's continuation sub-tokens (with the I- version of its tag); default: only "
+        "the first sub-token carries the tag, the others are ignored"
     )
-    max_length: int = field(128, help="window length in sub-tokens; longer sentences are split into overlapping windows")
+    max_length: int = field(
+        128, help="window length in sub-tokens; longer sentences are split into overlapping windows"
+    )
     stride: int = field(32, help="sub-tokens shared by consecutive windows of a long sentence (context for both)")
 
     def check(self) -> list[str]:
@@ -70,7 +76,8 @@ class TokenClassificationData(DataConfig):
         if self.max_length < 8:
             problems.append(f"max_length: must be at least 8 sub-tokens, got {self.max_length}.")
         elif not 0 <= self.stride < self.max_length - 2:
-            problems.append(f"stride: must be >= 0 and smaller than max_length - 2 ({self.max_length - 2}), got {self.stride}.")
+            problems.append(f"stride: must be >= 0 and smaller than max_length - 2 ({self.max_length - 2}), "
+                            f"got {self.stride}.")
         if self.tag_column_index == 0:
             problems.append("tag_column_index: column 0 holds the word; the tag is column 1 or later (-1 = the last).")
         return problems
@@ -94,7 +101,8 @@ def read_conll(path: str | Path, tag_column_index: int = -1, problems: list[str]
             all is raised.
 
     Returns:
-        `list[dict]`: one `{"tokens": [...], "tags": [...], "line": first line, "lines": line of each word}` per sentence.
+        `list[dict]`: one `{"tokens": [...], "tags": [...], "line": first line, "lines": line of each word}` per
+        sentence.
     """
     path = Path(path)
     collect = problems is not None
@@ -136,9 +144,11 @@ def read_conll(path: str | Path, tag_column_index: int = -1, problems: list[str]
                         f"{_listed(ragged)}. Each line must be `word<TAB>tag` (set data.tag_column_index for more "
                         "columns), with a blank line between sentences.")
     if empty_tags:
-        problems.append(f"{path}: {len(empty_tags)} line(s) have an empty tag: {_listed(empty_tags)}. Fill in the tags.")
+        problems.append(f"{path}: {len(empty_tags)} line(s) have an empty tag: {_listed(empty_tags)}. "
+                        "Fill in the tags.")
     if not rows and not problems:
-        problems.append(f"{path}: no sentences found. A CoNLL file holds `word<TAB>tag` lines, a blank line between sentences.")
+        problems.append(f"{path}: no sentences found. A CoNLL file holds `word<TAB>tag` lines, a blank line "
+                        "between sentences.")
     if problems and not collect:
         raise DataError(" ".join(problems))
     return rows
@@ -181,7 +191,8 @@ def rows_from_columns(tokens: list, tags: list, source: str, positions: list[int
     if empty:
         problems.append(f"{source}: {len(empty)} empty sentence(s) (no tokens): {_listed(empty)}. Drop those {unit}s.")
     if bad_ids:
-        hint = f"ids must be in [0, {len(label_names)})" if label_names else "give their names in id order in data.label_names"
+        hint = (f"ids must be in [0, {len(label_names)})" if label_names
+                else "give their names in id order in data.label_names")
         problems.append(f"{source}: integer tags in {len(bad_ids)} {unit}(s) ({_listed(bad_ids)}): {hint}.")
     if problems and not collect:
         raise DataError(" ".join(problems))
@@ -215,16 +226,16 @@ def check_tag_sets(splits: dict[str, list[dict]], sources: dict[str, str]) -> li
                     seen[tag] = _tag_where(row, i)
         bad = [f"{tag!r} ({where})" for tag, where in seen.items() if tag != "O" and not tag.startswith(("B-", "I-"))]
         if bad:
-            problems.append(f"data.{name}: {sources.get(name)}: {len(bad)} tag(s) are not IOB2: {_listed(bad)}. Tags must "
-                            "be O, B-<type> (first word of an entity) or I-<type> (the following words); convert "
-                            "other schemes (BIOES, IOB1) to IOB2 first.")
+            problems.append(f"data.{name}: {sources.get(name)}: {len(bad)} tag(s) are not IOB2: {_listed(bad)}. "
+                            "Tags must be O, B-<type> (first word of an entity) or I-<type> (the following "
+                            "words); convert other schemes (BIOES, IOB1) to IOB2 first.")
     train = first.get("train", {})
     began = {tag[2:] for tag in train if tag.startswith("B-")}
     orphans = [f"{tag!r} ({where})" for tag, where in train.items() if tag.startswith("I-") and tag[2:] not in began]
     if orphans:
-        problems.append(f"data.train: {sources.get('train')}: I- tag(s) of a type that never begins (no B-<type> anywhere "
-                        f"in training): {_listed(orphans)}. In IOB2 an entity starts with B-<type>; fix the tags "
-                        "(IOB1 data: turn the first I- of each entity into B-).")
+        problems.append(f"data.train: {sources.get('train')}: I- tag(s) of a type that never begins (no B-<type> "
+                        f"anywhere in training): {_listed(orphans)}. In IOB2 an entity starts with B-<type>; fix "
+                        "the tags (IOB1 data: turn the first I- of each entity into B-).")
     for name, seen in first.items():
         if name == "train" or not train:
             continue
@@ -385,7 +396,8 @@ def encode_windows(tokenizer, inputs: list, max_length: int, stride: int, is_spl
                          stride=stride, return_overflowing_tokens=True, return_offsets_mapping=offsets)
     docs = list(encoding.pop("overflow_to_sample_mapping"))
     word_ids = [encoding.word_ids(i) for i in range(len(encoding["input_ids"]))]
-    return {"encoding": encoding, "doc": docs, "word_ids": word_ids, "starts": window_word_starts(word_ids, docs, stride)}
+    starts = window_word_starts(word_ids, docs, stride)
+    return {"encoding": encoding, "doc": docs, "word_ids": word_ids, "starts": starts}
 
 
 def tokenize_and_align(tokenizer, sentences: list[list[str]], label_ids: list[list[int]] | None, max_length: int,
@@ -550,7 +562,7 @@ def seqeval_metric_class():
 
         def _info(self):
             return evaluate.MetricInfo(description=self.__doc__ or "", citation="", features=features,
-                                       inputs_description="predictions, references: one list of IOB2 tags per sentence.")
+                                       inputs_description="predictions, references: one list of IOB2 tags a sentence.")
 
         def _build_data_dir(self):
             # The base class runs os.makedirs(~/.cache/huggingface/metrics/...) even when keep_in_memory=True.
@@ -583,7 +595,8 @@ def seqeval_scores(predictions: list[list[str]], references: list[list[str]]) ->
 
 
 def entity_confusion_matrix(predictions: list[list[str]], references: list[list[str]]) -> dict:
-    """Entity types against each other, matched by exact span (strict IOB2), with a `missed` column and a `spurious` row.
+    """Entity types against each other, matched by exact span (strict IOB2), plus a `missed` column and a
+    `spurious` row.
 
     Cell (true type, predicted type) counts true entities whose exact span was predicted with that type (the
     diagonal are the correct entities); `missed` counts true entities whose span no prediction has; `spurious`
@@ -756,7 +769,8 @@ class TokenClassificationRecipe(Recipe):
         if data.label_names:
             self.labels = LabelMap(tuple(data.label_names))
         else:
-            self.labels = LabelMap.from_values([t for row in rows["train"] for t in row["tags"]], source=sources["train"])
+            tags = [t for row in rows["train"] for t in row["tags"]]
+            self.labels = LabelMap.from_values(tags, source=sources["train"])
         label2id = self.labels.label2id
         self.gold = {name: [row["tags"] for row in split] for name, split in rows.items()}
         self.data_fingerprints = {name: fingerprint(src) for name, src in sources.items()}
@@ -938,8 +952,9 @@ class TokenClassificationRecipe(Recipe):
         if unknown:
             raise DataError(" ".join(unknown))
         label2id = self.labels.label2id
-        features = tokenize_and_align(tokenizer, [r["tokens"] for r in rows], [[label2id[t] for t in r["tags"]] for r in rows],
-                                      data.max_length, data.stride, data.label_all_subtokens, b_to_i_map(self.labels.names))
+        features = tokenize_and_align(tokenizer, [r["tokens"] for r in rows],
+                                      [[label2id[t] for t in r["tags"]] for r in rows], data.max_length, data.stride,
+                                      data.label_all_subtokens, b_to_i_map(self.labels.names))
         windows = {key: features.pop(key) for key in ("doc", "word_ids", "starts")}
         windows["num_words"] = [len(r["tokens"]) for r in rows]
         import datasets
