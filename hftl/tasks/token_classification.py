@@ -797,6 +797,7 @@ class TokenClassificationRecipe(Recipe):
             tokenizer = AutoTokenizer.from_pretrained(path, add_prefix_space=True, **load_kwargs(self.config.model))
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = pad
+        tokenizer.padding_side = "right"  # predictions are read back at each sub-token's unpadded position
         return tokenizer
 
     def preprocess(self, splits: dict, tokenizer) -> dict:
@@ -884,6 +885,7 @@ class TokenClassificationRecipe(Recipe):
         labels = json.loads((run_dir / LABELS_FILE).read_text(encoding="utf-8"))["id2label"]
         self.labels = LabelMap(tuple(labels[str(i)] for i in range(len(labels))))
         tokenizer = AutoTokenizer.from_pretrained(run_dir)
+        tokenizer.padding_side = "right"
         if (run_dir / "adapter_config.json").is_file():
             from peft import PeftModel
 
