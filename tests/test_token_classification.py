@@ -264,6 +264,12 @@ def test_strict_mode_ignores_an_i_without_its_b():
     assert report["num_predicted_entities"] == 0 and report["f1"] == 0.0
 
 
+def test_no_entities_anywhere_scores_zero_not_nan():
+    report = token_classification_report([["O", "O"]], [["O", "O"]])
+    assert report["f1"] == 0.0 and report["f1_macro"] == 0.0 and report["accuracy"] == 1.0
+    assert report["per_type"] == {} and report["num_entities"] == 0
+
+
 def test_entity_confusion_matrix_with_missed_and_spurious():
     confusion = entity_confusion_matrix([["B-per", "O", "B-per"], ["B-org", "O", "O"]],
                                         [["B-loc", "O", "O"], ["B-org", "O", "B-org"]])

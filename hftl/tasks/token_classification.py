@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -580,17 +581,19 @@ def seqeval_scores(predictions: list[list[str]], references: list[list[str]]) ->
     from seqeval.metrics import accuracy_score, classification_report
     from seqeval.scheme import IOB2
 
-    report = classification_report(references, predictions, mode="strict", scheme=IOB2, output_dict=True,
-                                   zero_division=0)
+    with warnings.catch_warnings():  # no entity on either side: numpy warns about the mean of no types
+        warnings.simplefilter("ignore", RuntimeWarning)
+        report = classification_report(references, predictions, mode="strict", scheme=IOB2, output_dict=True,
+                                       zero_division=0)
     micro, macro = report.pop("micro avg"), report.pop("macro avg")
     report.pop("weighted avg", None)
     per_type = {kind: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
                        "support": int(v["support"])} for kind, v in sorted(report.items())}
+    macro = {k: float(macro[k]) if per_type else 0.0 for k in ("precision", "recall", "f1-score")}
     return {
         "precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]),
-        "precision_macro": float(macro["precision"]), "recall_macro": float(macro["recall"]),
-        "f1_macro": float(macro["f1-score"]), "accuracy": float(accuracy_score(references, predictions)),
-        "per_type": per_type,
+        "precision_macro": macro["precision"], "recall_macro": macro["recall"], "f1_macro": macro["f1-score"],
+        "accuracy": float(accuracy_score(references, predictions)), "per_type": per_type,
     }
 
 
