@@ -21,6 +21,7 @@ _LAZY = {
     "CausalLMRecipe": "hftl.tasks.language_modeling",
     "MaskedLMRecipe": "hftl.tasks.language_modeling",
     "ImageClassificationRecipe": "hftl.tasks.image_classification",
+    "TokenClassificationRecipe": "hftl.tasks.token_classification",
     "load_config": "hftl.preflight",
     "load": "hftl.inference",
     "RunConfig": "hftl.config",

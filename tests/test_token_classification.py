@@ -1,0 +1,398 @@
+"""Token classification (NER): CoNLL reading and checks, sub-token alignment, windows, seqeval metrics, entity
+spans, and tiny end-to-end runs (full, LoRA, GPT-2) that save, reload and predict the same."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import pytest
+
+from hftl.errors import ConfigError, DataError
+from hftl.tasks.token_classification import (
+    IGNORE, align_labels, b_to_i_map, check_tag_sets, decode_entities, encode_windows, entities_from_words,
+    entity_confusion_matrix, read_conll, stitch_windows, token_classification_report, tokenize_and_align,
+    word_starts,
+)
+
+FILLER = ["the", "film", "was", "really", "quite", "plot", "and", "acting", "story", "it", "felt", "very"]
+PEOPLE = [["alice"], ["bob", "smith"], ["carol"], ["dave", "jones"]]
+PLACES = [["paris"], ["new", "york"], ["rome"]]
+
+
+def make_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """A learnable NER task: names and places from small lists inside filler words."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words, tags = [], []
+        for _ in range(rng.randint(2, 5)):
+            roll = rng.random()
+            if roll < 0.2:
+                entity, kind = rng.choice(PEOPLE), "person"
+            elif roll < 0.35:
+                entity, kind = rng.choice(PLACES), "location"
+            else:
+                words.append(rng.choice(FILLER)), tags.append("O")
+                continue
+            words += entity
+            tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(entity) - 1)
+        rows.append((words, tags))
+    return rows
+
+
+def write_conll(path: Path, rows, docstart: bool = False) -> Path:
+    lines = ["-DOCSTART-\tO", ""] if docstart else []
+    for words, tags in rows:
+        lines += [f"{w}\t{t}" for w, t in zip(words, tags)] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def conll_data(tmp_path) -> dict[str, Path]:
+    return {
+        "train": write_conll(tmp_path / "train.txt", make_sentences(64, seed=1), docstart=True),
+        "validation": write_conll(tmp_path / "dev.txt", make_sentences(16, seed=2)),
+        "test": write_conll(tmp_path / "test.txt", make_sentences(16, seed=3)),
+    }
+
+
+@pytest.fixture
+def ner_config(tmp_path, tiny_bert_dir, conll_data):
+    def make(model_dir=None, **changes):
+        config = {
+            "task": "token-classification",
+            "model": {"name_or_path": str(model_dir or tiny_bert_dir), "strategy": "full"},
+            "data": {**{k: str(v) for k, v in conll_data.items()}, "max_length": 32, "stride": 8},
+            "training": {"output_dir": str(tmp_path / "run"), "max_steps": 4, "learning_rate": 5e-3,
+                         "per_device_train_batch_size": 16, "seed": 42, "logging_steps": 2},
+            "speed": {"bf16": False},
+        }
+        for dotted, value in changes.items():
+            section, key = dotted.split("__")
+            config.setdefault(section, {})[key] = value
+        return config
+
+    return make
+
+
+def tokenizer_of(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+# -- reading and checking ---------------------------------------------------------------------------------
+def test_read_conll_skips_docstart_and_picks_the_tag_column(tmp_path):
+    path = tmp_path / "multi.conll"
+    path.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-org\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-per\n",
+                    encoding="utf-8")
+    rows = read_conll(path)
+    assert [r["tokens"] for r in rows] == [["EU", "rejects"], ["Peter"]]
+    assert [r["tags"] for r in rows] == [["B-org", "O"], ["B-per"]]
+    assert [r["lines"] for r in rows] == [[3, 4], [6]]
+    assert read_conll(path, tag_column_index=2)[0]["tags"] == ["B-NP", "B-VP"]
+
+
+def test_read_conll_raises_one_error_naming_every_bad_line(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("Alice\tB-person\nsmiles\n\nin\tO\nParis\t\nthere\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_conll(path)
+    message = str(info.value)
+    assert f"{path}: 2 line(s) do not hold a word and a tag" in message
+    assert "line 2 has 1 column(s) ('smiles')" in message and "line 6 has 1 column(s)" in message
+    assert f"{path}: 1 line(s) have an empty tag: line 5" in message
+    problems: list[str] = []
+    assert [r["tokens"] for r in read_conll(path, problems=problems)] == [["Alice"], ["in"]] and len(problems) == 2
+
+
+def test_bad_conll_files_are_rejected_with_file_and_line_all_at_once(tmp_path, ner_config, conll_data):
+    from hftl import load_config
+
+    train = tmp_path / "bad_train.txt"
+    train.write_text("Alice\tB-person\nsmiles\n\nin\tO\nParis\tI-location\n\nRome\tBAD\n", encoding="utf-8")
+    dev = tmp_path / "bad_dev.jsonl"
+    dev.write_text(json.dumps({"tokens": ["a", "b"], "ner_tags": ["O"]}) + "\n"
+                   + json.dumps({"tokens": [], "ner_tags": []}) + "\n", encoding="utf-8")
+    config = ner_config(data__train=str(train), data__validation=str(dev))
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    message = str(info.value)
+    assert f"{train}: 1 line(s) do not hold a word and a tag" in message and "line 2 has 1 column" in message
+    assert f"{dev}: 1 line(s) have different numbers of tokens and tags: line 1 has 2 tokens and 1 tags" in message
+    assert "empty sentence(s) (no tokens): line 2" in message
+    # the ragged line stops the tag checks of that file, so check the tags of a readable one next
+    train.write_text("Alice\tB-person\nsmiles\tO\n\nin\tO\nParis\tI-location\n\nRome\tBAD\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(ner_config(data__train=str(train)))
+    message = str(info.value)
+    assert "'BAD' (line 7)" in message and "not IOB2" in message
+    assert "'I-location' (line 5)" in message and "never begins" in message
+
+
+def test_unseen_test_tag_is_rejected(tmp_path, ner_config, conll_data):
+    from hftl import load_config
+
+    odd = [(["alice", "went", "to", "mass"], ["B-person", "O", "O", "B-event"])]
+    test = write_conll(tmp_path / "odd_test.txt", odd)
+    with pytest.raises(ConfigError) as info:
+        load_config(ner_config(data__test=str(test)))
+    assert f"data.test: {test}: tag(s) that never occur in the training data: 'B-event' (line 4)" in str(info.value)
+
+
+def test_check_tag_sets_lists_capped():
+    train = [{"tags": ["B-a", "I-a"], "line": 1, "unit": "row"}]
+    test = [{"tags": [f"B-x{i}"], "line": i, "unit": "row"} for i in range(1, 9)]
+    (problem,) = check_tag_sets({"train": train, "test": test}, {"train": "t.jsonl", "test": "u.jsonl"})
+    assert "'B-x5' (row 5); and 3 more" in problem and "B-x6" not in problem
+
+
+def test_integer_tags_need_names(tmp_path, ner_config):
+    from hftl import load_config
+
+    rows = [{"tokens": ["alice", "smiles"], "ner_tags": [1, 0]}, {"tokens": ["paris"], "ner_tags": [2]}]
+    path = tmp_path / "ids.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = ner_config(data__train=str(path), data__validation=str(path), data__test=str(path))
+    with pytest.raises(ConfigError, match="integer tags in 2 line"):
+        load_config(config)
+    config["data"]["label_names"] = ["O", "B-person", "B-location"]
+    assert load_config(config).data.label_names == ["O", "B-person", "B-location"]
+
+
+# -- alignment and windows ---------------------------------------------------------------------------------
+def test_align_labels_hand_labelled():
+    names = ["B-per", "I-per", "O"]
+    # [CLS] bob ##by smith ##son ##s says [SEP]: words 0 (2 pieces), 1 (3 pieces), 2 (1 piece)
+    word_ids = [None, 0, 0, 1, 1, 1, 2, None]
+    words = [0, 1, 2]  # B-per I-per O
+    assert align_labels(word_ids, words) == [IGNORE, 0, IGNORE, 1, IGNORE, IGNORE, 2, IGNORE]
+    assert align_labels(word_ids, words, True, b_to_i_map(names)) == [IGNORE, 0, 1, 1, 1, 1, 2, IGNORE]
+    # a B- type without an I- tag: its continuations stay ignored
+    assert align_labels([None, 0, 0, None], [0], True, b_to_i_map(["B-per", "O"])) == [IGNORE, 0, IGNORE, IGNORE]
+
+
+def test_align_labels_with_a_real_tokenizer(tiny_bert_dir):
+    tokenizer = tokenizer_of(tiny_bert_dir)
+    words = ["alice", "filmxyz", "was"]
+    encoding = tokenizer(words, is_split_into_words=True)
+    pieces = encoding.tokens()
+    assert len(pieces) > len(words) + 2  # the made-up words are split into several sub-tokens
+    labels = align_labels(encoding.word_ids(), [0, 1, 2])
+    first = {w: pieces[p] for p, w in enumerate(encoding.word_ids()) if labels[p] != IGNORE}
+    assert sorted(first) == [0, 1, 2] and not any(piece.startswith("##") for piece in first.values())
+    assert sum(label != IGNORE for label in labels) == 3
+
+
+def test_windows_cover_a_long_document_and_stitch_back_to_one_prediction_per_word(tiny_bert_dir):
+    tokenizer = tokenizer_of(tiny_bert_dir)
+    rng = random.Random(0)
+    words = [rng.choice(FILLER + ["alicexyz", "bobbyq"]) for _ in range(40)]
+    features = tokenize_and_align(tokenizer, [words, ["short"]], [list(range(40)), [0]], max_length=12, stride=4)
+    assert features["doc"].count(0) > 3 and features["doc"].count(1) == 1
+    assert all(len(ids) <= 12 for ids in features["input_ids"])
+    # windows overlap by the stride and reassemble to the un-windowed tokenization
+    whole = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    content = [[i for i, w in zip(ids, wids) if w != -1]
+               for ids, wids, d in zip(features["input_ids"], features["word_ids"], features["doc"]) if d == 0]
+    rebuilt = content[0] + [i for part in content[1:] for i in part[4:]]
+    assert rebuilt == whole["input_ids"]
+    # each word's label sits at its first sub-token only: a window that starts inside a word labels nothing there
+    global_starts = word_starts(whole.word_ids())
+    labelled = {(d, p) for d, labels in zip(features["doc"], features["labels"]) for p in labels if p != IGNORE}
+    assert {w for d, w in labelled if d == 0} == set(range(40))
+    for labels, starts, wids in zip(features["labels"], features["starts"], features["word_ids"]):
+        assert [label != IGNORE for label in labels] == starts
+    assert sum(global_starts) == 40
+    # stitching: the label at each word's first sub-token comes back as that word's prediction
+    stitched = stitch_windows(features["word_ids"], features["starts"], features["doc"], features["labels"], [40, 1])
+    assert stitched == [list(range(40)), [0]]
+
+
+def test_stitch_takes_the_window_with_most_context():
+    word_ids = [[None, 0, 1, 2, 3, None], [None, 2, 3, 4, 5, None]]  # window 2 repeats words 2 and 3
+    starts = [[w is not None for w in ids] for ids in word_ids]
+    predictions = [["a0"] * 6, ["b1"] * 6]  # which window a prediction came from
+    (words,) = stitch_windows(word_ids, starts, [0, 0], predictions, [6])
+    # word 2: 1 position from window 0's edge, at window 1's edge -> window 0; word 3: the other way round
+    assert words == ["a0", "a0", "a0", "b1", "b1", "b1"]
+
+
+def test_words_longer_than_a_window_are_cut_with_a_warning(tiny_bert_dir, caplog):
+    tokenizer = tokenizer_of(tiny_bert_dir)
+    long_word = "filmplotacting" * 4  # letters of the tiny vocabulary: many sub-tokens, no [UNK]
+    with caplog.at_level(logging.WARNING):
+        features = tokenize_and_align(tokenizer, [["alice", long_word, "was"], [long_word]], [[0, 1, 2], [1]],
+                                      max_length=12, stride=2)
+    assert "2 word(s) longer than a window (10 sub-tokens) were cut" in caplog.text
+    stitched = stitch_windows(features["word_ids"], features["starts"], features["doc"], features["labels"], [3, 1])
+    assert stitched == [[0, 1, 2], [1]]
+
+
+# -- metrics ----------------------------------------------------------------------------------------------
+TRUE = [["B-per", "I-per", "O", "B-loc"], ["B-org", "O", "B-org"]]
+PRED = [["B-per", "O", "O", "B-loc"], ["B-org", "O", "O"]]
+
+
+def test_seqeval_report_against_hand_counted_entities():
+    report = token_classification_report(PRED, TRUE)
+    # true: per(0-2), loc, org, org; predicted: per(0-1) (a B- without its full span), loc, org -> 2 correct
+    assert report["precision"] == pytest.approx(2 / 3) and report["recall"] == pytest.approx(2 / 4)
+    assert report["f1"] == pytest.approx(4 / 7)
+    assert report["per_type"]["per"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert report["per_type"]["org"]["recall"] == pytest.approx(0.5) and report["per_type"]["org"]["support"] == 2
+    assert report["f1_macro"] == pytest.approx((1 + 2 / 3 + 0) / 3)  # macro: unweighted over types
+    assert report["precision_macro"] == pytest.approx(2 / 3) and report["recall_macro"] == pytest.approx(0.5)
+    assert report["accuracy"] == pytest.approx(5 / 7)
+    assert report["num_entities"] == 4 and report["num_predicted_entities"] == 3
+
+
+def test_strict_mode_ignores_an_i_without_its_b():
+    report = token_classification_report([["I-per", "I-per", "O"]], [["B-per", "I-per", "O"]])
+    assert report["num_predicted_entities"] == 0 and report["f1"] == 0.0
+
+
+def test_no_entities_anywhere_scores_zero_not_nan():
+    report = token_classification_report([["O", "O"]], [["O", "O"]])
+    assert report["f1"] == 0.0 and report["f1_macro"] == 0.0 and report["accuracy"] == 1.0
+    assert report["per_type"] == {} and report["num_entities"] == 0
+
+
+def test_entity_confusion_matrix_with_missed_and_spurious():
+    confusion = entity_confusion_matrix([["B-per", "O", "B-per"], ["B-org", "O", "O"]],
+                                        [["B-loc", "O", "O"], ["B-org", "O", "B-org"]])
+    assert confusion["rows"] == ["loc", "org", "per", "spurious"]
+    assert confusion["columns"] == ["loc", "org", "per", "missed"]
+    assert confusion["matrix"] == [[0, 0, 1, 0],  # the loc span was predicted as per
+                                   [0, 1, 0, 1],  # one org found, one missed
+                                   [0, 0, 0, 0],
+                                   [0, 0, 1, 0]]  # a per where there is no entity
+
+
+def test_metric_is_an_evaluate_metric_accumulating_batches():
+    import evaluate
+
+    from hftl.tasks.token_classification import seqeval_metric_class
+
+    metric = seqeval_metric_class()()
+    assert isinstance(metric, evaluate.Metric)
+    for pred, true in zip(PRED, TRUE):
+        metric.add_batch(predictions=[pred], references=[true])
+    assert metric.compute()["f1"] == pytest.approx(4 / 7)
+
+
+# -- entity spans ---------------------------------------------------------------------------------------
+def test_decode_entities_groups_like_the_pipeline():
+    text = "Bob Smith met Ann in Paris"
+    spans = [(0, 3), (4, 9), (10, 13), (14, 17), (18, 20), (21, 26)]
+    tags = ["B-per", "I-per", "O", "I-per", "O", "B-loc"]
+    found = decode_entities(text, spans, tags, [0.9, 0.7, 0.99, 0.6, 0.9, 0.8])
+    assert [(e["entity"], e["text"], e["start"], e["end"]) for e in found] == [
+        ("per", "Bob Smith", 0, 9), ("per", "Ann", 14, 17), ("loc", "Paris", 21, 26)]
+    assert found[0]["score"] == pytest.approx(0.8)
+
+
+def test_entity_offsets_on_text_with_punctuation_and_emoji(tiny_bert_dir):
+    import numpy as np
+
+    tokenizer = tokenizer_of(tiny_bert_dir)
+    text = "Hi, Bob-Smith 😀 visited New York!! (again)"
+    names = ["B-loc", "B-per", "I-loc", "I-per", "O"]
+    wanted = {"bob": "B-per", "-": "I-per", "smith": "I-per", "new": "B-loc", "york": "I-loc"}
+    windows = encode_windows(tokenizer, [text], max_length=8, stride=2, is_split_into_words=False, offsets=True)
+    assert len(windows["encoding"]["input_ids"]) > 1  # the text spans several windows
+    spans = {}  # word -> its characters, over all its sub-tokens in every window
+    for i, ids in enumerate(windows["word_ids"]):
+        for p, word in enumerate(ids):
+            if word is not None:
+                start, end = windows["encoding"]["offset_mapping"][i][p]
+                spans[word] = (min(start, spans.get(word, (start, end))[0]), max(end, spans.get(word, (start, end))[1]))
+    assert "😀" in [text[a:b] for a, b in spans.values()]
+    probabilities = [[np.eye(len(names))[names.index(wanted.get(text[slice(*spans[w])].lower(), "O") if w is not None
+                                                     else "O")] * 0.9 + 0.02 for w in ids]
+                     for ids in windows["word_ids"]]
+    (entities,), _ = entities_from_words([text], windows, probabilities, names)
+    assert [(e["entity"], e["text"]) for e in entities] == [("per", "Bob-Smith"), ("loc", "New York")]
+    for entity in entities:
+        assert text[entity["start"]:entity["end"]] == entity["text"]
+    assert entities[1]["start"] == text.index("New York")
+
+
+# -- recipes end to end -----------------------------------------------------------------------------------
+def _recipe(config):
+    from hftl.tasks.token_classification import TokenClassificationRecipe
+
+    return TokenClassificationRecipe(config)
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_tiny_run_trains_saves_reloads_and_predicts_the_same(ner_config, strategy):
+    import hftl
+
+    config = ner_config(model__strategy=strategy)
+    result = _recipe(config).run()
+    test = result.metrics["test"]
+    for key in ("precision", "recall", "f1", "f1_macro", "accuracy", "per_type", "entity_confusion_matrix", "loss"):
+        assert key in test
+    assert test["num_examples"] == 16 and test["num_entities"] > 0
+    assert set(test["per_type"]) <= {"person", "location"}
+    run = hftl.load(result.run_dir)
+    inputs = ["alice and bob smith went to new york", ["the", "film", "carol", "rome"],
+              "Paris!! 😀 was, really, quite"]
+    in_memory = run.recipe.predict(result.trainer.model.eval(), run.processor, inputs, run.labels)
+    reloaded = run.predict(inputs)
+    assert [r.get("tags") for r in reloaded] == [r.get("tags") for r in in_memory]
+    assert reloaded[1]["tags"] and len(reloaded[1]["tags"]) == 4
+    for a, b in zip(reloaded, in_memory):
+        assert [(e["entity"], e["start"], e["end"]) for e in a.get("entities", [])] == \
+               [(e["entity"], e["start"], e["end"]) for e in b.get("entities", [])]
+        assert a.get("scores", [0]) == pytest.approx(b.get("scores", [0]), abs=1e-5)
+    evaluated = run.evaluate()
+    assert evaluated["f1"] == pytest.approx(test["f1"]) and evaluated["accuracy"] == pytest.approx(test["accuracy"])
+    card = (result.run_dir / "README.md").read_text(encoding="utf-8")
+    assert "aggregation_strategy=\"first\"" in card and "| type | precision | recall | f1 | support |" in card
+    assert "| true \\ predicted | location | person | missed |" in card
+
+
+def test_predict_matches_the_transformers_pipeline(tmp_path, tiny_bert_dir, ner_config):
+    import torch
+    from transformers import AutoModelForTokenClassification, pipeline
+
+    from hftl.data import LabelMap
+
+    names = ("B-location", "B-person", "I-location", "I-person", "O")
+    torch.manual_seed(3)
+    model = AutoModelForTokenClassification.from_pretrained(
+        tiny_bert_dir, num_labels=5, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    with torch.no_grad():  # a random head with large weights: many entities of both kinds
+        model.classifier.weight.normal_(0, 3.0)
+    export = tmp_path / "export"
+    model.save_pretrained(export)
+    tokenizer = tokenizer_of(tiny_bert_dir)
+    tokenizer.save_pretrained(export)
+    recipe = _recipe(ner_config(data__max_length=64))
+    texts = ["Alice met Bob Smith in New York, then flew to Paris!", "the film was really quite good, said carol.",
+             "bob 😀 jones: rome & paris (again)"]
+    ours = recipe.predict(model.eval(), tokenizer, texts, LabelMap(names))
+    pipe = pipeline("token-classification", model=str(export), aggregation_strategy="first")
+    total = 0
+    for text, mine in zip(texts, ours):
+        theirs = pipe(text)
+        assert [(e["entity"], e["start"], e["end"]) for e in mine["entities"]] == \
+               [(e["entity_group"], e["start"], e["end"]) for e in theirs]
+        assert [e["score"] for e in mine["entities"]] == pytest.approx([float(e["score"]) for e in theirs], abs=1e-4)
+        total += len(theirs)
+    assert total >= 3
+
+
+def test_tiny_gpt2_run(ner_config, tiny_gpt2_dir):
+    result = _recipe(ner_config(model_dir=tiny_gpt2_dir)).run()
+    assert 0.0 <= result.metrics["test"]["accuracy"] <= 1.0
+    import hftl
+
+    (prediction,) = hftl.load(result.run_dir).predict([["alice", "went", "to", "paris"]])
+    assert len(prediction["tags"]) == 4
