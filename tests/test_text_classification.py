@@ -79,3 +79,24 @@ def test_string_labels_map_is_sorted_and_saved(text_config):
     assert labels["label2id"] == {"neg": 0, "pos": 1}
     model_config = json.loads((result.run_dir / "config.json").read_text())
     assert model_config["id2label"] == {"0": "neg", "1": "pos"}
+
+
+def test_head_trained_on_other_classes_is_reinitialised(text_config, tiny_bert_dir, tmp_path):
+    """A checkpoint whose 2-class head means other classes (here: 'spam', 'ham') is not silently reused for
+    'neg'/'pos' just because the shapes match: the head starts afresh, as a missing one would."""
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    trained = tmp_path / "spam-model"
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert_dir, num_labels=2, id2label={0: "ham", 1: "spam"}, label2id={"ham": 0, "spam": 1})
+    model.save_pretrained(trained)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_bert_dir / name, trained / name)
+    recipe = TextClassificationRecipe(text_config(model_dir=trained))
+    data = recipe.load_data()
+    loaded, new = recipe.load_model(recipe.load_processor(), data.labels)
+    assert {"classifier.weight", "classifier.bias"} <= new
+    assert not torch.equal(loaded.classifier.weight, model.classifier.weight)
+    assert loaded.config.id2label == {0: "neg", 1: "pos"}
