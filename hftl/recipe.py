@@ -216,7 +216,8 @@ class Recipe:
 
         trainer = build_trainer(self, model, datasets, processor, args, data.labels)
         if trainer.is_world_process_zero():
-            run.write_record(config, data.fingerprints, training_settings(trainer.args))
+            run.write_record(config, data.fingerprints, training_settings(trainer.args),
+                             getattr(trainer, "applied_speedups", None))
         before = self.evaluate_before(trainer, datasets, data.labels)
         train_output = trainer.train(resume_from_checkpoint=run.last_checkpoint() if config.resume else None)
         metrics = {"train": {**train_output.metrics, **parameters}, **({"before_training": before} if before else {})}

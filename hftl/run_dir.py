@@ -127,8 +127,10 @@ class RunDir:
                 )
         self.path.mkdir(parents=True, exist_ok=True)
 
-    def write_record(self, config: RunConfig, data_fingerprints: dict[str, str], training_settings: dict) -> None:
-        """Save `config.yaml` and `manifest.json`: versions, seed, effective training settings, data, command.
+    def write_record(self, config: RunConfig, data_fingerprints: dict[str, str], training_settings: dict,
+                     speedups: dict | None = None) -> None:
+        """Save `config.yaml` and `manifest.json`: versions, seed, effective training settings, the speed-ups that
+        ran, data fingerprints, the command.
 
         No absolute path of this machine is written (see `hftl.files.portable_config`).
         """
@@ -138,6 +140,7 @@ class RunDir:
             "task": config.task,
             "seed": training_settings.get("seed", config.seed),
             "training": training_settings,
+            "speedups": speedups or {},
             "data": data_fingerprints,
             "packages": package_versions(),
             "python": sys.version.split()[0],

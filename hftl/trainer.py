@@ -87,14 +87,21 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
     trainer.length_buckets = supported and speed.length_buckets
     # with load_best_model_at_end the weights change after the last evaluation: nothing to reuse
     trainer.reuse_final_eval = supported and speed.reuse_final_eval and not args.load_best_model_at_end
+    # what actually ran, recorded in the run's manifest (a switch can be on and not apply to a model)
+    trainer.applied_speedups = {"sort_eval_by_length": trainer.sort_eval_by_length,
+                                "length_buckets": trainer.length_buckets, "reuse_final_eval": trainer.reuse_final_eval,
+                                "cheap_dropout": False, "first_token_last_layer": False}
     if speed.cheap_dropout is True or (speed.cheap_dropout == "auto" and args.device.type == "cpu"):
         from hftl.speed.cheap_dropout import use_cheap_dropout
 
-        logger.info("cheap dropout masks in %d dropout layers", use_cheap_dropout(trainer.model))
+        changed = use_cheap_dropout(trainer.model)
+        trainer.applied_speedups["cheap_dropout"] = changed > 0
+        logger.info("cheap dropout masks in %d dropout layers", changed)
     if speed.first_token_last_layer is not False:
         from hftl.speed.first_token_last_layer import use_first_token_last_layer
 
         if use_first_token_last_layer(trainer.model):
+            trainer.applied_speedups["first_token_last_layer"] = True
             logger.info("last encoder layer computed at position 0 only (speed.first_token_last_layer)")
         elif speed.first_token_last_layer is True:
             logger.warning("speed.first_token_last_layer: not applicable to this model; it runs unchanged")

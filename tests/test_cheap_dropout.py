@@ -1,5 +1,6 @@
 """`speed.cheap_dropout`: the same dropout (Bernoulli masks, 1 / (1 - p) scaling) from a cheaper random stream."""
 
+import json
 import math
 
 import pytest
@@ -123,3 +124,5 @@ def test_runs_use_it_on_cpu_unless_switched_off(text_config, setting, monkeypatc
     result = TextClassificationRecipe(config).run()
     assert seen["cheap"] is (setting == "auto")
     assert math.isfinite(result.metrics["train"]["train_loss"])
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["speedups"]["cheap_dropout"] is (setting == "auto")  # what ran is on record
