@@ -59,3 +59,30 @@ def test_whether_a_loss_consumes_num_items_is_measured_per_model(tiny_bert_dir, 
     ids = AutoTokenizer.from_pretrained(tiny_gpt2_dir)(["the film was great"], return_tensors="pt")["input_ids"]
     assert loss_uses_num_items(gpt2, {"input_ids": ids, "labels": ids})  # transformers' loss_function: sum / N
     assert gpt2.training and bert.training  # measuring leaves the mode as it was
+
+
+def test_masked_lm_evaluation_loss_does_not_depend_on_the_evaluation_batch(tiny_bert_dir, tmp_path):
+    """Token-weighted: each evaluation batch holds a different number of masked tokens, so a mean of batch means
+    would change with the batch size."""
+    losses = []
+    for eval_batch in (1, 5):
+        config = _config(tmp_path, tiny_bert_dir, f"eval{eval_batch}", 8, 1)
+        config["data"]["test"] = config["data"]["train"]
+        config["training"]["per_device_eval_batch_size"] = eval_batch
+        losses.append(MaskedLMRecipe(config).run().metrics["test"]["loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_causal_lm_evaluation_loss_equals_the_models_own(tiny_gpt2_dir, tmp_path):
+    """The token-weighted loss hftl computes from the logits is the model's own loss over the whole split in one
+    batch: the label shift is right."""
+    config = _config(tmp_path, tiny_gpt2_dir, "clm", 8, 1)
+    config["data"]["test"] = config["data"]["train"]
+    result = CausalLMRecipe(config).run()
+    trainer, dataset = result.trainer, result.trainer.eval_dataset
+    recipe_loss = result.recipe.evaluate_split(trainer, "validation", dataset)["loss"]
+    batch = trainer.data_collator([dataset[i] for i in range(len(dataset))])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        own = model(**{key: value.to(model.device) for key, value in batch.items()}).loss.item()
+    assert recipe_loss == pytest.approx(own, rel=1e-4)

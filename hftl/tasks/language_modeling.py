@@ -74,6 +74,8 @@ class LanguageModelingRecipe(Recipe):
 
     auto_model_class: str = ""
     perplexity_key: str = "perplexity"
+    #: the model shifts the labels itself (causal LMs: the label at t is the token at t+1)
+    labels_are_shifted: bool = False
     input_column = "text_column"
     evaluation_batch_size = 16
     loss_is_token_mean = True  # transformers' LM losses are token sums divided by num_items_in_batch
@@ -175,8 +177,32 @@ class LanguageModelingRecipe(Recipe):
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate_split(self, trainer, name: str, dataset, labels=None) -> dict:
-        metrics = trainer.evaluate(dataset)
-        loss = float(metrics["eval_loss"])
+        """The mean cross-entropy over every predicted token of the split, and its exponential.
+
+        Token-weighted whatever the evaluation batch: the Trainer's `eval_loss` averages batch means, which for
+        masked-LM (a different number of masked tokens per batch) depends on the batch size. Each example's loss
+        sum and token count come back through `preprocess_logits_for_metrics` (vocabulary-sized logits are
+        never gathered) and are gathered exactly, also under distributed evaluation.
+        """
+        import torch
+
+        shift = self.labels_are_shifted
+
+        def loss_sums(logits, labels):
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            if shift:  # causal LMs predict token t+1 at position t
+                logits, labels = logits[:, :-1], labels[:, 1:]
+            losses = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                                                       ignore_index=-100, reduction="none").view(labels.shape)
+            return torch.stack([losses.sum(-1), (labels != -100).sum(-1).float()], dim=-1)
+
+        saved = trainer.args.prediction_loss_only, trainer.preprocess_logits_for_metrics
+        trainer.args.prediction_loss_only, trainer.preprocess_logits_for_metrics = False, loss_sums
+        try:
+            sums = trainer.predict(dataset).predictions
+        finally:
+            trainer.args.prediction_loss_only, trainer.preprocess_logits_for_metrics = saved
+        loss = float(sums[:, 0].sum() / max(sums[:, 1].sum(), 1.0))
         return {"loss": loss, self.perplexity_key: perplexity(loss), "blocks": len(dataset),
                 "tokens": len(dataset) * self.config.data.block_size}
 
@@ -220,6 +246,7 @@ class CausalLMRecipe(LanguageModelingRecipe):
     card_metrics = ("perplexity", "loss")
     index_metrics = {"perplexity": ("perplexity", "Perplexity", None)}
     generates_text = True
+    labels_are_shifted = True
     data_config_class = CausalLMData
     peft_task_type = "CAUSAL_LM"
     head_modules = ("lm_head",)
