@@ -1,0 +1,375 @@
+"""The conformance matrix: every registered task x strategy x launch mode, on tiny models built here.
+
+Rows are the tasks of `hftl.tasks.registered_tasks()` (text classification twice: an encoder and a decoder),
+each with the strategies full / freeze / lora. A task registered later joins by itself; it runs once it has an
+entry in `TINY` below (how to build a tiny config for it), and is skipped, saying so, until then.
+
+Columns, and what each asserts:
+
+* single process: 8 steps, save, `hftl.load` predicts exactly what the in-memory model predicts; a LoRA run's
+  `hftl.export.export_merged` folder, loaded by plain transformers, predicts the same (tolerance 1e-4).
+* gradient accumulation: per-device batch 4 x 2 accumulation steps gives the per-step losses (rel. 1e-4) and
+  final weights (abs. 1e-5 + rel. 1e-4) of batch 8. Dropout is off (masks are drawn per forward pass, so two
+  micro-batches cannot draw the masks of one batch) and masked-LM blocks are masked at fixed positions (BERT's
+  MLM loss is a mean over the masked tokens of one forward pass; with as many masked tokens in every block,
+  the mean of the micro-batch means is the batch mean).
+* 2-process DDP (`recipes/accelerate/cpu_ddp.yaml`, one launch running every job): without dropout, the same
+  per-step losses, weights and metrics as one process at the same global batch; with dropout on and hftl's
+  default `speed.cheap_dropout: auto`, the same within the spread dropout itself causes. Evaluation counts
+  every example once; only rank 0 writes the run folder.
+* 2-process FSDP on CPU (`recipes/accelerate/cpu_fsdp.yaml`): see `test_fsdp_on_cpu`.
+* kill and resume: SIGKILL mid-epoch, `hftl train --resume` ends with the weights of an uninterrupted run.
+
+Budget: the whole module is meant to run in about 6 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import make_sentences, write_tsv
+from hftl.cli import main as hftl_main
+from hftl.run_dir import RunDir
+from hftl.tasks import registered_tasks
+from test_image_classification import COLOURS, colour_image, tiny_vit_dir  # noqa: F401  (a fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "conformance_worker.py"
+STRATEGIES = ("full", "freeze", "lora")
+STEPS, BATCH = 8, 8
+SAVE_STEPS, KILL_AT = 3, 5  # checkpoint-3 is mid-epoch 1, the kill at step 5 mid-epoch 2 (4 steps an epoch)
+TEXTS = ["the film was great", "it was really awful and boring", "a lovely and charming story"]
+
+
+# -- how to build a tiny run of each task ----------------------------------------------------------
+@dataclass
+class Row:
+    """One row of the matrix: a task on one tiny model."""
+
+    task: str
+    model: str  # the fixture folder key in `Tiny.models`
+    data: str  # the data key in `Tiny.data`
+    #: raw inputs of `predict`, and its keyword arguments
+    inputs: object = None
+    predict_kwargs: dict = None
+    #: the strategy of the DDP and kill-and-resume columns
+    ddp_strategy: str = "full"
+    kill_strategy: str = "full"
+
+    def data_section(self, tiny: "Tiny") -> dict:
+        return dict(tiny.data[self.data])
+
+
+#: task -> {row name: Row}. Add an entry here for a new task.
+TINY: dict[str, dict[str, Row]] = {
+    "text-classification": {
+        "text-classification/encoder": Row("text-classification", "bert", "text", TEXTS, {},
+                                           ddp_strategy="full", kill_strategy="lora"),
+        "text-classification/decoder": Row("text-classification", "gpt2", "text", TEXTS, {},
+                                           ddp_strategy="lora", kill_strategy="full"),
+    },
+    "image-classification": {
+        "image-classification": Row("image-classification", "vit", "image", None, {},
+                                    ddp_strategy="freeze", kill_strategy="full"),
+    },
+    "causal-lm": {
+        "causal-lm": Row("causal-lm", "gpt2", "lm", ["the film was", "it felt"], {"max_new_tokens": 6},
+                         ddp_strategy="lora", kill_strategy="full"),
+    },
+    "masked-lm": {
+        "masked-lm": Row("masked-lm", "bert", "mlm", ["the film was [MASK]", "it felt really [MASK] and boring"],
+                         {"top_k": 3}, ddp_strategy="full", kill_strategy="lora"),
+    },
+}
+
+
+def matrix_rows() -> list:
+    rows = []
+    for task in registered_tasks():
+        if task not in TINY:
+            rows.append(pytest.param(task, None, id=task, marks=pytest.mark.skip(
+                reason=f"task '{task}' has no tiny config in tests/test_conformance.py TINY: add one to put it in the matrix")))
+        for name in TINY.get(task, {}):
+            rows.append(pytest.param(task, name, id=name))
+    return rows
+
+
+ROWS = matrix_rows()
+
+
+class Tiny:
+    """Tiny models (with and without dropout) and small data, shared by the module's tests."""
+
+    def __init__(self, root: Path, bert: Path, gpt2: Path, vit: Path):
+        self.root = root
+        self.models = {"bert": bert, "gpt2": gpt2, "vit": vit}
+        self.no_dropout = {name: _without_dropout(path, root / f"{name}-no-dropout") for name, path in self.models.items()}
+        text = {name: write_tsv(root / f"{name}.tsv", make_sentences(n, seed=seed))
+                for name, n, seed in (("train", 32, 1), ("dev", 11, 2), ("test", 13, 3))}
+        lm = {name: _text_file(root / f"lm-{name}.txt", n, seed) for name, n, seed in (("train", 56, 11), ("dev", 12, 12),
+                                                                                       ("test", 12, 13))}
+        images = {name: _image_folder(root / f"images-{name}", n, seed) for name, n, seed in (("train", 32, 1),
+                                                                                                ("dev", 9, 2), ("test", 9, 3))}
+        self.image_inputs = [str(p) for p in sorted((root / "images-test").rglob("*.png"))[:3]]
+        lm_data = {"train": str(lm["train"]), "validation": str(lm["dev"]), "test": str(lm["test"]), "block_size": 16,
+                   "baseline": False}
+        self.data = {
+            "text": {"train": str(text["train"]), "validation": str(text["dev"]), "test": str(text["test"]),
+                     "text_column": "sentence", "label_column": "label", "max_length": 32},
+            "image": {"train": str(images["train"]), "validation": str(images["dev"]), "test": str(images["test"]),
+                      "augment": True},
+            "lm": lm_data,
+            "mlm": lm_data,
+        }
+
+    def config(self, row: Row, strategy: str, name: str, dropout: bool = False, **training) -> dict:
+        models = self.models if dropout else self.no_dropout
+        return {
+            "task": row.task,
+            "model": {"name_or_path": str(models[row.model]), "strategy": strategy,
+                      "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+            "data": row.data_section(self),
+            "training": {"output_dir": str(self.root / "runs" / name), "max_steps": STEPS, "learning_rate": 5e-3,
+                         "per_device_train_batch_size": BATCH, "per_device_eval_batch_size": 4, "seed": 13,
+                         "logging_steps": 1, "eval_strategy": "no", "save_strategy": "no", **training},
+            "speed": {"bf16": False, "group_by_length": False},  # length groups depend on the batch size
+        }
+
+    def write(self, config: dict, name: str) -> Path:
+        path = self.root / "configs" / f"{name}.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+
+def _without_dropout(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    config = json.loads((target / "config.json").read_text())
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "resid_pdrop",
+                "embd_pdrop", "attn_pdrop", "summary_first_dropout"):
+        if key in config or key.endswith("pdrop"):
+            config[key] = 0.0
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def _text_file(path: Path, n: int, seed: int) -> Path:
+    path.write_text("\n".join(s for s, _ in make_sentences(n, seed=seed)) + "\n", encoding="utf-8")
+    return path
+
+
+def _image_folder(root: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    names = list(COLOURS)
+    for i in range(n):
+        label = names[i % len(names)]
+        (root / label).mkdir(parents=True, exist_ok=True)
+        colour_image(COLOURS[label], rng).save(root / label / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_bert_dir, tiny_gpt2_dir, tiny_vit_dir):  # noqa: F811
+    return Tiny(tmp_path_factory.mktemp("matrix"), tiny_bert_dir, tiny_gpt2_dir, tiny_vit_dir)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads; on a shared CPU, spinning OpenMP workers cost several times the work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _recipe_class(task: str):
+    return registered_tasks()[task]
+
+
+def _row(task: str, name: str) -> Row:
+    return TINY[task][name]
+
+
+def _train(recipe_class, config: dict):
+    return recipe_class(config).run()
+
+
+_SINGLE: dict = {}
+
+
+def single_run(tiny: Tiny, task: str, name: str, strategy: str):
+    """The single-process run of a row and strategy at batch 8 without dropout (trained once per module)."""
+    key = (name, strategy)
+    if key not in _SINGLE:
+        run_name = f"{name.replace('/', '-')}-{strategy}"
+        _SINGLE[key] = _train(_recipe_class(task), tiny.config(_row(task, name), strategy, run_name))
+    return _SINGLE[key]
+
+
+def _inputs(tiny: Tiny, row: Row) -> list:
+    return tiny.image_inputs if row.inputs is None else list(row.inputs)
+
+
+def _history(run_dir: Path) -> list[dict]:
+    return [h for h in json.loads((Path(run_dir) / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+
+
+def _weights(run_dir: Path) -> dict:
+    """The trained weights a run folder holds (the model, or the LoRA adapter and its saved modules)."""
+    files = [f for f in ("model.safetensors", "adapter_model.safetensors") if (Path(run_dir) / f).is_file()]
+    assert files, f"no weights in {run_dir}"
+    return load_file(Path(run_dir) / files[0])
+
+
+def assert_same_weights(got: Path, want: Path, atol=1e-5, rtol=1e-4):
+    a, b = _weights(got), _weights(want)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=rtol, msg=key)
+
+
+def assert_same_predictions(got, want, rel=1e-4, where="prediction"):
+    """Equal labels and texts, floats within `rel` (and 1e-6 absolute)."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), where
+        for key in want:
+            assert_same_predictions(got[key], want[key], rel, f"{where}.{key}")
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same_predictions(g, w, rel, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=rel, abs=1e-6), where
+    else:
+        assert got == want, where
+
+
+# -- column 1: single process ------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("task, name", ROWS)
+def test_single_process_saves_reloads_and_predicts_the_same(tiny, task, name, strategy, tmp_path):
+    import transformers
+
+    from hftl import load
+    from hftl.export import export_merged
+
+    row = _row(task, name)
+    result = single_run(tiny, task, name, strategy)
+    run_dir = result.run_dir
+    assert json.loads((run_dir / "trainer_state.json").read_text())["global_step"] == STEPS
+    inputs = _inputs(tiny, row)
+    loaded = load(run_dir)
+    model = result.trainer.model.eval()
+    in_memory = result.recipe.predict(model, result.trainer.processing_class, inputs, loaded.labels, **row.predict_kwargs)
+    reloaded = loaded.predict(inputs, **row.predict_kwargs)
+    assert_same_predictions(reloaded, in_memory)
+    if strategy == "lora":
+        # the merged export is a plain transformers checkpoint: load it without hftl's loader
+        out = export_merged(run_dir, tmp_path / "export", card=False)
+        plain = getattr(transformers, loaded.recipe.auto_model_class).from_pretrained(out).eval()
+        assert not any("lora" in key for key in plain.state_dict())
+        processor = loaded.recipe.load_trained_processor(out)
+        merged = loaded.recipe.predict(plain, processor, inputs, loaded.labels, **row.predict_kwargs)
+        assert_same_predictions(merged, reloaded)
+
+
+# -- column 2: gradient accumulation --------------------------------------------------------------------
+def _fixed_mask_recipe(recipe_class):
+    """The masked-LM recipe with training blocks masked at fixed positions (every 4th token), so that every
+    micro-batch holds as many masked tokens as its share of the batch."""
+
+    class FixedMasks(recipe_class):
+        def finish_blocks(self, packed, tokenizer, name):
+            if name != "train":
+                return super().finish_blocks(packed, tokenizer, name)
+
+            def mask(batch):
+                ids = batch["input_ids"]
+                return {"labels": [[t if i % 4 == 1 else -100 for i, t in enumerate(row)] for row in ids],
+                        "input_ids": [[tokenizer.mask_token_id if i % 4 == 1 else t for i, t in enumerate(row)]
+                                      for row in ids]}
+
+            return packed.map(mask, batched=True, remove_columns=packed.column_names)
+
+    return FixedMasks
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("task, name", ROWS)
+def test_gradient_accumulation_matches_the_full_batch(tiny, task, name, strategy):
+    row = _row(task, name)
+    recipe_class = _recipe_class(task)
+    slug = f"{name.replace('/', '-')}-{strategy}"
+    if task == "masked-lm":
+        recipe_class = _fixed_mask_recipe(recipe_class)
+        whole = _train(recipe_class, tiny.config(row, strategy, f"{slug}-fixed-masks")).run_dir
+    else:
+        whole = single_run(tiny, task, name, strategy).run_dir
+    halves = _train(recipe_class, tiny.config(row, strategy, f"{slug}-accumulated", per_device_train_batch_size=BATCH // 2,
+                                              gradient_accumulation_steps=2)).run_dir
+    got, want = _history(halves), _history(whole)
+    assert [h["step"] for h in got] == [h["step"] for h in want] == list(range(1, STEPS + 1))
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=1e-4), (g, w)
+    assert_same_weights(halves, whole)
+
+
+# -- column 3: kill and resume ---------------------------------------------------------------------------
+def _train_and_sigkill(recipe_class, config: dict, step: int) -> int:
+    """Train `config` in a forked child that SIGKILLs itself at the end of step `step`; returns its wait status."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            import transformers
+
+            class Kill(transformers.TrainerCallback):
+                def on_step_end(self, args, state, control, **kwargs):
+                    if state.global_step == step:
+                        os.kill(os.getpid(), signal.SIGKILL)
+
+            original = transformers.Trainer.__init__
+
+            def __init__(self, *args, **kwargs):
+                original(self, *args, **kwargs)
+                self.add_callback(Kill())
+
+            transformers.Trainer.__init__ = __init__
+            recipe_class(config).run()
+        finally:
+            os._exit(3)  # not killed: the test fails on the status
+    _, status = os.waitpid(pid, 0)
+    return status
+
+
+@pytest.mark.parametrize("task, name", ROWS)
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tiny, task, name):
+    row = _row(task, name)
+    strategy = row.kill_strategy
+    reference = single_run(tiny, task, name, strategy).run_dir
+    slug = f"{name.replace('/', '-')}-{strategy}-killed"
+    config = tiny.config(row, strategy, slug, save_strategy="steps", save_steps=SAVE_STEPS, save_total_limit=5)
+    status = _train_and_sigkill(_recipe_class(task), config, KILL_AT)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    run_dir = Path(config["training"]["output_dir"])
+    assert RunDir(run_dir).last_checkpoint(quiet=True).endswith(f"checkpoint-{SAVE_STEPS}")
+    assert not (run_dir / "metrics.json").exists()
+    assert hftl_main(["train", str(tiny.write(config, slug)), "--resume"]) == 0
+    assert [h["step"] for h in _history(run_dir)] == list(range(1, STEPS + 1))
+    assert_same_weights(run_dir, reference)
+    for got, want in zip(_history(run_dir), _history(reference)):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4), (got, want)
