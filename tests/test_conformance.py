@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -121,8 +122,10 @@ class Tiny:
         self.no_dropout = {name: _without_dropout(path, root / f"{name}-no-dropout") for name, path in self.models.items()}
         text = {name: write_tsv(root / f"{name}.tsv", make_sentences(n, seed=seed))
                 for name, n, seed in (("train", 32, 1), ("dev", 11, 2), ("test", 13, 3))}
-        lm = {name: _text_file(root / f"lm-{name}.txt", n, seed) for name, n, seed in (("train", 56, 11), ("dev", 12, 12),
-                                                                                       ("test", 12, 13))}
+        # training blocks a multiple of the global batch 8 (a short last batch would be padded with repeats under
+        # DDP): 54 documents give 48 GPT-2 blocks of 16 tokens, 65 give 32 BERT blocks
+        lm = {name: _text_file(root / f"lm-{name}.txt", n, seed) for name, n, seed in (("train", 54, 11), ("mlm", 65, 11),
+                                                                                       ("dev", 12, 12), ("test", 12, 13))}
         images = {name: _image_folder(root / f"images-{name}", n, seed) for name, n, seed in (("train", 32, 1),
                                                                                                 ("dev", 9, 2), ("test", 9, 3))}
         self.image_inputs = [str(p) for p in sorted((root / "images-test").rglob("*.png"))[:3]]
@@ -134,7 +137,7 @@ class Tiny:
             "image": {"train": str(images["train"]), "validation": str(images["dev"]), "test": str(images["test"]),
                       "augment": True},
             "lm": lm_data,
-            "mlm": lm_data,
+            "mlm": {**lm_data, "train": str(lm["mlm"])},
         }
 
     def config(self, row: Row, strategy: str, name: str, dropout: bool = False, **training) -> dict:
@@ -236,11 +239,18 @@ def _weights(run_dir: Path) -> dict:
     return load_file(Path(run_dir) / files[0])
 
 
+#: attention key biases: softmax ignores a shift shared by all keys, so their gradient is zero up to rounding, and
+#: Adam turns rounding noise into updates of up to ~1e-5 a step; they are compared within 1e-3
+ZERO_GRADIENT = re.compile(r"(\.key\.bias|\.k_proj\.bias|\.c_attn\.bias)$")
+
+
 def assert_same_weights(got: Path, want: Path, atol=1e-5, rtol=1e-4):
     a, b = _weights(got), _weights(want)
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=rtol, msg=key)
+        tolerance = 1e-3 if ZERO_GRADIENT.search(key) else atol
+        torch.testing.assert_close(a[key], b[key], atol=tolerance, rtol=rtol,
+                                   msg=lambda message, key=key: f"{key}: {message}")
 
 
 def assert_same_predictions(got, want, rel=1e-4, where="prediction"):
@@ -356,8 +366,22 @@ def _train_and_sigkill(recipe_class, config: dict, step: int) -> int:
     return status
 
 
+#: cells known to fail, with why; strict: a fix makes them fail as XPASS, so that the mark is removed
+KILL_RESUME_FAILURES = {
+    "image-classification": "transformers 5.24 resumes without its weight-name conversion: ViT checkpoints are "
+    "saved with the original names (attention.attention.query...), Trainer._load_from_checkpoint loads them with "
+    "a non-strict load_state_dict into q_proj/k_proj/v_proj, so the attention weights are not restored "
+    "(huggingface/transformers#48805, fix proposed in #48822)",
+    "masked-lm": "the masked-LM collator draws the masks of the first batch after resuming from torch's global "
+    "generator before the Trainer restores the checkpoint's generator state (Trainer._inner_training_loop loads it "
+    "after prefetching the batch), so that batch gets other masks than in the uninterrupted run",
+}
+
+
 @pytest.mark.parametrize("task, name", ROWS)
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tiny, task, name):
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tiny, task, name, request):
+    if name in KILL_RESUME_FAILURES:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=KILL_RESUME_FAILURES[name]))
     row = _row(task, name)
     strategy = row.kill_strategy
     reference = single_run(tiny, task, name, strategy).run_dir
@@ -373,3 +397,145 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tiny, task, nam
     assert_same_weights(run_dir, reference)
     for got, want in zip(_history(run_dir), _history(reference)):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-4), (got, want)
+
+
+# -- distributed launches --------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(tiny: Tiny, accelerate_config: str, name: str, jobs: list[dict], *options, **env):
+    """`accelerate launch --config_file recipes/accelerate/<accelerate_config>` of the worker over `jobs` (dicts with
+    "name" and "config", a config dict); returns (stderr, {rank: {job name: result}})."""
+    root = tiny.root / name
+    root.mkdir()
+    for job in jobs:
+        job["config"] = str(tiny.write(job["config"], job["name"]))
+    spec = root / "jobs.json"
+    spec.write_text(json.dumps({"root": str(tiny.root), "jobs": jobs}))
+    for rank in (0, 1):
+        (tiny.root / f"result-{rank}.json").unlink(missing_ok=True)
+    command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+               str(REPO / "recipes" / "accelerate" / accelerate_config), "--main_process_port", str(_free_port()),
+               *options, str(WORKER), str(spec)]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                   "HF_DATASETS_CACHE": str(tiny.root.parent / f"{name}-datasets-cache"), **env}
+    proc = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=str(REPO), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    results = {rank: {r["name"]: r for r in json.loads((tiny.root / f"result-{rank}.json").read_text())}
+               for rank in (0, 1)}
+    for by_job in results.values():  # keep the writes below each job's own run folder
+        for job_name, result in by_job.items():
+            result["writes"] = [w for w in result["writes"] if f"runs/{job_name}" in w]
+    for rank, by_job in results.items():
+        for job in jobs:
+            assert by_job[job["name"]]["status"] == 0, (rank, job["name"], proc.stderr[-6000:])
+    return proc.stderr, results
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def assert_same_metrics(got: dict, want: dict, rel: float):
+    for split in ("validation", "test"):
+        g, w = got[split], want[split]
+        if "confusion_matrix" in w:
+            assert g["confusion_matrix"] == w["confusion_matrix"], split
+            assert g["accuracy"] == pytest.approx(w["accuracy"]), split
+        assert g["loss"] == pytest.approx(w["loss"], rel=rel), split
+
+
+def _eval_rows(tiny: Tiny, row: Row, split: str) -> int | None:
+    """How many examples a classification split holds (None for language models, which count blocks)."""
+    source = Path(row.data_section(tiny)[{"validation": "validation", "test": "test"}[split]])
+    if source.is_dir():
+        return sum(1 for _ in source.rglob("*.png"))
+    if source.suffix == ".tsv":
+        return len(source.read_text().splitlines()) - 1
+    return None
+
+
+def _real_rows():
+    return [p for p in ROWS if not p.marks]
+
+
+#: tasks whose training inputs are drawn at random in the collator (masked-LM masks): each process draws the
+#: masks of its own half batch, so DDP matches one process only within the spread that causes, as with dropout
+RANDOM_TRAINING_INPUTS = {"masked-lm"}
+#: language models report the Trainer's evaluation loss, a mean of batch means; under DDP the distributed sampler
+#: pads the last batch with repeats, which count in that batch's mean (measured: 7e-4 relative on 5 blocks): within
+#: 1% until it is computed from gathered per-token losses (issue 14, defect 8). Masked-LM: trained on other masks
+#: (RANDOM_TRAINING_INPUTS), within 10%.
+EVAL_LOSS_TOLERANCE = {"causal-lm": 1e-2, "masked-lm": 0.1}
+
+
+@pytest.fixture(scope="module")
+def ddp_launch(tiny):
+    """One 2-process DDP launch (recipes/accelerate/cpu_ddp.yaml) running, for each row, its DDP strategy without
+    and with dropout, per-device batch 4 (global 8)."""
+    jobs = []
+    for param in _real_rows():
+        task, name = param.values
+        row = _row(task, name)
+        slug = f"ddp-{name.replace('/', '-')}-{row.ddp_strategy}"
+        for dropout in (False, True):
+            job = f"{slug}-{'dropout' if dropout else 'no-dropout'}"
+            jobs.append({"name": job, "config": tiny.config(row, row.ddp_strategy, job, dropout=dropout, use_cpu=True,
+                                                            per_device_train_batch_size=BATCH // 2)})
+    return launch(tiny, "cpu_ddp.yaml", "ddp-launch", jobs)
+
+
+@pytest.mark.parametrize("task, name", ROWS)
+def test_ddp_without_dropout_matches_one_process(tiny, ddp_launch, task, name):
+    stderr, results = ddp_launch
+    row = _row(task, name)
+    job = f"ddp-{name.replace('/', '-')}-{row.ddp_strategy}-no-dropout"
+    run_dir = tiny.root / "runs" / job
+    reference = single_run(tiny, task, name, row.ddp_strategy).run_dir
+    got, want = _history(run_dir), _history(reference)
+    assert [h["step"] for h in got] == [h["step"] for h in want] == list(range(1, STEPS + 1))
+    random_inputs = task in RANDOM_TRAINING_INPUTS
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=0.1 if random_inputs else 1e-4), (g, w)
+    if not random_inputs:
+        assert_same_weights(run_dir, reference)
+    metrics = _metrics(run_dir)
+    assert_same_metrics(metrics, _metrics(reference), rel=EVAL_LOSS_TOLERANCE.get(task, 1e-4))
+    for split in ("validation", "test"):  # every evaluation example counted once
+        rows = _eval_rows(tiny, row, split)
+        if rows is not None:
+            assert sum(map(sum, metrics[split]["confusion_matrix"])) == rows
+    assert results[0][job]["writes"], "rank 0 wrote nothing"
+    assert results[1][job]["writes"] == [], results[1][job]["writes"]  # only rank 0 writes the run folder
+
+
+_DROPOUT_SINGLE: dict = {}
+
+
+@pytest.mark.parametrize("task, name", ROWS)
+def test_ddp_with_dropout_and_cheap_dropout_matches_one_process(tiny, ddp_launch, task, name):
+    """With dropout on, each process draws the masks of its own half batch: the runs match within the spread
+    that dropout itself causes (per-step losses within 10%; a loss scaled by the process count, the defect this
+    column guards against, is off by 100%). `speed.cheap_dropout` is on (hftl's `auto` on CPU) in both."""
+    stderr, results = ddp_launch
+    row = _row(task, name)
+    job = f"ddp-{name.replace('/', '-')}-{row.ddp_strategy}-dropout"
+    run_dir = tiny.root / "runs" / job
+    reference = _train(_recipe_class(task), tiny.config(row, row.ddp_strategy, f"{job}-single", dropout=True)).run_dir
+    assert "cheap dropout masks in" in stderr
+    got, want = _history(run_dir), _history(reference)
+    assert [h["step"] for h in got] == [h["step"] for h in want] == list(range(1, STEPS + 1))
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=0.1), (g, w)
+    got_metrics, want_metrics = _metrics(run_dir), _metrics(reference)
+    for split in ("validation", "test"):
+        assert got_metrics[split]["loss"] == pytest.approx(want_metrics[split]["loss"], rel=0.1), split
+        rows = _eval_rows(tiny, row, split)
+        if rows is not None:
+            assert sum(map(sum, got_metrics[split]["confusion_matrix"])) == rows
+    assert results[1][job]["writes"] == [], results[1][job]["writes"]
