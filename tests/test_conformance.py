@@ -539,3 +539,80 @@ def test_ddp_with_dropout_and_cheap_dropout_matches_one_process(tiny, ddp_launch
         if rows is not None:
             assert sum(map(sum, got_metrics[split]["confusion_matrix"])) == rows
     assert results[1][job]["writes"] == [], results[1][job]["writes"]
+
+
+# -- 2-process FSDP on CPU ------------------------------------------------------------------------------------
+FSDP_ROW = ("text-classification", "text-classification/encoder")
+
+
+def test_fsdp_on_cpu_saves_full_weights_matches_one_process_and_resumes(tiny):
+    """recipes/accelerate/cpu_fsdp.yaml (the fsdp_config of fsdp.yaml), tiny BERT, strategy full, no dropout, one
+    launch running four jobs: FULL_STATE_DICT, resumed from its checkpoint-3; SHARDED_STATE_DICT, resumed likewise.
+
+    The run folder holds complete safetensors weights that transformers loads without hftl; losses, weights and
+    metrics equal one process at the same global batch; `--resume` continues from step 3 of an FSDP checkpoint
+    (both state-dict types) to the uninterrupted run's weights; only rank 0 writes, apart from its RNG state and,
+    with SHARDED_STATE_DICT, its shards.
+    """
+    import transformers
+
+    task, name = FSDP_ROW
+    row = _row(task, name)
+    reference = single_run(tiny, task, name, "full").run_dir
+
+    def config(job):
+        return tiny.config(row, "full", job, use_cpu=True, per_device_train_batch_size=BATCH // 2,
+                           save_strategy="steps", save_steps=SAVE_STEPS, save_total_limit=5)
+
+    full, sharded = {"FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT"}, {"FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT"}
+    runs = tiny.root / "runs"
+    jobs = [
+        {"name": "fsdp-full", "config": config("fsdp-full"), "env": full},
+        {"name": "fsdp-full-resumed", "config": config("fsdp-full-resumed"), "env": full, "resume": True,
+         "copy_from": str(runs / "fsdp-full"), "keep": f"checkpoint-{SAVE_STEPS}"},
+        {"name": "fsdp-sharded", "config": config("fsdp-sharded"), "env": sharded},
+        {"name": "fsdp-sharded-resumed", "config": config("fsdp-sharded-resumed"), "env": sharded, "resume": True,
+         "copy_from": str(runs / "fsdp-sharded"), "keep": f"checkpoint-{SAVE_STEPS}"},
+    ]
+    # the one change to fsdp.yaml's settings for a BERT encoder (see the comment in fsdp.yaml)
+    stderr, results = launch(tiny, "cpu_fsdp.yaml", "fsdp-launch", jobs, "--fsdp_transformer_layer_cls_to_wrap",
+                             "BertLayer", HFTL_TEST_FSDP_ON_CPU="1")
+    manifest = json.loads((runs / "fsdp-full" / "manifest.json").read_text())
+    assert manifest["training"]["world_size"] == 2
+    assert (runs / "fsdp-full" / f"checkpoint-{SAVE_STEPS}" / "pytorch_model_fsdp.bin").is_file()  # FSDP ran
+    assert (runs / "fsdp-sharded" / f"checkpoint-{SAVE_STEPS}" / "pytorch_model_fsdp_0").is_dir()
+    assert not (runs / "fsdp-sharded" / f"checkpoint-{SAVE_STEPS}" / "model.safetensors").exists()
+
+    for job in ("fsdp-full", "fsdp-sharded"):
+        run_dir = runs / job
+        # complete weights, loadable by transformers alone
+        plain = transformers.AutoModelForSequenceClassification.from_pretrained(run_dir, use_safetensors=True)
+        assert set(_weights(run_dir)) == set(_weights(reference)) and plain.num_labels == 2
+        got, want = _history(run_dir), _history(reference)
+        assert [h["step"] for h in got] == [h["step"] for h in want] == list(range(1, STEPS + 1))
+        for g, w in zip(got, want):
+            assert g["loss"] == pytest.approx(w["loss"], rel=1e-4), (job, g, w)
+        assert_same_weights(run_dir, reference)
+        assert_same_metrics(_metrics(run_dir), _metrics(reference), rel=1e-4)
+        resumed = runs / f"{job}-resumed"
+        assert f"Resuming from {resumed / f'checkpoint-{SAVE_STEPS}'} (step {SAVE_STEPS})" in stderr
+        assert [h["step"] for h in _history(resumed)] == list(range(1, STEPS + 1))
+        assert_same_weights(resumed, run_dir)
+        assert_same_metrics(_metrics(resumed), _metrics(run_dir), rel=1e-4)
+
+    rank1 = results[1]["fsdp-full"]["writes"]
+    assert any(w.endswith("rng_state_1.pth") for w in rank1)
+    assert all(w.endswith("rng_state_1.pth") or w.startswith("os.mkdir") for w in rank1), rank1
+    rank1_sharded = results[1]["fsdp-sharded"]["writes"]
+    assert all(w.endswith(("rng_state_1.pth", ".distcp")) or w.startswith("os.mkdir") for w in rank1_sharded), rank1_sharded
+
+
+def test_checkpoint_scanner_knows_sharded_fsdp_checkpoints(tmp_path):
+    """A SHARDED_STATE_DICT checkpoint has no weights file, only accelerate's pytorch_model_fsdp_0/ folder."""
+    folder = tmp_path / "checkpoint-4"
+    (folder / "pytorch_model_fsdp_0").mkdir(parents=True)
+    (folder / "trainer_state.json").write_text('{"global_step": 4}')
+    assert "no model weights" in RunDir.checkpoint_problem(folder)  # shards still being written: no metadata yet
+    (folder / "pytorch_model_fsdp_0" / ".metadata").write_bytes(b"x")
+    assert RunDir.checkpoint_problem(folder) is None
+    assert RunDir(tmp_path).last_checkpoint(quiet=True) == str(folder)
