@@ -616,3 +616,24 @@ def test_checkpoint_scanner_knows_sharded_fsdp_checkpoints(tmp_path):
     (folder / "pytorch_model_fsdp_0" / ".metadata").write_bytes(b"x")
     assert RunDir.checkpoint_problem(folder) is None
     assert RunDir(tmp_path).last_checkpoint(quiet=True) == str(folder)
+
+
+def test_image_augmentation_does_not_depend_on_what_was_drawn_before(tiny):
+    """A resumed run (a fresh transform) draws for example 6 what the uninterrupted run drew after examples 0-5, at
+    the same epoch: augmentation is a function of (seed, epoch, example), not of a generator's history."""
+    task, name = "image-classification", "image-classification"
+    if task not in registered_tasks():
+        pytest.skip("no image-classification task registered")
+
+    def train_split():
+        recipe = _recipe_class(task)(tiny.config(_row(task, name), "full", "augmentation-unit"))
+        return recipe, recipe.preprocess(recipe.load_data(), recipe.load_processor())["train"]
+
+    recipe, uninterrupted = train_split()
+    for i in range(6):
+        uninterrupted[i]
+    drawn = uninterrupted[6]["pixel_values"]
+    resumed_recipe, resumed = train_split()
+    assert torch.equal(resumed[6]["pixel_values"], drawn)
+    resumed_recipe.augmentation_epoch.epoch = 1
+    assert not torch.equal(resumed[6]["pixel_values"], drawn)
