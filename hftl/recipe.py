@@ -66,6 +66,21 @@ class RunResult:
         return load(self.run_dir).predict(inputs, **kwargs)
 
 
+def save_full_model(trainer, folder: Path) -> None:
+    """Save the trained model in `folder` as complete weights, from every process.
+
+    `Trainer.save_model` is called on every rank: under FSDP, gathering the full state dict is a collective (a
+    rank that skipped it would leave the others waiting), and the Trainer writes on the main process only
+    (`args.should_save`, checked in `Trainer._save`; transformers 5.24). An FSDP run checkpointing with
+    `SHARDED_STATE_DICT` gets its final save with `FULL_STATE_DICT` (accelerate's `set_state_dict_type`), for
+    which alone the Trainer writes weights: a run folder always holds a model that loads without hftl.
+    """
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None) if trainer.is_fsdp_enabled else None
+    if plugin is not None and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
+        plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(folder))
+
+
 class Recipe:
     """Base of every task recipe. Subclasses set the declaration and implement the hooks below."""
 
@@ -225,8 +240,8 @@ class Recipe:
             if split in datasets:
                 metrics[split] = self.evaluate_split(trainer, split, datasets[split], data.labels)
 
+        save_full_model(trainer, run.path)
         if trainer.is_world_process_zero():
-            trainer.save_model(str(run.path))
             trainer.save_state()
             self.save_extras(run, trainer, processor, data.labels)
             run.write_metrics(metrics)

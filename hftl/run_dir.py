@@ -39,7 +39,11 @@ TRAINING_SETTINGS = (
 )
 #: weights files whose presence makes a checkpoint folder complete
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin",
-            "pytorch_model.bin.index.json", "adapter_model.bin")
+            "pytorch_model.bin.index.json", "adapter_model.bin",
+            "pytorch_model_fsdp.bin")  # accelerate's FSDP checkpoint with FULL_STATE_DICT (rank 0 writes it)
+#: FSDP checkpoints with SHARDED_STATE_DICT: a torch.distributed.checkpoint folder per model (accelerate 1.x names
+#: it `pytorch_model_fsdp_<i>`, the name transformers' `_load_from_checkpoint` also looks for), no weights file
+_FSDP_SHARDED_WEIGHTS = "pytorch_model_fsdp_0"
 
 
 class RunDir:
@@ -204,7 +208,7 @@ class RunDir:
             return "trainer_state.json is cut off: the run stopped while saving it"
         if not isinstance(state, dict) or "global_step" not in state:
             return "trainer_state.json holds no global_step"
-        if not any((path / name).is_file() for name in _WEIGHTS):
+        if not any((path / name).is_file() for name in _WEIGHTS) and not _has_sharded_weights(path):
             return "no model weights"
         return None
 
@@ -235,6 +239,11 @@ class RunDir:
         if loud:
             logger.warning("resume: no complete checkpoint in %s; training starts from step 0.", self.path)
         return None
+
+
+def _has_sharded_weights(path: Path) -> bool:
+    """A sharded FSDP checkpoint: its `torch.distributed.checkpoint` metadata file is written after the shards."""
+    return (path / _FSDP_SHARDED_WEIGHTS / ".metadata").is_file()
 
 
 def training_settings(args) -> dict:

@@ -213,9 +213,12 @@ def test_augmentation_is_on_the_fly_and_train_only(image_config):
     data = recipe.load_data()
     processor = recipe.load_processor()
     prepared = recipe.preprocess(data, processor)
-    assert prepared["train"].column_names == ["image", "labels"]  # nothing materialised
-    first, second = prepared["train"][0]["pixel_values"], prepared["train"][0]["pixel_values"]
-    assert first.shape == (3, 16, 16) and not torch.equal(first, second)  # a new random crop each time
+    assert prepared["train"].column_names == ["image", "labels", "example_index"]  # nothing materialised
+    first, again = prepared["train"][0]["pixel_values"], prepared["train"][0]["pixel_values"]
+    assert first.shape == (3, 16, 16) and torch.equal(first, again)  # a function of (seed, epoch, example)
+    assert not torch.equal(first, prepared["train"][1]["pixel_values"])
+    recipe.augmentation_epoch.epoch = 1
+    assert not torch.equal(first, prepared["train"][0]["pixel_values"])  # a new random crop each epoch
     assert torch.equal(prepared["test"][0]["pixel_values"], prepared["test"][0]["pixel_values"])
     rng = np.random.default_rng(0)
     image = Image.new("RGB", (20, 10))

@@ -28,6 +28,32 @@ from hftl.tasks.classification import ClassificationRecipe
 
 logger = logging.getLogger(__name__)
 
+#: the column of training examples' positions, which seed their augmentation (added only with `augment`)
+EXAMPLE_INDEX = "example_index"
+
+
+class AugmentationEpoch:
+    """The training epoch the augmentation draws for (0-based), set by the Trainer at the start of every epoch,
+    the epoch a resumed run continues included. Dataloader workers read it when they start: with
+    `dataloader_persistent_workers` they would keep the first epoch's value."""
+
+    epoch: int = 0
+
+
+def epoch_callback(holder: AugmentationEpoch):
+    """A `TrainerCallback` that copies the Trainer's epoch into `holder` (built here: keeps transformers out of
+    the module's imports)."""
+    import math
+
+    from transformers import TrainerCallback
+
+    class _EpochCallback(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            # state.epoch is epoch + steps done / steps per epoch: whole at an epoch's start, fractional on resume
+            holder.epoch = math.floor((state.epoch or 0) + 1e-9)
+
+    return _EpochCallback()
+
 
 @dataclass
 class ImageClassificationData(DataConfig):
@@ -81,6 +107,9 @@ class ImageClassificationRecipe(ClassificationRecipe):
         problems = []
         for name, source in config.data.splits().items():
             problems += cls.check_data_source(source, f"data.{name}", config.data)
+        if config.data.augment and config.training.get("dataloader_persistent_workers"):
+            problems.append("training.dataloader_persistent_workers: not with data.augment: persistent workers would "
+                            "keep drawing the first epoch's crops. Remove it, or turn augmentation off.")
         if model_ok:
             problems += cls._check_model(config)
         return problems
@@ -197,20 +226,26 @@ class ImageClassificationRecipe(ClassificationRecipe):
         # backend="pil": the default torchvision backend is not available beside this torch
         return AutoImageProcessor.from_pretrained(folder, backend="pil", **kwargs)
 
-    def image_transform(self, processor, train: bool = False):
-        """The on-the-fly batch transform: decode → RGB → (augment) → the checkpoint's processor."""
+    def image_transform(self, processor, train: bool = False, epoch: "AugmentationEpoch | None" = None):
+        """The on-the-fly batch transform: decode → RGB → (augment) → the checkpoint's processor.
+
+        Augmentation draws each image's crop and flip from a generator seeded by (seed, epoch, example index), not
+        from one stateful generator: the draws do not depend on the batch size, on which dataloader worker or
+        process transforms the image, or on where a run was resumed (a checkpoint holds no generator state for
+        them). `epoch` is kept up to date by the Trainer (see `AugmentationEpoch`).
+        """
         import numpy as np
 
         data = self.config.data
         augment = train and data.augment
-        rng = np.random.default_rng(self.config.seed)
+        seed = self.config.seed
 
         def transform(batch):
             images = [to_rgb(open_image(item, "image")) for item in batch[data.image_column]]
             if augment:
-                images = [random_resized_crop(img, rng, scale=tuple(data.crop_scale)) for img in images]
-                if data.horizontal_flip:
-                    images = [img.transpose(0) if rng.random() < 0.5 else img for img in images]  # 0: FLIP_LEFT_RIGHT
+                current = epoch.epoch if epoch is not None else 0
+                images = [self.augment(image, np.random.default_rng((seed, current, int(index))))
+                          for image, index in zip(images, batch[EXAMPLE_INDEX])]
             result = {"pixel_values": processor(images=images, return_tensors="pt")["pixel_values"]}
             if "labels" in batch:
                 result["labels"] = batch["labels"]
@@ -218,9 +253,32 @@ class ImageClassificationRecipe(ClassificationRecipe):
 
         return transform
 
+    def augment(self, image, rng):
+        """One random resized crop (and flip) of `image`, drawn from `rng`."""
+        data = self.config.data
+        image = random_resized_crop(image, rng, scale=tuple(data.crop_scale))
+        if data.horizontal_flip and rng.random() < 0.5:
+            image = image.transpose(0)  # 0: FLIP_LEFT_RIGHT
+        return image
+
     def preprocess(self, data: PreparedData, processor) -> dict:
-        return {name: dataset.with_transform(self.image_transform(processor, train=(name == "train")))
-                for name, dataset in data.splits.items()}
+        prepared = {}
+        for name, dataset in data.splits.items():
+            train = name == "train"
+            if train and self.config.data.augment:
+                dataset = dataset.add_column(EXAMPLE_INDEX, list(range(len(dataset))))
+                # the one piece of state a recipe keeps besides its config: the Trainer's epoch, for the transform
+                self.augmentation_epoch = AugmentationEpoch()
+            prepared[name] = dataset.with_transform(
+                self.image_transform(processor, train=train, epoch=getattr(self, "augmentation_epoch", None)))
+        return prepared
+
+    def evaluate_before(self, trainer, datasets: dict, labels) -> dict:
+        # The hook that sees the Trainer before it trains: keep the augmentation's epoch in step with it.
+        epoch = getattr(self, "augmentation_epoch", None)
+        if epoch is not None:
+            trainer.add_callback(epoch_callback(epoch))
+        return super().evaluate_before(trainer, datasets, labels)
 
     def training_defaults(self) -> dict:
         # the transform needs the raw image column (the Trainer would drop it: the model takes no 'image'),

@@ -1,0 +1,639 @@
+"""The conformance matrix: every registered task x strategy x launch mode, on tiny models built here.
+
+Rows are the tasks of `hftl.tasks.registered_tasks()` (text classification twice: an encoder and a decoder),
+each with the strategies full / freeze / lora. A task registered later joins by itself; it runs once it has an
+entry in `TINY` below (how to build a tiny config for it), and is skipped, saying so, until then.
+
+Columns, and what each asserts:
+
+* single process: 8 steps, save, `hftl.load` predicts exactly what the in-memory model predicts; a LoRA run's
+  `hftl.export.export_merged` folder, loaded by plain transformers, predicts the same (tolerance 1e-4).
+* gradient accumulation: per-device batch 4 x 2 accumulation steps gives the per-step losses (rel. 1e-4) and
+  final weights (abs. 1e-5 + rel. 1e-4) of batch 8. Dropout is off (masks are drawn per forward pass, so two
+  micro-batches cannot draw the masks of one batch) and masked-LM blocks are masked at fixed positions (BERT's
+  MLM loss is a mean over the masked tokens of one forward pass; with as many masked tokens in every block,
+  the mean of the micro-batch means is the batch mean).
+* 2-process DDP (`recipes/accelerate/cpu_ddp.yaml`, one launch running every job): without dropout, the same
+  per-step losses, weights and metrics as one process at the same global batch; with dropout on and hftl's
+  default `speed.cheap_dropout: auto`, the same within the spread dropout itself causes. Evaluation counts
+  every example once; only rank 0 writes the run folder.
+* 2-process FSDP on CPU (`recipes/accelerate/cpu_fsdp.yaml`): see `test_fsdp_on_cpu`.
+* kill and resume: SIGKILL mid-epoch, `hftl train --resume` ends with the weights of an uninterrupted run.
+
+Budget: the whole module is meant to run in about 6 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import make_sentences, write_tsv
+from hftl.cli import main as hftl_main
+from hftl.run_dir import RunDir
+from hftl.tasks import registered_tasks
+from test_image_classification import COLOURS, colour_image, tiny_vit_dir  # noqa: F401  (a fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "conformance_worker.py"
+STRATEGIES = ("full", "freeze", "lora")
+STEPS, BATCH = 8, 8
+SAVE_STEPS, KILL_AT = 3, 5  # checkpoint-3 is mid-epoch 1, the kill at step 5 mid-epoch 2 (4 steps an epoch)
+TEXTS = ["the film was great", "it was really awful and boring", "a lovely and charming story"]
+
+
+# -- how to build a tiny run of each task ----------------------------------------------------------
+@dataclass
+class Row:
+    """One row of the matrix: a task on one tiny model."""
+
+    task: str
+    model: str  # the fixture folder key in `Tiny.models`
+    data: str  # the data key in `Tiny.data`
+    #: raw inputs of `predict`, and its keyword arguments
+    inputs: object = None
+    predict_kwargs: dict = None
+    #: the strategy of the DDP and kill-and-resume columns
+    ddp_strategy: str = "full"
+    kill_strategy: str = "full"
+
+    def data_section(self, tiny: "Tiny") -> dict:
+        return dict(tiny.data[self.data])
+
+
+#: task -> {row name: Row}. Add an entry here for a new task.
+TINY: dict[str, dict[str, Row]] = {
+    "text-classification": {
+        "text-classification/encoder": Row("text-classification", "bert", "text", TEXTS, {},
+                                           ddp_strategy="full", kill_strategy="lora"),
+        "text-classification/decoder": Row("text-classification", "gpt2", "text", TEXTS, {},
+                                           ddp_strategy="lora", kill_strategy="full"),
+    },
+    "image-classification": {
+        "image-classification": Row("image-classification", "vit", "image", None, {},
+                                    ddp_strategy="freeze", kill_strategy="full"),
+    },
+    "causal-lm": {
+        "causal-lm": Row("causal-lm", "gpt2", "lm", ["the film was", "it felt"], {"max_new_tokens": 6},
+                         ddp_strategy="lora", kill_strategy="full"),
+    },
+    "masked-lm": {
+        "masked-lm": Row("masked-lm", "bert", "mlm", ["the film was [MASK]", "it felt really [MASK] and boring"],
+                         {"top_k": 3}, ddp_strategy="full", kill_strategy="lora"),
+    },
+}
+
+
+def matrix_rows() -> list:
+    rows = []
+    for task in registered_tasks():
+        if task not in TINY:
+            rows.append(pytest.param(task, None, id=task, marks=pytest.mark.skip(
+                reason=f"task '{task}' has no tiny config in tests/test_conformance.py TINY: add one to put it in the matrix")))
+        for name in TINY.get(task, {}):
+            rows.append(pytest.param(task, name, id=name))
+    return rows
+
+
+ROWS = matrix_rows()
+
+
+class Tiny:
+    """Tiny models (with and without dropout) and small data, shared by the module's tests."""
+
+    def __init__(self, root: Path, bert: Path, gpt2: Path, vit: Path):
+        self.root = root
+        self.models = {"bert": bert, "gpt2": gpt2, "vit": vit}
+        self.no_dropout = {name: _without_dropout(path, root / f"{name}-no-dropout") for name, path in self.models.items()}
+        text = {name: write_tsv(root / f"{name}.tsv", make_sentences(n, seed=seed))
+                for name, n, seed in (("train", 32, 1), ("dev", 11, 2), ("test", 13, 3))}
+        # training blocks a multiple of the global batch 8 (a short last batch would be padded with repeats under
+        # DDP): 54 documents give 48 GPT-2 blocks of 16 tokens, 65 give 32 BERT blocks
+        lm = {name: _text_file(root / f"lm-{name}.txt", n, seed) for name, n, seed in (("train", 54, 11), ("mlm", 65, 11),
+                                                                                       ("dev", 12, 12), ("test", 12, 13))}
+        images = {name: _image_folder(root / f"images-{name}", n, seed) for name, n, seed in (("train", 32, 1),
+                                                                                                ("dev", 9, 2), ("test", 9, 3))}
+        self.image_inputs = [str(p) for p in sorted((root / "images-test").rglob("*.png"))[:3]]
+        lm_data = {"train": str(lm["train"]), "validation": str(lm["dev"]), "test": str(lm["test"]), "block_size": 16,
+                   "baseline": False}
+        self.data = {
+            "text": {"train": str(text["train"]), "validation": str(text["dev"]), "test": str(text["test"]),
+                     "text_column": "sentence", "label_column": "label", "max_length": 32},
+            "image": {"train": str(images["train"]), "validation": str(images["dev"]), "test": str(images["test"]),
+                      "augment": True},
+            "lm": lm_data,
+            "mlm": {**lm_data, "train": str(lm["mlm"])},
+        }
+
+    def config(self, row: Row, strategy: str, name: str, dropout: bool = False, **training) -> dict:
+        models = self.models if dropout else self.no_dropout
+        return {
+            "task": row.task,
+            "model": {"name_or_path": str(models[row.model]), "strategy": strategy,
+                      "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+            "data": row.data_section(self),
+            "training": {"output_dir": str(self.root / "runs" / name), "max_steps": STEPS, "learning_rate": 5e-3,
+                         "per_device_train_batch_size": BATCH, "per_device_eval_batch_size": 4, "seed": 13,
+                         "logging_steps": 1, "eval_strategy": "no", "save_strategy": "no", **training},
+            "speed": {"bf16": False, "group_by_length": False},  # length groups depend on the batch size
+        }
+
+    def write(self, config: dict, name: str) -> Path:
+        path = self.root / "configs" / f"{name}.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+
+def _without_dropout(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    config = json.loads((target / "config.json").read_text())
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "resid_pdrop",
+                "embd_pdrop", "attn_pdrop", "summary_first_dropout"):
+        if key in config or key.endswith("pdrop"):
+            config[key] = 0.0
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def _text_file(path: Path, n: int, seed: int) -> Path:
+    path.write_text("\n".join(s for s, _ in make_sentences(n, seed=seed)) + "\n", encoding="utf-8")
+    return path
+
+
+def _image_folder(root: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    names = list(COLOURS)
+    for i in range(n):
+        label = names[i % len(names)]
+        (root / label).mkdir(parents=True, exist_ok=True)
+        colour_image(COLOURS[label], rng).save(root / label / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_bert_dir, tiny_gpt2_dir, tiny_vit_dir):  # noqa: F811
+    return Tiny(tmp_path_factory.mktemp("matrix"), tiny_bert_dir, tiny_gpt2_dir, tiny_vit_dir)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads; on a shared CPU, spinning OpenMP workers cost several times the work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _recipe_class(task: str):
+    return registered_tasks()[task]
+
+
+def _row(task: str, name: str) -> Row:
+    return TINY[task][name]
+
+
+def _train(recipe_class, config: dict):
+    return recipe_class(config).run()
+
+
+_SINGLE: dict = {}
+
+
+def single_run(tiny: Tiny, task: str, name: str, strategy: str):
+    """The single-process run of a row and strategy at batch 8 without dropout (trained once per module)."""
+    key = (name, strategy)
+    if key not in _SINGLE:
+        run_name = f"{name.replace('/', '-')}-{strategy}"
+        _SINGLE[key] = _train(_recipe_class(task), tiny.config(_row(task, name), strategy, run_name))
+    return _SINGLE[key]
+
+
+def _inputs(tiny: Tiny, row: Row) -> list:
+    return tiny.image_inputs if row.inputs is None else list(row.inputs)
+
+
+def _history(run_dir: Path) -> list[dict]:
+    return [h for h in json.loads((Path(run_dir) / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+
+
+def _weights(run_dir: Path) -> dict:
+    """The trained weights a run folder holds (the model, or the LoRA adapter and its saved modules)."""
+    files = [f for f in ("model.safetensors", "adapter_model.safetensors") if (Path(run_dir) / f).is_file()]
+    assert files, f"no weights in {run_dir}"
+    return load_file(Path(run_dir) / files[0])
+
+
+#: attention key biases: softmax ignores a shift shared by all keys, so their gradient is zero up to rounding, and
+#: Adam turns rounding noise into updates of up to ~1e-5 a step; they are compared within 1e-3
+ZERO_GRADIENT = re.compile(r"(\.key\.bias|\.k_proj\.bias|\.c_attn\.bias)$")
+
+
+def assert_same_weights(got: Path, want: Path, atol=1e-5, rtol=1e-4):
+    a, b = _weights(got), _weights(want)
+    assert a.keys() == b.keys()
+    for key in a:
+        tolerance = 1e-3 if ZERO_GRADIENT.search(key) else atol
+        torch.testing.assert_close(a[key], b[key], atol=tolerance, rtol=rtol,
+                                   msg=lambda message, key=key: f"{key}: {message}")
+
+
+def assert_same_predictions(got, want, rel=1e-4, where="prediction"):
+    """Equal labels and texts, floats within `rel` (and 1e-6 absolute)."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), where
+        for key in want:
+            assert_same_predictions(got[key], want[key], rel, f"{where}.{key}")
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same_predictions(g, w, rel, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=rel, abs=1e-6), where
+    else:
+        assert got == want, where
+
+
+# -- column 1: single process ------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("task, name", ROWS)
+def test_single_process_saves_reloads_and_predicts_the_same(tiny, task, name, strategy, tmp_path):
+    import transformers
+
+    from hftl import load
+    from hftl.export import export_merged
+
+    row = _row(task, name)
+    result = single_run(tiny, task, name, strategy)
+    run_dir = result.run_dir
+    assert json.loads((run_dir / "trainer_state.json").read_text())["global_step"] == STEPS
+    inputs = _inputs(tiny, row)
+    loaded = load(run_dir)
+    model = result.trainer.model.eval()
+    in_memory = result.recipe.predict(model, result.trainer.processing_class, inputs, loaded.labels, **row.predict_kwargs)
+    reloaded = loaded.predict(inputs, **row.predict_kwargs)
+    assert_same_predictions(reloaded, in_memory)
+    if strategy == "lora":
+        # the merged export is a plain transformers checkpoint: load it without hftl's loader
+        out = export_merged(run_dir, tmp_path / "export", card=False)
+        plain = getattr(transformers, loaded.recipe.auto_model_class).from_pretrained(out).eval()
+        assert not any("lora" in key for key in plain.state_dict())
+        processor = loaded.recipe.load_trained_processor(out)
+        merged = loaded.recipe.predict(plain, processor, inputs, loaded.labels, **row.predict_kwargs)
+        assert_same_predictions(merged, reloaded)
+
+
+# -- column 2: gradient accumulation --------------------------------------------------------------------
+def _fixed_mask_recipe(recipe_class):
+    """The masked-LM recipe with training blocks masked at fixed positions (every 4th token), so that every
+    micro-batch holds as many masked tokens as its share of the batch."""
+
+    class FixedMasks(recipe_class):
+        def finish_blocks(self, packed, tokenizer, name):
+            if name != "train":
+                return super().finish_blocks(packed, tokenizer, name)
+
+            def mask(batch):
+                ids = batch["input_ids"]
+                return {"labels": [[t if i % 4 == 1 else -100 for i, t in enumerate(row)] for row in ids],
+                        "input_ids": [[tokenizer.mask_token_id if i % 4 == 1 else t for i, t in enumerate(row)]
+                                      for row in ids]}
+
+            return packed.map(mask, batched=True, remove_columns=packed.column_names)
+
+    return FixedMasks
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("task, name", ROWS)
+def test_gradient_accumulation_matches_the_full_batch(tiny, task, name, strategy):
+    row = _row(task, name)
+    recipe_class = _recipe_class(task)
+    slug = f"{name.replace('/', '-')}-{strategy}"
+    if task == "masked-lm":
+        recipe_class = _fixed_mask_recipe(recipe_class)
+        whole = _train(recipe_class, tiny.config(row, strategy, f"{slug}-fixed-masks")).run_dir
+    else:
+        whole = single_run(tiny, task, name, strategy).run_dir
+    halves = _train(recipe_class, tiny.config(row, strategy, f"{slug}-accumulated", per_device_train_batch_size=BATCH // 2,
+                                              gradient_accumulation_steps=2)).run_dir
+    got, want = _history(halves), _history(whole)
+    assert [h["step"] for h in got] == [h["step"] for h in want] == list(range(1, STEPS + 1))
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=1e-4), (g, w)
+    assert_same_weights(halves, whole)
+
+
+# -- column 3: kill and resume ---------------------------------------------------------------------------
+def _train_and_sigkill(recipe_class, config: dict, step: int) -> int:
+    """Train `config` in a forked child that SIGKILLs itself at the end of step `step`; returns its wait status."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            import transformers
+
+            class Kill(transformers.TrainerCallback):
+                def on_step_end(self, args, state, control, **kwargs):
+                    if state.global_step == step:
+                        os.kill(os.getpid(), signal.SIGKILL)
+
+            original = transformers.Trainer.__init__
+
+            def __init__(self, *args, **kwargs):
+                original(self, *args, **kwargs)
+                self.add_callback(Kill())
+
+            transformers.Trainer.__init__ = __init__
+            recipe_class(config).run()
+        finally:
+            os._exit(3)  # not killed: the test fails on the status
+    _, status = os.waitpid(pid, 0)
+    return status
+
+
+#: cells known to fail, with why; strict: a fix makes them fail as XPASS, so that the mark is removed
+KILL_RESUME_FAILURES = {
+    "image-classification": "transformers 5.24 resumes without its weight-name conversion: ViT checkpoints are "
+    "saved with the original names (attention.attention.query...), Trainer._load_from_checkpoint loads them with "
+    "a non-strict load_state_dict into q_proj/k_proj/v_proj, so the attention weights are not restored "
+    "(huggingface/transformers#48805, fix proposed in #48822)",
+    "masked-lm": "the masked-LM collator draws the masks of the first batch after resuming from torch's global "
+    "generator before the Trainer restores the checkpoint's generator state (Trainer._inner_training_loop loads it "
+    "after prefetching the batch), so that batch gets other masks than in the uninterrupted run",
+}
+
+
+@pytest.mark.parametrize("task, name", ROWS)
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tiny, task, name, request):
+    if name in KILL_RESUME_FAILURES:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=KILL_RESUME_FAILURES[name]))
+    row = _row(task, name)
+    strategy = row.kill_strategy
+    reference = single_run(tiny, task, name, strategy).run_dir
+    slug = f"{name.replace('/', '-')}-{strategy}-killed"
+    config = tiny.config(row, strategy, slug, save_strategy="steps", save_steps=SAVE_STEPS, save_total_limit=5)
+    status = _train_and_sigkill(_recipe_class(task), config, KILL_AT)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    run_dir = Path(config["training"]["output_dir"])
+    assert RunDir(run_dir).last_checkpoint(quiet=True).endswith(f"checkpoint-{SAVE_STEPS}")
+    assert not (run_dir / "metrics.json").exists()
+    assert hftl_main(["train", str(tiny.write(config, slug)), "--resume"]) == 0
+    assert [h["step"] for h in _history(run_dir)] == list(range(1, STEPS + 1))
+    assert_same_weights(run_dir, reference)
+    for got, want in zip(_history(run_dir), _history(reference)):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4), (got, want)
+
+
+# -- distributed launches --------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(tiny: Tiny, accelerate_config: str, name: str, jobs: list[dict], *options, **env):
+    """`accelerate launch --config_file recipes/accelerate/<accelerate_config>` of the worker over `jobs` (dicts with
+    "name" and "config", a config dict); returns (stderr, {rank: {job name: result}})."""
+    root = tiny.root / name
+    root.mkdir()
+    for job in jobs:
+        job["config"] = str(tiny.write(job["config"], job["name"]))
+    spec = root / "jobs.json"
+    spec.write_text(json.dumps({"root": str(tiny.root), "jobs": jobs}))
+    for rank in (0, 1):
+        (tiny.root / f"result-{rank}.json").unlink(missing_ok=True)
+    command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+               str(REPO / "recipes" / "accelerate" / accelerate_config), "--main_process_port", str(_free_port()),
+               *options, str(WORKER), str(spec)]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                   "HF_DATASETS_CACHE": str(tiny.root.parent / f"{name}-datasets-cache"), **env}
+    proc = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=str(REPO), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    results = {rank: {r["name"]: r for r in json.loads((tiny.root / f"result-{rank}.json").read_text())}
+               for rank in (0, 1)}
+    for by_job in results.values():  # keep the writes below each job's own run folder
+        for job_name, result in by_job.items():
+            result["writes"] = [w for w in result["writes"] if f"runs/{job_name}" in w]
+    for rank, by_job in results.items():
+        for job in jobs:
+            assert by_job[job["name"]]["status"] == 0, (rank, job["name"], proc.stderr[-6000:])
+    return proc.stderr, results
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def assert_same_metrics(got: dict, want: dict, rel: float):
+    for split in ("validation", "test"):
+        g, w = got[split], want[split]
+        if "confusion_matrix" in w:
+            assert g["confusion_matrix"] == w["confusion_matrix"], split
+            assert g["accuracy"] == pytest.approx(w["accuracy"]), split
+        assert g["loss"] == pytest.approx(w["loss"], rel=rel), split
+
+
+def _eval_rows(tiny: Tiny, row: Row, split: str) -> int | None:
+    """How many examples a classification split holds (None for language models, which count blocks)."""
+    source = Path(row.data_section(tiny)[{"validation": "validation", "test": "test"}[split]])
+    if source.is_dir():
+        return sum(1 for _ in source.rglob("*.png"))
+    if source.suffix == ".tsv":
+        return len(source.read_text().splitlines()) - 1
+    return None
+
+
+def _real_rows():
+    return [p for p in ROWS if not p.marks]
+
+
+#: tasks whose training inputs are drawn at random in the collator (masked-LM masks): each process draws the
+#: masks of its own half batch, so DDP matches one process only within the spread that causes, as with dropout
+RANDOM_TRAINING_INPUTS = {"masked-lm"}
+#: language models report the Trainer's evaluation loss, a mean of batch means; under DDP the distributed sampler
+#: pads the last batch with repeats, which count in that batch's mean (measured: 7e-4 relative on 5 blocks): within
+#: 1% until it is computed from gathered per-token losses (issue 14, defect 8). Masked-LM: trained on other masks
+#: (RANDOM_TRAINING_INPUTS), within 10%.
+EVAL_LOSS_TOLERANCE = {"causal-lm": 1e-2, "masked-lm": 0.1}
+
+
+@pytest.fixture(scope="module")
+def ddp_launch(tiny):
+    """One 2-process DDP launch (recipes/accelerate/cpu_ddp.yaml) running, for each row, its DDP strategy without
+    and with dropout, per-device batch 4 (global 8)."""
+    jobs = []
+    for param in _real_rows():
+        task, name = param.values
+        row = _row(task, name)
+        slug = f"ddp-{name.replace('/', '-')}-{row.ddp_strategy}"
+        for dropout in (False, True):
+            job = f"{slug}-{'dropout' if dropout else 'no-dropout'}"
+            jobs.append({"name": job, "config": tiny.config(row, row.ddp_strategy, job, dropout=dropout, use_cpu=True,
+                                                            per_device_train_batch_size=BATCH // 2)})
+    return launch(tiny, "cpu_ddp.yaml", "ddp-launch", jobs)
+
+
+@pytest.mark.parametrize("task, name", ROWS)
+def test_ddp_without_dropout_matches_one_process(tiny, ddp_launch, task, name):
+    stderr, results = ddp_launch
+    row = _row(task, name)
+    job = f"ddp-{name.replace('/', '-')}-{row.ddp_strategy}-no-dropout"
+    run_dir = tiny.root / "runs" / job
+    reference = single_run(tiny, task, name, row.ddp_strategy).run_dir
+    got, want = _history(run_dir), _history(reference)
+    assert [h["step"] for h in got] == [h["step"] for h in want] == list(range(1, STEPS + 1))
+    random_inputs = task in RANDOM_TRAINING_INPUTS
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=0.1 if random_inputs else 1e-4), (g, w)
+    if not random_inputs:
+        assert_same_weights(run_dir, reference)
+    metrics = _metrics(run_dir)
+    assert_same_metrics(metrics, _metrics(reference), rel=EVAL_LOSS_TOLERANCE.get(task, 1e-4))
+    for split in ("validation", "test"):  # every evaluation example counted once
+        rows = _eval_rows(tiny, row, split)
+        if rows is not None:
+            assert sum(map(sum, metrics[split]["confusion_matrix"])) == rows
+    assert results[0][job]["writes"], "rank 0 wrote nothing"
+    assert results[1][job]["writes"] == [], results[1][job]["writes"]  # only rank 0 writes the run folder
+
+
+_DROPOUT_SINGLE: dict = {}
+
+
+@pytest.mark.parametrize("task, name", ROWS)
+def test_ddp_with_dropout_and_cheap_dropout_matches_one_process(tiny, ddp_launch, task, name):
+    """With dropout on, each process draws the masks of its own half batch: the runs match within the spread
+    that dropout itself causes (per-step losses within 10%; a loss scaled by the process count, the defect this
+    column guards against, is off by 100%). `speed.cheap_dropout` is on (hftl's `auto` on CPU) in both."""
+    stderr, results = ddp_launch
+    row = _row(task, name)
+    job = f"ddp-{name.replace('/', '-')}-{row.ddp_strategy}-dropout"
+    run_dir = tiny.root / "runs" / job
+    reference = _train(_recipe_class(task), tiny.config(row, row.ddp_strategy, f"{job}-single", dropout=True)).run_dir
+    assert "cheap dropout masks in" in stderr
+    got, want = _history(run_dir), _history(reference)
+    assert [h["step"] for h in got] == [h["step"] for h in want] == list(range(1, STEPS + 1))
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=0.1), (g, w)
+    got_metrics, want_metrics = _metrics(run_dir), _metrics(reference)
+    for split in ("validation", "test"):
+        assert got_metrics[split]["loss"] == pytest.approx(want_metrics[split]["loss"], rel=0.1), split
+        rows = _eval_rows(tiny, row, split)
+        if rows is not None:
+            assert sum(map(sum, got_metrics[split]["confusion_matrix"])) == rows
+    assert results[1][job]["writes"] == [], results[1][job]["writes"]
+
+
+# -- 2-process FSDP on CPU ------------------------------------------------------------------------------------
+FSDP_ROW = ("text-classification", "text-classification/encoder")
+
+
+def test_fsdp_on_cpu_saves_full_weights_matches_one_process_and_resumes(tiny):
+    """recipes/accelerate/cpu_fsdp.yaml (the fsdp_config of fsdp.yaml), tiny BERT, strategy full, no dropout, one
+    launch running four jobs: FULL_STATE_DICT, resumed from its checkpoint-3; SHARDED_STATE_DICT, resumed likewise.
+
+    The run folder holds complete safetensors weights that transformers loads without hftl; losses, weights and
+    metrics equal one process at the same global batch; `--resume` continues from step 3 of an FSDP checkpoint
+    (both state-dict types) to the uninterrupted run's weights; only rank 0 writes, apart from its RNG state and,
+    with SHARDED_STATE_DICT, its shards.
+    """
+    import transformers
+
+    task, name = FSDP_ROW
+    row = _row(task, name)
+    reference = single_run(tiny, task, name, "full").run_dir
+
+    def config(job):
+        return tiny.config(row, "full", job, use_cpu=True, per_device_train_batch_size=BATCH // 2,
+                           save_strategy="steps", save_steps=SAVE_STEPS, save_total_limit=5)
+
+    full, sharded = {"FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT"}, {"FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT"}
+    runs = tiny.root / "runs"
+    jobs = [
+        {"name": "fsdp-full", "config": config("fsdp-full"), "env": full},
+        {"name": "fsdp-full-resumed", "config": config("fsdp-full-resumed"), "env": full, "resume": True,
+         "copy_from": str(runs / "fsdp-full"), "keep": f"checkpoint-{SAVE_STEPS}"},
+        {"name": "fsdp-sharded", "config": config("fsdp-sharded"), "env": sharded},
+        {"name": "fsdp-sharded-resumed", "config": config("fsdp-sharded-resumed"), "env": sharded, "resume": True,
+         "copy_from": str(runs / "fsdp-sharded"), "keep": f"checkpoint-{SAVE_STEPS}"},
+    ]
+    # the one change to fsdp.yaml's settings for a BERT encoder (see the comment in fsdp.yaml)
+    stderr, results = launch(tiny, "cpu_fsdp.yaml", "fsdp-launch", jobs, "--fsdp_transformer_layer_cls_to_wrap",
+                             "BertLayer", HFTL_TEST_FSDP_ON_CPU="1")
+    manifest = json.loads((runs / "fsdp-full" / "manifest.json").read_text())
+    assert manifest["training"]["world_size"] == 2
+    assert (runs / "fsdp-full" / f"checkpoint-{SAVE_STEPS}" / "pytorch_model_fsdp.bin").is_file()  # FSDP ran
+    assert (runs / "fsdp-sharded" / f"checkpoint-{SAVE_STEPS}" / "pytorch_model_fsdp_0").is_dir()
+    assert not (runs / "fsdp-sharded" / f"checkpoint-{SAVE_STEPS}" / "model.safetensors").exists()
+
+    for job in ("fsdp-full", "fsdp-sharded"):
+        run_dir = runs / job
+        # complete weights, loadable by transformers alone
+        plain = transformers.AutoModelForSequenceClassification.from_pretrained(run_dir, use_safetensors=True)
+        assert set(_weights(run_dir)) == set(_weights(reference)) and plain.num_labels == 2
+        got, want = _history(run_dir), _history(reference)
+        assert [h["step"] for h in got] == [h["step"] for h in want] == list(range(1, STEPS + 1))
+        for g, w in zip(got, want):
+            assert g["loss"] == pytest.approx(w["loss"], rel=1e-4), (job, g, w)
+        assert_same_weights(run_dir, reference)
+        assert_same_metrics(_metrics(run_dir), _metrics(reference), rel=1e-4)
+        resumed = runs / f"{job}-resumed"
+        assert f"Resuming from {resumed / f'checkpoint-{SAVE_STEPS}'} (step {SAVE_STEPS})" in stderr
+        assert [h["step"] for h in _history(resumed)] == list(range(1, STEPS + 1))
+        assert_same_weights(resumed, run_dir)
+        assert_same_metrics(_metrics(resumed), _metrics(run_dir), rel=1e-4)
+
+    rank1 = results[1]["fsdp-full"]["writes"]
+    assert any(w.endswith("rng_state_1.pth") for w in rank1)
+    assert all(w.endswith("rng_state_1.pth") or w.startswith("os.mkdir") for w in rank1), rank1
+    rank1_sharded = results[1]["fsdp-sharded"]["writes"]
+    assert all(w.endswith(("rng_state_1.pth", ".distcp")) or w.startswith("os.mkdir") for w in rank1_sharded), rank1_sharded
+
+
+def test_checkpoint_scanner_knows_sharded_fsdp_checkpoints(tmp_path):
+    """A SHARDED_STATE_DICT checkpoint has no weights file, only accelerate's pytorch_model_fsdp_0/ folder."""
+    folder = tmp_path / "checkpoint-4"
+    (folder / "pytorch_model_fsdp_0").mkdir(parents=True)
+    (folder / "trainer_state.json").write_text('{"global_step": 4}')
+    assert "no model weights" in RunDir.checkpoint_problem(folder)  # shards still being written: no metadata yet
+    (folder / "pytorch_model_fsdp_0" / ".metadata").write_bytes(b"x")
+    assert RunDir.checkpoint_problem(folder) is None
+    assert RunDir(tmp_path).last_checkpoint(quiet=True) == str(folder)
+
+
+def test_image_augmentation_does_not_depend_on_what_was_drawn_before(tiny):
+    """A resumed run (a fresh transform) draws for example 6 what the uninterrupted run drew after examples 0-5, at
+    the same epoch: augmentation is a function of (seed, epoch, example), not of a generator's history."""
+    task, name = "image-classification", "image-classification"
+    if task not in registered_tasks():
+        pytest.skip("no image-classification task registered")
+
+    def train_split():
+        recipe = _recipe_class(task)(tiny.config(_row(task, name), "full", "augmentation-unit"))
+        return recipe, recipe.preprocess(recipe.load_data(), recipe.load_processor())["train"]
+
+    recipe, uninterrupted = train_split()
+    for i in range(6):
+        uninterrupted[i]
+    drawn = uninterrupted[6]["pixel_values"]
+    resumed_recipe, resumed = train_split()
+    assert torch.equal(resumed[6]["pixel_values"], drawn)
+    resumed_recipe.augmentation_epoch.epoch = 1
+    assert not torch.equal(resumed[6]["pixel_values"], drawn)
