@@ -117,6 +117,9 @@ class Recipe:
     generates_text: bool = False
     #: False for losses that are per-example means (classification); True for token-summed LM losses
     loss_is_token_mean: bool = False
+    #: the loss is a cross-entropy over labelled tokens (`hftl.trainer.token_cross_entropy`): weighted by token
+    #: across micro-batches and processes, whatever the model's head does
+    token_level_loss: bool = False
     #: what `speed.eval_batch_size_factor: auto` means for this task (evaluation keeps no gradients)
     auto_eval_batch_size_factor: int = 4
     #: the evaluation batch of `hftl evaluate` on a finished run

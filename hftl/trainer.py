@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from hftl.callbacks import add_default_callbacks
 from hftl.speed.trainer import speedups_supported, trainer_class
@@ -51,9 +52,9 @@ def training_arguments(config, task_defaults: dict | None = None, auto_eval_batc
         defaults["train_sampling_strategy"] = "group_by_length"
     import torch
 
-    if defaults["bf16"] and not torch.accelerator.is_available():
-        # transformers allows CPU bf16 autocast only when told it is on CPU; an accelerator (CUDA, XPU, MPS...)
-        # must keep the run, so only a machine with none is told so
+    if not torch.accelerator.is_available() and (defaults["bf16"] or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        # transformers allows CPU bf16 autocast, and sets up a multi-process CPU run (gloo), only when told it is on
+        # CPU; an accelerator (CUDA, XPU, MPS...) must keep the run, so only a machine with none is told so
         defaults["use_cpu"] = True
     kwargs = {**defaults, **(task_defaults or {}), **config.training}
     kwargs.setdefault("data_seed", kwargs["seed"])
@@ -71,9 +72,12 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
         data_collator=recipe.data_collator(processor),
         processing_class=processor,
         compute_metrics=recipe.compute_metrics(labels),
+        compute_loss_func=token_cross_entropy if recipe.token_level_loss else None,
     )
     add_default_callbacks(trainer)  # clean stop on SIGINT/SIGTERM, stop on non-finite loss
-    if trainer.model_accepts_loss_kwargs:
+    if trainer.compute_loss_func is not None:
+        trainer.model_accepts_loss_kwargs = False  # the labels go to `compute_loss_func`; the model computes no loss
+    elif trainer.model_accepts_loss_kwargs:
         # transformers 5's Trainer assumes a model whose forward takes **kwargs divides a token-summed loss by the
         # `num_items_in_batch` it passes: it then skips gradient-accumulation scaling and multiplies the loss by
         # the number of processes. Per-example means (classification) and heads that ignore the count (BERT's
@@ -106,6 +110,22 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
         elif speed.first_token_last_layer is True:
             logger.warning("speed.first_token_last_layer: not applicable to this model; it runs unchanged")
     return trainer
+
+
+def token_cross_entropy(outputs, labels, num_items_in_batch=None):
+    """The Trainer's `compute_loss_func` of token-level tasks (token classification, masked-LM): cross-entropy
+    summed over the labelled tokens (-100 ignored) and divided by `num_items_in_batch`, the labelled tokens of the
+    whole accumulated, all-process batch that the Trainer counts. The models' own heads take a plain mean per
+    forward pass, which weighs micro-batches with few labelled tokens too much under gradient accumulation and DDP.
+    """
+    import torch
+
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    labels = labels.to(logits.device)
+    total = torch.nn.functional.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100,
+                                              reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum()
+    return total / torch.as_tensor(count, device=total.device).clamp(min=1)
 
 
 def sample_batch(collator, dataset, device, size: int = 2) -> dict:

@@ -48,6 +48,7 @@ from hftl.cli import main as hftl_main
 from hftl.run_dir import RunDir
 from hftl.tasks import registered_tasks
 from test_image_classification import COLOURS, colour_image, tiny_vit_dir  # noqa: F401  (a fixture)
+from test_token_classification import make_sentences as ner_sentences, write_conll
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "conformance_worker.py"
@@ -92,6 +93,11 @@ TINY: dict[str, dict[str, Row]] = {
         "causal-lm": Row("causal-lm", "gpt2", "lm", ["the film was", "it felt"], {"max_new_tokens": 6},
                          ddp_strategy="lora", kill_strategy="full"),
     },
+    "token-classification": {
+        "token-classification": Row("token-classification", "bert", "ner",
+                                    ["alice went to new york", ["the", "film", "carol", "rome"]], {},
+                                    ddp_strategy="lora", kill_strategy="full"),
+    },
     "masked-lm": {
         "masked-lm": Row("masked-lm", "bert", "mlm", ["the film was [MASK]", "it felt really [MASK] and boring"],
                          {"top_k": 3}, ddp_strategy="full", kill_strategy="lora"),
@@ -129,6 +135,8 @@ class Tiny:
         images = {name: _image_folder(root / f"images-{name}", n, seed) for name, n, seed in (("train", 32, 1),
                                                                                                 ("dev", 9, 2), ("test", 9, 3))}
         self.image_inputs = [str(p) for p in sorted((root / "images-test").rglob("*.png"))[:3]]
+        ner = {name: write_conll(root / f"ner-{name}.txt", ner_sentences(n, seed=seed))
+               for name, n, seed in (("train", 32, 1), ("dev", 11, 2), ("test", 13, 3))}
         lm_data = {"train": str(lm["train"]), "validation": str(lm["dev"]), "test": str(lm["test"]), "block_size": 16,
                    "baseline": False}
         self.data = {
@@ -138,6 +146,8 @@ class Tiny:
                       "augment": True},
             "lm": lm_data,
             "mlm": {**lm_data, "train": str(lm["mlm"])},
+            "ner": {"train": str(ner["train"]), "validation": str(ner["dev"]), "test": str(ner["test"]),
+                    "max_length": 32, "stride": 8},
         }
 
     def config(self, row: Row, strategy: str, name: str, dropout: bool = False, **training) -> dict:

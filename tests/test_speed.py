@@ -129,3 +129,24 @@ def test_bf16_keeps_a_non_cuda_accelerator(monkeypatch, text_config):
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
     training_arguments(recipe.config)
     assert seen["use_cpu"] is True
+
+
+def test_a_multi_process_cpu_launch_is_told_it_runs_on_cpu(monkeypatch, text_config):
+    """Under `accelerate launch --config_file recipes/accelerate/cpu_ddp.yaml` (WORLD_SIZE=2, no accelerator) the
+    Trainer sets up a gloo process group only with use_cpu; without it each process trained alone."""
+    import torch
+    import transformers
+
+    from hftl.trainer import training_arguments
+
+    recipe = TextClassificationRecipe(text_config(**{"speed.bf16": False}))
+    seen = {}
+    monkeypatch.setattr(transformers, "TrainingArguments", lambda **kwargs: seen.update(kwargs) or kwargs)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    training_arguments(recipe.config)
+    assert seen.get("use_cpu") is True
+    seen.clear()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    training_arguments(recipe.config)
+    assert "use_cpu" not in seen

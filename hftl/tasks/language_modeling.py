@@ -302,6 +302,7 @@ class MaskedLMRecipe(LanguageModelingRecipe):
     head_modules = ("cls", "lm_head", "generator_lm_head")  # BERT/MiniLM, RoBERTa, ELECTRA generator
     auto_model_class = "AutoModelForMaskedLM"
     perplexity_key = "pseudo_perplexity"
+    token_level_loss = True  # BERT-style MLM heads take a plain mean per forward pass
 
     @classmethod
     def _check_model(cls, config) -> list[str]:

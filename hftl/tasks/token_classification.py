@@ -704,6 +704,7 @@ class TokenClassificationRecipe(Recipe):
         "accuracy": ("accuracy", "Token accuracy", None),
     }
     curve_metrics = ("f1",)
+    token_level_loss = True
     evaluation_batch_size = 64
     #: per-window bookkeeping kept beside the model inputs (the Trainer drops them from its batches)
     WINDOW_COLUMNS = ("doc", "word_ids", "starts", "num_words", "gold")
