@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from hftl.callbacks import add_default_callbacks
+from hftl.config.validate import HFTL_TRAINING_KEYS
 from hftl.speed.trainer import speedups_supported, trainer_class
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,10 @@ def training_arguments(config, task_defaults: dict | None = None, auto_eval_batc
 
     if defaults["bf16"] and not torch.cuda.is_available():
         defaults["use_cpu"] = True  # transformers allows CPU bf16 autocast only when told it is on CPU
-    kwargs = {**defaults, **(task_defaults or {}), **config.training}
+    training = {k: v for k, v in config.training.items() if k not in HFTL_TRAINING_KEYS}  # read by build_trainer
+    if config.training.get("early_stopping_patience"):
+        defaults["load_best_model_at_end"] = True  # EarlyStoppingCallback needs the best metric tracked
+    kwargs = {**defaults, **(task_defaults or {}), **training}
     kwargs.setdefault("data_seed", kwargs["seed"])
     return TrainingArguments(**kwargs)
 
@@ -61,6 +65,8 @@ def training_arguments(config, task_defaults: dict | None = None, auto_eval_batc
 def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
     """The `Trainer` of a run: hftl's Trainer class, callbacks and speed switches, around `recipe`'s hooks."""
     speed = recipe.config.speed
+    # a task's own loss (e.g. class weights), given to the Trainer as `compute_loss_func`; None: the model's loss
+    loss_function = getattr(recipe, "loss_function", None)
     trainer = trainer_class()(
         model=model,
         args=args,
@@ -69,8 +75,15 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
         data_collator=recipe.data_collator(processor),
         processing_class=processor,
         compute_metrics=recipe.compute_metrics(labels),
+        compute_loss_func=loss_function(datasets["train"], labels) if loss_function else None,
     )
     add_default_callbacks(trainer)  # clean stop on SIGINT/SIGTERM, stop on non-finite loss
+    training = recipe.config.training
+    if training.get("early_stopping_patience"):
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(training["early_stopping_patience"],
+                                                   training.get("early_stopping_threshold") or 0.0))
     if trainer.model_accepts_loss_kwargs:
         # transformers 5's Trainer assumes a model whose forward takes **kwargs divides a token-summed loss by the
         # `num_items_in_batch` it passes: it then skips gradient-accumulation scaling and multiplies the loss by
