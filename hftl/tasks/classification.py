@@ -95,8 +95,17 @@ def is_label_list(value) -> bool:
     return isinstance(value, (list, tuple)) or (isinstance(value, str) and value.lstrip().startswith("["))
 
 
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def as_number(value) -> float | None:
+    """`value` as a finite float if it is a number or a numeric string (CSV cells before typing), else None."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def detect_problem_type(values, separator: str | None) -> tuple[str, str]:
@@ -107,7 +116,8 @@ def detect_problem_type(values, separator: str | None) -> tuple[str, str]:
         return MULTI, f"data.label_separator is {separator!r}"
     if any(is_label_list(v) for v in values):
         return MULTI, "label cells hold lists of labels"
-    if values and all(is_number(v) for v in values) and any(float(v) != int(v) for v in values):
+    numbers = [as_number(v) for v in values]
+    if values and None not in numbers and any(n != int(n) for n in numbers):
         return REGRESSION, "the labels are numbers, not all whole"
     return SINGLE, "one class name or id per row"
 
@@ -425,7 +435,11 @@ class ClassificationRecipe(Recipe):
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         if name == "validation":
             self._decisions = self.fit_decisions(logits, output.label_ids, labels)
-        return self.report(logits, output.label_ids, labels, self._decisions or {})
+        report = self.report(logits, output.label_ids, labels, self._decisions or {})
+        weights = getattr(getattr(trainer, "compute_loss_func", None), "weights", None)
+        if name == "validation" and weights is not None:  # what the loss weighed, for the card
+            report["class_weights"] = dict(zip(labels.names, weights))
+        return report
 
     def fit_decisions(self, logits, label_ids, labels: LabelMap | None) -> dict:
         """Temperature (L-BFGS on the validation NLL) and decision thresholds, fitted on validation logits."""
