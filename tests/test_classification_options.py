@@ -251,3 +251,26 @@ def test_early_stopping_stops_when_the_metric_stalls(text_config):
     state = json.loads((result.run_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 2 * 6  # 96 rows / batch 16 = 6 steps per epoch; stopped after epoch 2 of 5
     assert [e["epoch"] for e in state["log_history"] if "eval_f1" in e] == [1.0, 2.0]
+
+
+def test_seeds_aggregate_mean_and_spread(text_config, tmp_path):
+    import statistics
+
+    from hftl.config import read_config
+    from hftl.seeds import run_seeds
+    from hftl.tasks import task_data_classes
+
+    config = read_config(text_config(**{"training.num_train_epochs": 1}), task_data_classes())
+    result = run_seeds(config, 2)
+    out = result.run_dir
+    assert result.seeds == [42, 43]
+    per_seed = [json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in (42, 43)]
+    assert [json.loads((out / f"seed-{s}" / "manifest.json").read_text())["seed"] for s in (42, 43)] == [42, 43]
+    saved = json.loads((out / "metrics.json").read_text())
+    values = [m["test"]["loss"] for m in per_seed]
+    assert values[0] != values[1]  # the seed changed the run
+    assert saved["test"]["loss"]["mean"] == pytest.approx(statistics.fmean(values))
+    assert saved["test"]["loss"]["std"] == pytest.approx(statistics.stdev(values))
+    assert saved["seeds"] == [42, 43]
+    card = (out / "README.md").read_text()
+    assert "| test |" in card and f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}" in card
