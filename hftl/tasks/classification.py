@@ -214,6 +214,7 @@ class WeightedLoss:
 
 
 # -- the recipe -------------------------------------------------------------------------------------------
+_OPTION_DEFAULTS = {"class_weights": "none", "calibration": "auto", "threshold": "auto"}
 _DECLARATIONS = {
     SINGLE: {
         "summary": ("accuracy", "balanced_accuracy", "precision", "recall", "f1"),
@@ -267,8 +268,13 @@ class ClassificationRecipe(Recipe):
     @property
     def problem_type(self) -> str:
         """The run's problem type (single-label until the data has been read when the config says 'auto')."""
-        value = self.config.data.declared_problem_type()
+        declared = getattr(self.config.data, "declared_problem_type", None)  # a data class without the options
+        value = declared() if declared else SINGLE
         return SINGLE if value == "auto" else value
+
+    def option(self, name: str):
+        """A `ClassificationData` setting, or its default for a task whose data class does not have it."""
+        return getattr(self.config.data, name, _OPTION_DEFAULTS[name])
 
     @property
     def summary_metrics(self) -> tuple[str, ...]:
@@ -299,7 +305,7 @@ class ClassificationRecipe(Recipe):
         """The problem type, detected from the training labels when the config says 'auto' (written back into the
         config, so the saved `config.yaml` records it, and logged)."""
         data = self.config.data
-        declared = data.declared_problem_type()
+        declared = getattr(data, "declared_problem_type", lambda: SINGLE)()
         if declared != "auto":
             return declared
         problem, why = detect_problem_type(train_values, getattr(data, "label_separator", None))
@@ -361,7 +367,7 @@ class ClassificationRecipe(Recipe):
                 for name, dataset in splits.items()}, labels
 
     def check_threshold_setting(self, labels: LabelMap | None) -> None:
-        threshold = self.config.data.threshold
+        threshold = self.option("threshold")
         if self.problem_type == SINGLE and threshold != "auto" and len(labels) != 2:
             raise ConfigError([f"data.threshold: {threshold!r} applies to binary or multi-label tasks; this one has "
                                f"{len(labels)} classes, where the prediction is the most probable class. Remove it."])
@@ -411,7 +417,7 @@ class ClassificationRecipe(Recipe):
     def loss_function(self, train_dataset, labels: LabelMap | None):
         """The Trainer's `compute_loss_func`: a `WeightedLoss` when `data.class_weights` asks for one, else None
         (the model's own loss, chosen by its `problem_type`)."""
-        setting = self.config.data.class_weights
+        setting = self.option("class_weights")
         if setting == "none" or labels is None:
             return None
         multi = self.problem_type == MULTI
@@ -447,17 +453,17 @@ class ClassificationRecipe(Recipe):
             apply_temperature, best_global_threshold, fit_temperature, tune_binary_threshold, tune_thresholds,
         )
 
-        data, problem = self.config.data, self.problem_type
+        problem = self.problem_type
         decisions = {"problem_type": problem}
         if problem == REGRESSION:
             return decisions
         multi = problem == MULTI
-        temperature = fit_temperature(logits, label_ids, multi_label=multi) if data.calibration != "none" else None
+        temperature = fit_temperature(logits, label_ids, multi_label=multi) if self.option("calibration") != "none" else None
         if temperature is not None:
             logger.info("temperature fitted on validation: %.4f", temperature)
         decisions["temperature"] = temperature
         probabilities = apply_temperature(logits, temperature or 1.0, multi_label=multi)
-        threshold = data.threshold
+        threshold = self.option("threshold")
         if multi:
             tuned = tune_thresholds(probabilities, label_ids)
             decisions["tuned_thresholds"] = tuned
