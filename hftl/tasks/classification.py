@@ -225,7 +225,6 @@ _DECLARATIONS = {
             "f1": ("f1", "F1 (macro)", {"average": "macro"}),
             "precision": ("precision", "Precision (macro)", {"average": "macro"}),
             "recall": ("recall", "Recall (macro)", {"average": "macro"}),
-            "matthews_correlation": ("matthews_correlation", "Matthews correlation", None),
         },
         "curve": ("accuracy", "f1"),
         "best": "f1",
