@@ -238,6 +238,7 @@ def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: s
               "training_curves": None}
     if plot_training_curves(state.get("log_history", []), image_dir / RunDir.TRAINING_CURVES_PNG, recipe.curve_metrics):
         images["training_curves"] = RunDir.TRAINING_CURVES_PNG
+    images.update(recipe.card_figures(metrics, image_dir))  # the task's own figures (e.g. a reliability diagram)
 
     name = (repo_id or run_dir.resolve().name).split("/")[-1]
     eval_results = _eval_results(metrics, recipe, sources.get(eval_split), config.data.dataset_config,

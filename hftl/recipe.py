@@ -178,6 +178,15 @@ class Recipe:
     def compute_metrics(self, labels: LabelMap | None):
         return None
 
+    def loss_function(self, train_dataset, labels: LabelMap | None):
+        """The Trainer's `compute_loss_func`, or None for the model's own loss (token-level tasks: a cross-entropy
+        weighted by labelled token across micro-batches and processes, `hftl.trainer.token_cross_entropy`)."""
+        if not self.token_level_loss:
+            return None
+        from hftl.trainer import token_cross_entropy
+
+        return token_cross_entropy
+
     def training_defaults(self) -> dict:
         """Task defaults for `TrainingArguments`, under the user's `training` section."""
         return {}
@@ -200,6 +209,10 @@ class Recipe:
         """Task files saved beside the model (label maps, merged weights...)."""
         if labels is not None:
             run.write_labels(labels)
+
+    def card_figures(self, metrics: dict, folder: Path) -> dict[str, str]:
+        """The task's own figures for the card, drawn into `folder` from the run's metrics: {key: file name}."""
+        return {}
 
     def head_module_names(self, model, newly_initialised) -> list[str]:
         from hftl.strategies.params import head_module_names

@@ -26,6 +26,14 @@ def section_table(title: str, cls) -> str:
     return "\n".join(rows)
 
 
+def _hftl_training_keys() -> str:
+    """hftl's own keys of the `training` section (the rest are `TrainingArguments` fields)."""
+    from hftl.config.validate import HFTL_TRAINING_KEYS
+
+    rows = ["## `training` (hftl's own keys)", "", "| key | default | meaning |", "|---|---|---|"]
+    return "\n".join(rows + [f"| `{key}` | `None` | {text} |" for key, text in HFTL_TRAINING_KEYS.items()])
+
+
 def render() -> str:
     parts = [
         "# Config reference",
@@ -40,6 +48,7 @@ def render() -> str:
     ]
     for task, recipe in registered_tasks().items():
         parts.append(section_table(f"data (task: {task})", recipe.data_config_class))
+    parts.append(_hftl_training_keys())
     parts += [section_table("speed", SpeedConfig), section_table("hub", HubConfig)]
     return "\n\n".join(parts) + "\n"
 

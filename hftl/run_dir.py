@@ -7,6 +7,7 @@ A run folder holds the model (or LoRA adapter) with its processor, and the run's
     manifest.json    when, the task, the seed, the effective training settings, package versions, data fingerprints
     metrics.json     metrics by split
     labels.json      id2label / label2id of classification tasks
+    calibration.json classification: problem type, temperature and decision thresholds fitted on validation
     README.md        the model card, with its figures (*.png)
     merged/          LoRA language-model runs: the merged model, a plain checkpoint
     checkpoint-N/    the Trainer's resumable checkpoints
@@ -57,6 +58,7 @@ class RunDir:
     MANIFEST = "manifest.json"
     METRICS = "metrics.json"
     LABELS = "labels.json"
+    CALIBRATION = "calibration.json"
     CARD = "README.md"
     ADAPTER_CONFIG = "adapter_config.json"
     MODEL_CONFIG = "config.json"
@@ -65,7 +67,7 @@ class RunDir:
     TRAINING_CURVES_PNG = "training_curves.png"
     CONFUSION_MATRIX_PNG = "confusion_matrix.png"
     #: the run's records, copied beside an exported model so that it is a run folder too
-    RECORDS = (LABELS, METRICS, MANIFEST, TRAINER_STATE)
+    RECORDS = (LABELS, CALIBRATION, METRICS, MANIFEST, TRAINER_STATE)
     #: never pushed: resumable checkpoints, pickled training state, the merged copy of language-model runs, logs
     PUSH_IGNORE = ("checkpoint-*", f"{MERGED}/*", "runs/*", "training_args.bin", "*.pt", "*.pth", "*.pkl", ".*", "*.tmp")
 
@@ -182,6 +184,13 @@ class RunDir:
 
     def write_labels(self, labels: LabelMap) -> None:
         write_json(self.path / self.LABELS, {"id2label": labels.id2label, "label2id": labels.label2id})
+
+    def calibration(self) -> dict:
+        """What a classification run fitted on validation (problem type, temperature, thresholds); {} if none."""
+        return self._read(self.CALIBRATION, {})
+
+    def write_calibration(self, values: dict) -> None:
+        write_json(self.path / self.CALIBRATION, values)
 
     def training_settings(self, config: RunConfig) -> dict:
         """The effective training settings recorded at training time; the config's own for older runs."""

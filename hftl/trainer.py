@@ -6,6 +6,7 @@ import logging
 import os
 
 from hftl.callbacks import add_default_callbacks
+from hftl.config.validate import HFTL_TRAINING_KEYS
 from hftl.speed.trainer import speedups_supported, trainer_class
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,10 @@ def training_arguments(config, task_defaults: dict | None = None, auto_eval_batc
         # transformers allows CPU bf16 autocast, and sets up a multi-process CPU run (gloo), only when told it is on
         # CPU; an accelerator (CUDA, XPU, MPS...) must keep the run, so only a machine with none is told so
         defaults["use_cpu"] = True
-    kwargs = {**defaults, **(task_defaults or {}), **config.training}
+    training = {k: v for k, v in config.training.items() if k not in HFTL_TRAINING_KEYS}  # read by build_trainer
+    if config.training.get("early_stopping_patience"):
+        defaults["load_best_model_at_end"] = True  # EarlyStoppingCallback needs the best metric tracked
+    kwargs = {**defaults, **(task_defaults or {}), **training}
     kwargs.setdefault("data_seed", kwargs["seed"])
     return TrainingArguments(**kwargs)
 
@@ -64,6 +68,7 @@ def training_arguments(config, task_defaults: dict | None = None, auto_eval_batc
 def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
     """The `Trainer` of a run: hftl's Trainer class, callbacks and speed switches, around `recipe`'s hooks."""
     speed = recipe.config.speed
+    # a task's own loss (e.g. class weights), given to the Trainer as `compute_loss_func`; None: the model's loss
     trainer = trainer_class()(
         model=model,
         args=args,
@@ -72,9 +77,15 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
         data_collator=recipe.data_collator(processor),
         processing_class=processor,
         compute_metrics=recipe.compute_metrics(labels),
-        compute_loss_func=token_cross_entropy if recipe.token_level_loss else None,
+        compute_loss_func=recipe.loss_function(datasets["train"], labels),
     )
     add_default_callbacks(trainer)  # clean stop on SIGINT/SIGTERM, stop on non-finite loss
+    training = recipe.config.training
+    if training.get("early_stopping_patience"):
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(training["early_stopping_patience"],
+                                                   training.get("early_stopping_threshold") or 0.0))
     if trainer.compute_loss_func is not None:
         trainer.model_accepts_loss_kwargs = False  # the labels go to `compute_loss_func`; the model computes no loss
     elif trainer.model_accepts_loss_kwargs:

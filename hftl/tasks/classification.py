@@ -1,58 +1,393 @@
 """What every classification task shares (text and image today): a label map built from the training labels, a
 head sized to it, metrics through `hftl.metrics` with an exact loss, `labels.json`, and predictions with class
 probabilities. A classification task declares its data and implements the data hooks and `encode_inputs`.
+
+Three problem types (transformers' own `config.problem_type`, a data setting here):
+
+* `single_label_classification`: one class per row (softmax, cross-entropy);
+* `multi_label_classification`: a set of labels per row, a JSON list or a string split on `data.label_separator`
+  (sigmoid, binary cross-entropy), with per-label decision thresholds tuned on validation;
+* `regression`: one number per row (one output, mean squared error).
+
+After training, a temperature is fitted on the validation logits (`data.calibration`) and decision thresholds are
+tuned there (`data.threshold`); both are saved in the run folder (`RunDir.write_calibration`) and applied by
+`hftl predict` / `hftl evaluate`. Which metrics the summary and the card show depends on the problem type: the
+declaration attributes are properties of the instance.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
+from typing import Literal
 
+from hftl.config.parse import field
+from hftl.config.schema import DataConfig
 from hftl.data.labels import LabelMap
+from hftl.errors import ConfigError, DataError
 from hftl.metrics import (
-    classification_report, logits_to_predictions, make_compute_metrics, mean_cross_entropy, prediction_records,
+    classification_report, logits_to_predictions, make_compute_metrics, make_multilabel_compute_metrics,
+    make_regression_compute_metrics, mean_cross_entropy, multilabel_report, prediction_records, regression_report,
 )
 from hftl.modeling import load_pretrained_model, read_model_config
 from hftl.recipe import PreparedData, Recipe
 
 logger = logging.getLogger(__name__)
 
+SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
+PROBLEM_TYPES = (SINGLE, MULTI, REGRESSION)
+RELIABILITY_PNG = "reliability_diagram.png"
+SCATTER_PNG = "regression_scatter.png"
+#: test points kept in metrics.json for the regression scatter (rounded; enough for a figure)
+MAX_POINTS = 5000
+
+
+# -- the data settings every classification task shares ---------------------------------------------------
+@dataclass
+class ClassificationData(DataConfig):
+    """`data` settings of every classification task: class weights, calibration, decision thresholds."""
+
+    class_weights: str | dict[str, float] = field(
+        "none", help="loss weights per class: 'none', 'auto' (inverse frequency in train, normalised; multi-label: "
+        "negatives/positives per label as pos_weight) or a mapping label -> weight (unlisted labels weigh 1)"
+    )
+    calibration: Literal["auto", "temperature", "none"] = field(
+        "auto", help="fit a temperature on the validation logits after training (applied by predict and evaluate); "
+        "'auto' = temperature for classification, none for regression"
+    )
+    threshold: Literal["auto", "tuned"] | float = field(
+        "auto", help="decision threshold: 'auto' = per-label thresholds tuned on validation for multi-label, argmax "
+        "for single-label (the tuned binary threshold is reported beside it); 'tuned' also applies the tuned one to "
+        "binary tasks; a number in (0, 1) is one fixed threshold (multi-label, or the positive class of binary tasks)"
+    )
+
+    def check(self) -> list[str]:
+        problems, weights = [], self.class_weights
+        if isinstance(weights, str) and weights not in ("auto", "none"):
+            problems.append(f"class_weights: expected 'auto', 'none' or a mapping label -> weight, got {weights!r}.")
+        elif isinstance(weights, dict):
+            bad = {k: v for k, v in weights.items()
+                   if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
+            if not weights or bad:
+                problems.append(f"class_weights: every weight must be a positive number, got {bad or weights}. "
+                                "Example: class_weights: {neg: 1.0, pos: 4.0}.")
+        if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
+            problems.append(f"threshold: a fixed threshold must be between 0 and 1, got {self.threshold}.")
+        problem = self.declared_problem_type()
+        if problem == REGRESSION:
+            used = [f"{name}: {value!r}" for name, value, default in (
+                ("class_weights", weights, "none"), ("threshold", self.threshold, "auto"),
+                ("calibration", self.calibration, "auto")) if value not in (default, "none")]
+            if used:
+                problems.append(f"problem_type: regression has no classes, so {', '.join(used)} cannot apply. "
+                                "Remove them, or choose a classification problem_type.")
+        return problems
+
+    def declared_problem_type(self) -> str:
+        """The problem type the config names ('auto' until the data says)."""
+        return SINGLE
+
+
+# -- label cells ----------------------------------------------------------------------------------------
+def is_label_list(value) -> bool:
+    """A cell holding several labels: a list, or a string written as a JSON list."""
+    return isinstance(value, (list, tuple)) or (isinstance(value, str) and value.lstrip().startswith("["))
+
+
+def as_number(value) -> float | None:
+    """`value` as a finite float if it is a number or a numeric string (CSV cells before typing), else None."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def detect_problem_type(values, separator: str | None) -> tuple[str, str]:
+    """(problem type, why) of training label `values`: label lists or a separator mean multi-label, numbers
+    that are not all whole mean regression, anything else single-label."""
+    values = list(values)
+    if separator:
+        return MULTI, f"data.label_separator is {separator!r}"
+    if any(is_label_list(v) for v in values):
+        return MULTI, "label cells hold lists of labels"
+    numbers = [as_number(v) for v in values]
+    if values and None not in numbers and any(n != int(n) for n in numbers):
+        return REGRESSION, "the labels are numbers, not all whole"
+    return SINGLE, "one class name or id per row"
+
+
+def label_set(value, separator: str | None, where: str) -> list[str]:
+    """The labels of one multi-label cell: a list, a JSON list string, or a string split on `separator`."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where}: label cell {value!r} is not a valid JSON list ({err.msg}). "
+                            'Write it as ["a", "b"], or use data.label_separator.') from None
+        if not isinstance(value, list):
+            raise DataError(f"{where}: label cell {value!r} is not a JSON list.")
+    if isinstance(value, (list, tuple)):
+        names = [str(v).strip() for v in value]
+    elif value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{where}: the label cell is empty. Write [] for a row with no label, or drop the row.")
+    elif isinstance(value, str) and separator:
+        names = [part.strip() for part in value.split(separator)]
+    else:
+        names = [str(value).strip()]
+    if any(not name for name in names):
+        raise DataError(f"{where}: label cell {value!r} holds an empty label name.")
+    return list(dict.fromkeys(names))
+
+
+def target_value(value, where: str) -> float:
+    """One regression target: a finite number (a numeric string is accepted)."""
+    import math
+
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise DataError(f"{where}: the target {value!r} is not a number. problem_type regression needs one finite "
+                        "number per row; fix the cell or drop the row.")
+    return number
+
+
+def class_weight_list(setting, labels: LabelMap, train_ids, multi_label: bool, where: str = "data.class_weights"
+                      ) -> list[float] | None:
+    """The loss weights of `setting` ('none', 'auto' or {label: weight}) for the training labels `train_ids`
+    (class ids, or indicator rows when `multi_label`); None for 'none'."""
+    import numpy as np
+
+    from hftl.calibration import class_weights_from_counts
+
+    if setting == "none":
+        return None
+    if isinstance(setting, dict):
+        unknown = sorted(set(map(str, setting)) - set(labels.names))
+        if unknown:
+            raise ConfigError([f"{where}: label(s) {', '.join(map(repr, unknown))} do not occur in the training data. "
+                               f"Labels: {', '.join(labels.names)}."])
+        chosen = {str(k): float(v) for k, v in setting.items()}
+        return [chosen.get(name, 1.0) for name in labels.names]
+    ids = np.asarray(train_ids)
+    if multi_label:
+        return class_weights_from_counts(ids.sum(axis=0).astype(int).tolist(), "pos_weight", num_examples=len(ids))
+    return class_weights_from_counts(np.bincount(ids, minlength=len(labels)).tolist(), "auto")
+
+
+class WeightedLoss:
+    """A `compute_loss_func` for `transformers.Trainer`: cross-entropy with class weights, or binary cross-entropy
+    with `pos_weight` (multi-label).
+
+    The weighted per-example (per-cell) losses are summed and divided by `num_items_in_batch` when the Trainer
+    passes it (the labelled items of the whole accumulated batch, across processes: gradient accumulation and
+    data parallelism stay exact), else by their number.
+
+    Args:
+        weights (`list[float]`): one weight per class (single-label) or per label (multi-label `pos_weight`).
+        multi_label (`bool`): binary cross-entropy on indicator labels.
+    """
+
+    def __init__(self, weights: list[float], multi_label: bool):
+        self.weights, self.multi_label = list(weights), multi_label
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        import torch
+        import torch.nn.functional as F
+
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        weights = torch.tensor(self.weights, dtype=torch.float32, device=logits.device)
+        if self.multi_label:
+            per_item = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=weights,
+                                                          reduction="none")
+        else:
+            per_item = F.cross_entropy(logits.float(), labels.long(), weight=weights, reduction="none")
+        count = per_item.numel() if num_items_in_batch is None else num_items_in_batch
+        return per_item.sum() / count
+
+
+# -- the recipe -------------------------------------------------------------------------------------------
+_OPTION_DEFAULTS = {"class_weights": "none", "calibration": "auto", "threshold": "auto"}
+_DECLARATIONS = {
+    SINGLE: {
+        "summary": ("accuracy", "balanced_accuracy", "precision", "recall", "f1"),
+        "card": ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_weighted", "matthews_correlation",
+                 "loss", "ece_before", "ece_after"),
+        "index": {
+            "accuracy": ("accuracy", "Accuracy", None),
+            "f1": ("f1", "F1 (macro)", {"average": "macro"}),
+            "precision": ("precision", "Precision (macro)", {"average": "macro"}),
+            "recall": ("recall", "Recall (macro)", {"average": "macro"}),
+        },
+        "curve": ("accuracy", "f1"),
+        "best": "f1",
+    },
+    MULTI: {
+        "summary": ("f1_macro", "f1_micro", "f1_samples", "subset_accuracy", "hamming_loss"),
+        "card": ("f1_macro", "f1_micro", "f1_samples", "precision_macro", "recall_macro", "subset_accuracy",
+                 "hamming_loss", "f1_macro_threshold_0_5", "f1_macro_best_single_threshold", "loss", "ece_before",
+                 "ece_after"),
+        "index": {
+            "f1_macro": ("f1", "F1 (macro)", {"average": "macro"}),
+            "f1_micro": ("f1", "F1 (micro)", {"average": "micro"}),
+            "f1_samples": ("f1", "F1 (samples)", {"average": "samples"}),
+            "subset_accuracy": ("accuracy", "Subset accuracy", None),
+        },
+        "curve": ("f1_macro", "f1_micro"),
+        "best": "f1_macro",
+    },
+    REGRESSION: {
+        "summary": ("pearson", "spearman", "mse", "mae", "r2"),
+        "card": ("pearson", "spearman", "mse", "mae", "r2"),
+        "index": {
+            "pearson": ("pearsonr", "Pearson correlation", None),
+            "spearman": ("spearmanr", "Spearman correlation", None),
+            "mse": ("mse", "Mean squared error", None),
+        },
+        "curve": ("pearson", "spearman"),
+        "best": "loss",
+    },
+}
+
 
 class ClassificationRecipe(Recipe):
     """Base of the classification recipes (not a task itself: it registers nothing)."""
 
-    summary_metrics = ("accuracy", "precision", "recall", "f1")
-    card_metrics = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_weighted", "matthews_correlation",
-                    "loss")
-    index_metrics = {
-        "accuracy": ("accuracy", "Accuracy", None),
-        "f1": ("f1", "F1 (macro)", {"average": "macro"}),
-        "precision": ("precision", "Precision (macro)", {"average": "macro"}),
-        "recall": ("recall", "Recall (macro)", {"average": "macro"}),
-    }
-    curve_metrics = ("accuracy", "f1")
+    #: what was fitted on the validation split (temperature, thresholds), or read from a finished run
+    _decisions: dict | None = None
+
+    # -- the declaration, by problem type ---------------------------------------------------------
+    @property
+    def problem_type(self) -> str:
+        """The run's problem type (single-label until the data has been read when the config says 'auto')."""
+        declared = getattr(self.config.data, "declared_problem_type", None)  # a data class without the options
+        value = declared() if declared else SINGLE
+        return SINGLE if value == "auto" else value
+
+    def option(self, name: str):
+        """A `ClassificationData` setting, or its default for a task whose data class does not have it."""
+        return getattr(self.config.data, name, _OPTION_DEFAULTS[name])
+
+    @property
+    def summary_metrics(self) -> tuple[str, ...]:
+        return _DECLARATIONS[self.problem_type]["summary"]
+
+    @property
+    def card_metrics(self) -> tuple[str, ...]:
+        return _DECLARATIONS[self.problem_type]["card"]
+
+    @property
+    def index_metrics(self) -> dict:
+        return _DECLARATIONS[self.problem_type]["index"]
+
+    @property
+    def curve_metrics(self) -> tuple[str, ...]:
+        return _DECLARATIONS[self.problem_type]["curve"]
+
+    def training_defaults(self) -> dict:
+        """With early stopping or `load_best_model_at_end`, the metric they judge by: macro-F1, or the loss for
+        regression (set only then: the Trainer looks the metric up at every evaluation once it is named)."""
+        training = self.config.training
+        if training.get("early_stopping_patience") or training.get("load_best_model_at_end"):
+            return {"metric_for_best_model": _DECLARATIONS[self.problem_type]["best"]}
+        return {}
 
     # -- labels -----------------------------------------------------------------------------------
-    @staticmethod
-    def with_label_ids(dataset, labels: LabelMap, values, source: str, keep: list[str]):
-        """`dataset` reduced to the `keep` columns plus `labels`: the ids of `values` (an unknown label names its row)."""
-        return dataset.select_columns(keep).add_column("labels", labels.encode(values, source))
+    def resolve_problem_type(self, train_values, source: str) -> str:
+        """The problem type, detected from the training labels when the config says 'auto' (written back into the
+        config, so the saved `config.yaml` records it, and logged)."""
+        data = self.config.data
+        declared = getattr(data, "declared_problem_type", lambda: SINGLE)()
+        if declared != "auto":
+            return declared
+        problem, why = detect_problem_type(train_values, getattr(data, "label_separator", None))
+        data.problem_type = problem
+        logger.info("data.problem_type: %s (detected in %s: %s). Set data.problem_type to choose otherwise.",
+                    problem, source, why)
+        return problem
+
+    def with_label_ids(self, dataset, labels: LabelMap | None, values, source: str, keep: list[str]):
+        """`dataset` reduced to the `keep` columns plus `labels`: class ids, indicator rows (multi-label) or
+        numbers (regression) of `values`; a bad cell (unknown label, not a number) names its row."""
+        import datasets
+
+        dataset = dataset.select_columns(keep)
+        problem = self.problem_type
+        if problem == SINGLE:
+            bad = next((row for row, v in enumerate(values, start=1) if is_label_list(v)), None)
+            if bad is not None:
+                raise DataError(f"{source}, row {bad}: label cell {values[bad - 1]!r} holds several labels, but "
+                                "data.problem_type is single_label_classification. Set data.problem_type: "
+                                "multi_label_classification (or auto), or fix the row.")
+            return dataset.add_column("labels", labels.encode(values, source))
+        if problem == REGRESSION:
+            targets = [target_value(v, f"{source}, row {row}") for row, v in enumerate(values, start=1)]
+            return dataset.add_column("labels", targets, feature=datasets.Value("float32"))
+        rows = self.indicator_rows(values, labels, source)
+        return dataset.add_column("labels", rows, feature=datasets.Sequence(datasets.Value("float32")))
+
+    def label_sets(self, values, source: str) -> list[list[str]]:
+        separator = getattr(self.config.data, "label_separator", None)
+        return [label_set(v, separator, f"{source}, row {row}") for row, v in enumerate(values, start=1)]
+
+    def indicator_rows(self, values, labels: LabelMap, source: str) -> list[list[float]]:
+        index, rows = labels.label2id, []
+        for row, names in enumerate(self.label_sets(values, source), start=1):
+            unknown = [n for n in names if n not in index]
+            if unknown:
+                raise DataError(f"{source}, row {row}: label(s) {', '.join(map(repr, unknown))} do not occur in the "
+                                f"training data (known labels: {', '.join(labels.names)}). Fix the row, or add "
+                                "examples of them to train.")
+            indicators = [0.0] * len(labels)
+            for name in names:
+                indicators[index[name]] = 1.0
+            rows.append(indicators)
+        return rows
 
     def encode_splits(self, splits: dict, values: dict, sources: dict, keep: list[str]) -> tuple[dict, LabelMap]:
-        """The label map of the training labels, and every split with label ids (see `with_label_ids`)."""
-        labels = LabelMap.from_values(values["train"], source=sources["train"])
+        """The label map of the training labels (None for regression), and every split with its `labels` column
+        (see `with_label_ids`)."""
+        problem = self.resolve_problem_type(values["train"], sources["train"])
+        labels = None
+        if problem == SINGLE:
+            labels = LabelMap.from_values(values["train"], source=sources["train"])
+        elif problem == MULTI:
+            names = {n for cell in self.label_sets(values["train"], sources["train"]) for n in cell}
+            labels = LabelMap.from_values(names, source=sources["train"])
+        self.check_threshold_setting(labels)
         return {name: self.with_label_ids(dataset, labels, values[name], sources[name], keep)
                 for name, dataset in splits.items()}, labels
 
+    def check_threshold_setting(self, labels: LabelMap | None) -> None:
+        threshold = self.option("threshold")
+        if self.problem_type == SINGLE and threshold != "auto" and len(labels) != 2:
+            raise ConfigError([f"data.threshold: {threshold!r} applies to binary or multi-label tasks; this one has "
+                               f"{len(labels)} classes, where the prediction is the most probable class. Remove it."])
+
     # -- model ------------------------------------------------------------------------------------
-    def load_model(self, processor, labels: LabelMap):
+    def load_model(self, processor, labels: LabelMap | None):
         import transformers
 
         source_config, _ = read_model_config(self.config.model)
+        problem = self.problem_type
+        if problem == REGRESSION:
+            head = {"num_labels": 1}
+        else:
+            head = {"num_labels": len(labels), "id2label": labels.id2label, "label2id": labels.label2id}
+        # transformers' own problem_type: it picks the loss, and `pipeline()` the output function (saved in config.json)
         model, new = load_pretrained_model(
-            getattr(transformers, self.auto_model_class), self.config.model, num_labels=len(labels),
-            id2label=labels.id2label, label2id=labels.label2id, ignore_mismatched_sizes=True,
+            getattr(transformers, self.auto_model_class), self.config.model, problem_type=problem,
+            ignore_mismatched_sizes=True, **head,
         )
-        new |= self._reset_foreign_head(model, source_config, labels)
+        if labels is not None:
+            new |= self._reset_foreign_head(model, source_config, labels)
         self.adapt_model(model, processor)
         return model, new
 
@@ -78,17 +413,158 @@ class ClassificationRecipe(Recipe):
     def adapt_model(self, model, processor) -> None:
         """Task-specific fixes to a freshly loaded model (e.g. the pad token of decoders)."""
 
+    def loss_function(self, train_dataset, labels: LabelMap | None):
+        """The Trainer's `compute_loss_func`: a `WeightedLoss` when `data.class_weights` asks for one, else None
+        (the model's own loss, chosen by its `problem_type`)."""
+        setting = self.option("class_weights")
+        if setting == "none" or labels is None:
+            return None
+        multi = self.problem_type == MULTI
+        weights = class_weight_list(setting, labels, train_dataset["labels"], multi)
+        logger.info("class weights (%s): %s", "pos_weight per label" if multi else "per class",
+                    ", ".join(f"{n} {w:.3g}" for n, w in zip(labels.names, weights)))
+        return WeightedLoss(weights, multi)
+
     # -- metrics ----------------------------------------------------------------------------------
-    def compute_metrics(self, labels: LabelMap):
+    def compute_metrics(self, labels: LabelMap | None):
+        if self.problem_type == REGRESSION:
+            return make_regression_compute_metrics()
+        if self.problem_type == MULTI:
+            return make_multilabel_compute_metrics(list(labels.names))
         return make_compute_metrics(list(labels.names))
 
-    def evaluate_split(self, trainer, name: str, dataset, labels: LabelMap) -> dict:
-        """The classification report of one split, with the mean cross-entropy of the gathered logits as its loss
-        (exact under distributed evaluation, where the Trainer's loss counts padding repeats)."""
+    def evaluate_split(self, trainer, name: str, dataset, labels: LabelMap | None) -> dict:
+        """The report of one split. On the validation split of a run, the temperature and thresholds are fitted
+        first (`fit_decisions`); every split is then reported with them."""
         output = trainer.predict(dataset)
-        report = classification_report(logits_to_predictions(output.predictions), output.label_ids, list(labels.names))
-        report["loss"] = mean_cross_entropy(output.predictions, output.label_ids)
+        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        if name == "validation":
+            self._decisions = self.fit_decisions(logits, output.label_ids, labels)
+        report = self.report(logits, output.label_ids, labels, self._decisions or {})
+        weights = getattr(getattr(trainer, "compute_loss_func", None), "weights", None)
+        if name == "validation" and weights is not None:  # what the loss weighed, for the card
+            report["class_weights"] = dict(zip(labels.names, weights))
         return report
+
+    def fit_decisions(self, logits, label_ids, labels: LabelMap | None) -> dict:
+        """Temperature (L-BFGS on the validation NLL) and decision thresholds, fitted on validation logits."""
+        from hftl.calibration import (
+            apply_temperature, best_global_threshold, fit_temperature, tune_binary_threshold, tune_thresholds,
+        )
+
+        problem = self.problem_type
+        decisions = {"problem_type": problem}
+        if problem == REGRESSION:
+            return decisions
+        multi = problem == MULTI
+        temperature = fit_temperature(logits, label_ids, multi_label=multi) if self.option("calibration") != "none" else None
+        if temperature is not None:
+            logger.info("temperature fitted on validation: %.4f", temperature)
+        decisions["temperature"] = temperature
+        probabilities = apply_temperature(logits, temperature or 1.0, multi_label=multi)
+        threshold = self.option("threshold")
+        if multi:
+            tuned = tune_thresholds(probabilities, label_ids)
+            decisions["tuned_thresholds"] = tuned
+            decisions["best_single_threshold"] = best_global_threshold(probabilities, label_ids)
+            decisions["thresholds"] = [threshold] * len(labels) if isinstance(threshold, float) else tuned
+        elif len(labels) == 2:
+            tuned = tune_binary_threshold(probabilities[:, 1], label_ids)
+            decisions["tuned_threshold"] = tuned
+            decisions["threshold"] = tuned if threshold == "tuned" else threshold if isinstance(threshold, float) else None
+        return decisions
+
+    def report(self, logits, label_ids, labels: LabelMap | None, decisions: dict) -> dict:
+        """Metrics of logits against labels, with the fitted `decisions` (temperature, thresholds) applied."""
+        import numpy as np
+
+        from hftl.calibration import apply_temperature
+
+        problem = decisions.get("problem_type", self.problem_type)
+        if problem == REGRESSION:
+            report = regression_report(logits, label_ids)
+            report["loss"] = report["mse"]
+            predicted = np.asarray(logits, dtype=np.float64).reshape(-1)
+            keep = slice(0, MAX_POINTS)
+            report["points"] = {"predicted": [round(float(v), 4) for v in predicted[keep]],
+                                "true": [round(float(v), 4) for v in np.asarray(label_ids).reshape(-1)[keep]]}
+            return report
+        multi = problem == MULTI
+        temperature = decisions.get("temperature")
+        probabilities = apply_temperature(logits, temperature or 1.0, multi_label=multi)
+        names = list(labels.names)
+        if multi:
+            thresholds = decisions.get("thresholds", 0.5)
+            report = multilabel_report(probabilities, label_ids, names, thresholds)
+            report["loss"] = _binary_cross_entropy(logits, label_ids)
+            report["threshold_comparison"] = self._threshold_comparison(probabilities, label_ids, names, decisions)
+            report["f1_macro_threshold_0_5"] = report["threshold_comparison"]["0.5"]["f1_macro"]
+            if "best_single" in report["threshold_comparison"]:
+                report["f1_macro_best_single_threshold"] = report["threshold_comparison"]["best_single"]["f1_macro"]
+        else:
+            threshold = decisions.get("threshold")
+            predictions = ((probabilities[:, 1] >= threshold).astype(np.int64) if threshold is not None
+                           else logits_to_predictions(logits))
+            report = classification_report(predictions, label_ids, names)
+            report["loss"] = mean_cross_entropy(logits, label_ids)
+            if "tuned_threshold" in decisions:
+                report["threshold_comparison"] = _binary_comparison(probabilities, label_ids, names, decisions)
+        if temperature is not None:
+            report.update(_calibration_report(logits, probabilities, label_ids, temperature, multi))
+        return report
+
+    @staticmethod
+    def _threshold_comparison(probabilities, label_ids, names, decisions) -> dict:
+        """Macro/micro/samples F1 at 0.5, at the best single threshold and at the tuned per-label thresholds."""
+        keys = ("f1_macro", "f1_micro", "f1_samples", "precision_macro", "recall_macro")
+        chosen = {"0.5": 0.5}
+        if "best_single_threshold" in decisions:
+            chosen["best_single"] = decisions["best_single_threshold"]
+        if "tuned_thresholds" in decisions:
+            chosen["tuned_per_label"] = decisions["tuned_thresholds"]
+        comparison = {}
+        for name, thresholds in chosen.items():
+            scores = multilabel_report(probabilities, label_ids, names, thresholds)
+            comparison[name] = {k: scores[k] for k in keys}
+            if not isinstance(thresholds, list):
+                comparison[name]["threshold"] = float(thresholds)
+        return comparison
+
+    # -- saving and reading the fitted decisions --------------------------------------------------
+    def save_extras(self, run, trainer, processor, labels: LabelMap | None) -> None:
+        super().save_extras(run, trainer, processor, labels)
+        saved = dict(self._decisions or {"problem_type": self.problem_type})
+        weights = getattr(trainer.compute_loss_func, "weights", None)
+        if weights is not None and labels is not None:
+            saved["class_weights"] = dict(zip(labels.names, weights))
+        run.write_calibration(saved)
+
+    def load_trained(self, run):
+        processor, model, labels = super().load_trained(run)
+        self._decisions = run.calibration() or {"problem_type": getattr(model.config, "problem_type", None) or SINGLE}
+        return processor, model, labels
+
+    # -- card -------------------------------------------------------------------------------------
+    def card_figures(self, metrics: dict, folder) -> dict:
+        """Figures of the test (else validation) split: the reliability diagram (calibrated runs) or the
+        predicted-vs-true scatter (regression); returns {name: file} for the card."""
+        from pathlib import Path
+
+        from hftl.plots import plot_regression_scatter, plot_reliability_diagram
+
+        split = "test" if "test" in metrics else "validation"
+        report, figures = metrics.get(split) or {}, {}
+        if report.get("reliability"):
+            bins = report["reliability"]
+            title = f"{split}: ECE {report['ece_before']:.3f} before, {report['ece_after']:.3f} after"
+            plot_reliability_diagram(bins["before"], bins["after"], Path(folder) / RELIABILITY_PNG, title)
+            figures["reliability"] = RELIABILITY_PNG
+        if report.get("points"):
+            points = report["points"]
+            title = f"{split}: Pearson {report.get('pearson') or float('nan'):.3f}"
+            plot_regression_scatter(points["predicted"], points["true"], Path(folder) / SCATTER_PNG, title)
+            figures["scatter"] = SCATTER_PNG
+        return figures
 
     # -- prediction -------------------------------------------------------------------------------
     def encode_inputs(self, processor, items: list, first_row: int):
@@ -98,16 +574,84 @@ class ClassificationRecipe(Recipe):
 
     def predict(self, model, processor, inputs: list, labels: LabelMap | None = None, batch_size: int = 64,
                 **kwargs) -> list[dict]:
-        """{label, score, probabilities} for each input."""
+        """One dict per input: {label, score, probabilities} (single-label), {labels, probabilities} (multi-label:
+        the labels at or above their thresholds) or {score} (regression). Probabilities are calibrated where a
+        temperature was fitted; the run's thresholds are applied."""
+        import numpy as np
         import torch
 
+        from hftl.calibration import apply_temperature
+
+        decisions = self._decisions or {}
+        problem = decisions.get("problem_type") or getattr(model.config, "problem_type", None) or SINGLE
+        temperature = decisions.get("temperature") or 1.0
         results = []
         for start in range(0, len(inputs), batch_size):
             batch = self.encode_inputs(processor, inputs[start:start + batch_size], start).to(model.device)
             with torch.inference_mode():
-                probs = model(**batch).logits.float().softmax(-1).cpu()
-            results += prediction_records(probs, labels.names)
+                logits = model(**batch).logits.float().cpu().numpy()
+            if problem == REGRESSION:
+                results += [{"score": float(row[0])} for row in logits]
+                continue
+            probabilities = apply_temperature(logits, temperature, multi_label=problem == MULTI)
+            if problem == MULTI:
+                thresholds = np.broadcast_to(np.asarray(decisions.get("thresholds", 0.5)), (len(labels),))
+                results += [{"labels": [n for n, p, t in zip(labels.names, row, thresholds) if p >= t],
+                             "probabilities": {n: float(p) for n, p in zip(labels.names, row)}}
+                            for row in probabilities]
+                continue
+            records = prediction_records(probabilities, labels.names)
+            threshold = decisions.get("threshold")
+            if threshold is not None:  # binary, with a chosen threshold on the positive class (id 1)
+                for record, row in zip(records, probabilities):
+                    best = int(row[1] >= threshold)
+                    record["label"], record["score"] = labels.names[best], float(row[best])
+            results += records
         return results
 
 
-__all__ = ["ClassificationRecipe", "PreparedData"]
+def _binary_cross_entropy(logits, label_ids) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    return float(F.binary_cross_entropy_with_logits(torch.as_tensor(logits, dtype=torch.float64),
+                                                    torch.as_tensor(label_ids, dtype=torch.float64)))
+
+
+def _calibration_report(logits, calibrated, label_ids, temperature: float, multi: bool) -> dict:
+    """ECE (15 bins) and NLL before and after temperature scaling, and the reliability bins of both."""
+    import numpy as np
+
+    from hftl.calibration import (
+        apply_temperature, expected_calibration_error, negative_log_likelihood, reliability_bins,
+    )
+
+    raw = apply_temperature(logits, 1.0, multi_label=multi)
+    references = np.asarray(label_ids).astype(np.int64)
+    return {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(raw, references),
+        "ece_after": expected_calibration_error(calibrated, references),
+        "nll_before": negative_log_likelihood(raw, references),
+        "nll_after": negative_log_likelihood(calibrated, references),
+        "reliability": {"before": reliability_bins(raw, references), "after": reliability_bins(calibrated, references)},
+    }
+
+
+def _binary_comparison(probabilities, label_ids, names, decisions) -> dict:
+    """Accuracy, balanced accuracy, macro-F1 and the positive class's F1 at 0.5 and at the tuned threshold."""
+    import numpy as np
+
+    comparison = {}
+    for name, threshold in (("0.5", 0.5), ("tuned", decisions["tuned_threshold"])):
+        predictions = (probabilities[:, 1] >= threshold).astype(np.int64)
+        scores = classification_report(predictions, label_ids, names)
+        positive = scores["per_class"][names[1]]["f1"]
+        comparison[name] = {"threshold": float(threshold), "accuracy": scores["accuracy"],
+                            "balanced_accuracy": scores["balanced_accuracy"], "f1": scores["f1"],
+                            f"f1_{names[1]}": positive}
+    return comparison
+
+
+__all__ = ["ClassificationData", "ClassificationRecipe", "PreparedData", "WeightedLoss", "detect_problem_type",
+           "label_set"]

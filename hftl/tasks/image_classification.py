@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hftl.config.parse import field
-from hftl.config.schema import DataConfig
 from hftl.data import fingerprint, load_split, load_splits
 from hftl.data.columns import split_sources
 from hftl.data.images import image_source_problems, open_image, random_resized_crop, to_rgb
@@ -24,7 +23,7 @@ from hftl.errors import DataError
 from hftl.modeling import load_kwargs, read_model_config, resolve_checkpoint
 from hftl.recipe import PreparedData
 from hftl.tasks import register_task
-from hftl.tasks.classification import ClassificationRecipe
+from hftl.tasks.classification import ClassificationData, ClassificationRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def epoch_callback(holder: AugmentationEpoch):
 
 
 @dataclass
-class ImageClassificationData(DataConfig):
+class ImageClassificationData(ClassificationData):
     image_column: str = field(
         "image", help="column with the image: decoded images (image folders, saved datasets) or file paths "
         "(CSV/JSON; relative paths are read from the file's folder)"
@@ -74,10 +73,10 @@ class ImageClassificationData(DataConfig):
     )
 
     def check(self) -> list[str]:
-        scale = self.crop_scale
+        problems, scale = super().check(), self.crop_scale
         if len(scale) != 2 or not 0.0 < scale[0] <= scale[1] <= 1.0:
-            return [f"crop_scale: must be [min, max] with 0 < min <= max <= 1, got {self.crop_scale}."]
-        return []
+            problems.append(f"crop_scale: must be [min, max] with 0 < min <= max <= 1, got {self.crop_scale}.")
+        return problems
 
 
 class ImageClassificationRecipe(ClassificationRecipe):
@@ -283,7 +282,7 @@ class ImageClassificationRecipe(ClassificationRecipe):
     def training_defaults(self) -> dict:
         # the transform needs the raw image column (the Trainer would drop it: the model takes no 'image'),
         # and images have no length to group by
-        return {"remove_unused_columns": False, "train_sampling_strategy": "random"}
+        return {**super().training_defaults(), "remove_unused_columns": False, "train_sampling_strategy": "random"}
 
     def data_collator(self, processor):
         from transformers import default_data_collator

@@ -3,26 +3,50 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from hftl.config.parse import field
-from hftl.config.schema import DataConfig
 from hftl.data import fingerprint, load_split, load_splits
 from hftl.data.columns import check_loaded_columns, check_sources, check_texts, require_source, split_sources
 from hftl.modeling import check_length_limit, load_tokenizer
 from hftl.recipe import PreparedData
 from hftl.tasks import register_task
-from hftl.tasks.classification import ClassificationRecipe
+from hftl.tasks.classification import (
+    REGRESSION, SINGLE, ClassificationData, ClassificationRecipe, detect_problem_type, is_label_list, label_set,
+    target_value,
+)
 
 
 @dataclass
-class TextClassificationData(DataConfig):
+class TextClassificationData(ClassificationData):
     text_column: str = field("text", help="column with the text to classify")
-    text_pair_column: str | None = field(None, help="optional second text column (sentence pairs, e.g. NLI)")
-    label_column: str = field("label", help="column with the class label (string or integer)")
+    text_pair_column: str | None = field(None, help="optional second text column (sentence pairs, e.g. NLI, STS-B)")
+    label_column: str = field(
+        "label", help="column with the label: a class (string or integer), a list of labels (multi-label: a JSON "
+        "list, or a string split on label_separator) or a number (regression)"
+    )
     max_length: int = field(128, help="longest input in tokens; longer texts are truncated")
+    problem_type: Literal["auto", "single_label_classification", "multi_label_classification", "regression"] = field(
+        "auto", help="'auto' = detected from the training labels (lists or label_separator: multi-label; numbers not "
+        "all whole: regression; else single-label) and logged"
+    )
+    label_separator: str | None = field(
+        None, help="multi-label: the character between labels in a label cell (e.g. ',' for 'admiration,joy')"
+    )
 
     def check(self) -> list[str]:
-        return [] if self.max_length >= 8 else [f"max_length: must be at least 8 tokens, got {self.max_length}."]
+        problems = super().check()
+        if self.max_length < 8:
+            problems.append(f"max_length: must be at least 8 tokens, got {self.max_length}.")
+        if self.label_separator is not None and self.problem_type in (SINGLE, REGRESSION):
+            problems.append(f"label_separator: splits multi-label cells, but problem_type is {self.problem_type}. "
+                            "Remove label_separator, or set problem_type: multi_label_classification (or auto).")
+        if self.label_separator is not None and not self.label_separator:
+            problems.append("label_separator: must not be empty (e.g. ',' or '|'), or null.")
+        return problems
+
+    def declared_problem_type(self) -> str:
+        return self.problem_type
 
     def text_columns(self) -> list[str]:
         return [self.text_column] + ([self.text_pair_column] if self.text_pair_column else [])
@@ -64,9 +88,80 @@ class TextClassificationRecipe(ClassificationRecipe):
             from hftl.data.checks import check_rows
 
             data = config.data
-            problems += check_rows(data, data.text_columns(), data.label_column, seed=config.seed)
+            tables = cls._label_tables(data)
+            problem = data.problem_type
+            if problem == "auto" and "train" in tables:
+                problem, _ = detect_problem_type(tables["train"][1], data.label_separator)
+            if problem == SINGLE or problem == "auto":  # class names: the shared label-set checks apply
+                problems += cls._single_label_cells(tables, data)
+                problems += check_rows(data, data.text_columns(), data.label_column, seed=config.seed)
+            else:
+                problems += check_rows(data, data.text_columns(), None, seed=config.seed)
+                problems += cls._label_cell_problems(tables, data, problem)
         if model_ok:
             problems += check_length_limit(config.model, "max_length", config.data.max_length)
+        return problems
+
+    @staticmethod
+    def _label_tables(data) -> dict:
+        """split -> (table, label cells used) for the local files among the splits that have the label column."""
+        from hftl.data.checks import read_table
+        from hftl.errors import DataError
+
+        tables = {}
+        for name, source in data.splits().items():
+            try:
+                table = read_table(source, data.column_names)
+            except DataError:
+                continue  # reported by the source checks
+            if table is not None and data.label_column in table.values:
+                limit = data.max_train_samples if name == "train" else data.max_eval_samples
+                tables[name] = (table, table.values[data.label_column][:limit])
+        return tables
+
+    @staticmethod
+    def _single_label_cells(tables: dict, data) -> list[str]:
+        """A cell holding several labels where the config says single-label: named by its line."""
+        problems = []
+        for name, (table, cells) in tables.items():
+            bad = next((i for i, v in enumerate(cells) if is_label_list(v)), None)
+            if bad is not None:
+                problems.append(
+                    f"data.{name}: {table.path}, {table.where(bad)}: label cell {cells[bad]!r} holds several labels, "
+                    f"but data.problem_type is {data.problem_type}. Set data.problem_type: multi_label_classification "
+                    "(or auto), or fix the row.")
+        return problems
+
+    @staticmethod
+    def _label_cell_problems(tables: dict, data, problem: str) -> list[str]:
+        """Multi-label cells parse and use labels train has; regression cells are numbers (first bad row named)."""
+        from hftl.errors import DataError
+
+        problems, known = [], None
+        for name, (table, cells) in tables.items():
+            where = f"data.{name}: {table.path}"
+            try:
+                if problem == REGRESSION:
+                    for i, value in enumerate(cells):
+                        target_value(value, f"{where}, {table.where(i)}")
+                    continue
+                sets = [label_set(v, data.label_separator, f"{where}, {table.where(i)}") for i, v in enumerate(cells)]
+            except DataError as err:
+                problems.append(str(err))
+                continue
+            if name == "train":
+                known = {n for cell in sets for n in cell}
+            elif known is not None:
+                unseen = [i for i, cell in enumerate(sets) if set(cell) - known]
+                if unseen:
+                    first = unseen[0]
+                    problems.append(
+                        f"{where}, {table.where(first)}: label(s) {', '.join(map(repr, sorted(set(sets[first]) - known)))}"
+                        f" do not occur in the training data ({len(unseen)} row(s) like this). Fix the rows, or add "
+                        "examples of them to data.train.")
+        if known is not None and len(known) < 2:
+            problems.append(f"data.train: the label cells name {len(known)} label(s); multi-label classification "
+                            "needs at least two.")
         return problems
 
     # -- data -------------------------------------------------------------------------------------
@@ -78,7 +173,13 @@ class TextClassificationRecipe(ClassificationRecipe):
 
     def load_data(self) -> PreparedData:
         data = self.config.data
-        splits = load_splits(data, seed=self.config.seed)
+        problem = data.problem_type
+        if problem == "auto":  # stratifying the held-out split and checking label sets need class names
+            train = load_split(data.train, data.dataset_config, split="train", column_names=data.column_names)
+            self._check_split(train, split_sources(data)["train"])
+            cells = train[data.label_column][: data.max_train_samples]
+            problem = self.resolve_problem_type(cells, split_sources(data)["train"])
+        splits = load_splits(data, seed=self.config.seed, stratify=problem == SINGLE)
         sources = split_sources(data)
         for name, dataset in splits.items():
             self._check_split(dataset, sources[name])
@@ -124,7 +225,19 @@ class TextClassificationRecipe(ClassificationRecipe):
         model.config.pad_token_id = tokenizer.pad_token_id
 
     def encode_inputs(self, tokenizer, texts: list, first_row: int):
-        return tokenizer(texts, truncation=True, max_length=self.config.data.max_length, padding=True,
+        """Texts, or (text, text_pair) pairs for a sentence-pair run."""
+        from hftl.errors import DataError
+
+        texts = list(texts)
+        pairs = [isinstance(t, (list, tuple)) for t in texts]
+        if self.config.data.text_pair_column and not all(pairs):
+            row = first_row + pairs.index(False) + 1
+            raise DataError(f"input {row}: this run reads text pairs ('{self.config.data.text_column}', "
+                            f"'{self.config.data.text_pair_column}'); give [text, text_pair] for each input.")
+        if any(pairs) and not all(len(t) == 2 for t in texts if isinstance(t, (list, tuple))):
+            raise DataError(f"inputs {first_row + 1}-{first_row + len(texts)}: a pair must hold two texts.")
+        columns = [list(column) for column in zip(*texts)] if all(pairs) else [texts]
+        return tokenizer(*columns, truncation=True, max_length=self.config.data.max_length, padding=True,
                          return_tensors="pt")
 
 

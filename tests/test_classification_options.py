@@ -1,0 +1,276 @@
+"""Classification beyond single-label argmax: regression, multi-label with tuned thresholds, class weights,
+temperature scaling, early stopping, the checks `hftl validate` makes, and multi-seed aggregates."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_tsv
+from hftl import TextClassificationRecipe
+from hftl.errors import ConfigError, DataError
+from hftl.inference import load
+from hftl.preflight import load_config
+from hftl.tasks.classification import (
+    MULTI, REGRESSION, SINGLE, WeightedLoss, class_weight_list, detect_problem_type, label_set,
+)
+from hftl.data.labels import LabelMap
+
+WORDS = {"joy": ["great", "lovely", "happy"], "anger": ["awful", "furious", "dismal"], "fear": ["scary", "afraid"]}
+
+
+def _config(tmp_path, model_dir, files: dict, **data):
+    return {
+        "task": "text-classification",
+        "model": {"name_or_path": str(model_dir), "strategy": "full"},
+        "data": {**{k: str(v) for k, v in files.items()}, "text_column": "sentence", "label_column": "label",
+                 "max_length": 24, **data},
+        "training": {"output_dir": str(tmp_path / "run"), "num_train_epochs": 2, "learning_rate": 5e-3,
+                     "per_device_train_batch_size": 16, "seed": 42, "logging_steps": 2},
+        "speed": {"bf16": False},
+    }
+
+
+def _multilabel_rows(n, seed):
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        chosen = [name for name in WORDS if rng.random() < 0.4] or ["joy"]
+        words = [rng.choice(WORDS[name]) for name in chosen] + ["the", "film"]
+        rng.shuffle(words)
+        rows.append((" ".join(words), ",".join(chosen)))
+    return rows
+
+
+def _pair_rows(n, seed):
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.sample(["great film", "lovely story", "awful plot", "dismal acting", "happy end"], 2)
+        score = round(rng.uniform(0, 5), 2) if a.split()[0] != b.split()[0] else 5.0
+        rows.append((a, b, score))
+    return rows
+
+
+# -- pure functions -----------------------------------------------------------------------------------
+def test_detect_problem_type():
+    assert detect_problem_type(["pos", "neg"], None)[0] == SINGLE
+    assert detect_problem_type([0, 1, 2], None)[0] == SINGLE  # whole numbers are class ids
+    assert detect_problem_type([0.5, 3.2, 4.0], None)[0] == REGRESSION
+    assert detect_problem_type([["a", "b"], ["a"]], None)[0] == MULTI
+    assert detect_problem_type(['["a", "b"]', '["a"]'], None)[0] == MULTI
+    assert detect_problem_type(["a", "a,b"], ",")[0] == MULTI
+
+
+def test_label_set_cells():
+    assert label_set("admiration, gratitude", ",", "x") == ["admiration", "gratitude"]
+    assert label_set('["a", "b", "a"]', None, "x") == ["a", "b"]
+    assert label_set([1, 2], None, "x") == ["1", "2"]
+    assert label_set("[]", None, "x") == []
+    with pytest.raises(DataError, match=r"train.tsv, row 7: label cell .* not a valid JSON list"):
+        label_set('["a", ', None, "train.tsv, row 7")
+
+
+def test_weighted_cross_entropy_by_hand():
+    logits = torch.tensor([[2.0, 0.0], [0.5, 1.5], [0.0, 0.0]])
+    labels = torch.tensor([0, 1, 1])
+    weights = [1.0, 3.0]
+    log_p = torch.log_softmax(logits, -1)
+    by_hand = -(1.0 * log_p[0, 0] + 3.0 * log_p[1, 1] + 3.0 * log_p[2, 1]) / 3
+    loss = WeightedLoss(weights, multi_label=False)({"logits": logits}, labels)
+    torch.testing.assert_close(loss, by_hand)
+    # under gradient accumulation the Trainer passes the examples of the whole accumulated batch
+    loss = WeightedLoss(weights, multi_label=False)({"logits": logits}, labels, num_items_in_batch=torch.tensor(6))
+    torch.testing.assert_close(loss, by_hand / 2)
+    # weights change the loss: the unweighted mean differs
+    assert not torch.isclose(WeightedLoss([1.0, 1.0], False)({"logits": logits}, labels), by_hand)
+
+
+def test_weighted_binary_cross_entropy_by_hand():
+    logits = torch.tensor([[1.0, -1.0], [0.0, 2.0]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    pos_weight = [2.0, 5.0]
+    sig = torch.sigmoid(logits)
+    cells = [-(2.0 * torch.log(sig[0, 0])), -torch.log(1 - sig[0, 1]), -torch.log(1 - sig[1, 0]),
+             -(5.0 * torch.log(sig[1, 1]))]
+    loss = WeightedLoss(pos_weight, multi_label=True)({"logits": logits}, labels)
+    torch.testing.assert_close(loss, torch.stack(cells).mean())
+
+
+def test_class_weight_settings():
+    labels = LabelMap(("neg", "pos"))
+    auto = class_weight_list("auto", labels, [0, 0, 0, 1], multi_label=False)
+    assert auto == pytest.approx([4 / (2 * 3), 4 / (2 * 1)])
+    assert class_weight_list({"pos": 3}, labels, [0, 1], False) == [1.0, 3.0]
+    assert class_weight_list("none", labels, [0, 1], False) is None
+    with pytest.raises(ConfigError, match="'neutral' do not occur"):
+        class_weight_list({"neutral": 2.0}, labels, [0, 1], False)
+    multi = class_weight_list("auto", labels, [[1, 0], [1, 1], [0, 0], [1, 0]], multi_label=True)
+    assert multi == pytest.approx([1 / 3, 3 / 1])  # negatives / positives per label
+
+
+def test_fitted_decisions_improve_validation(tmp_path, tiny_bert_dir):
+    """Tuned thresholds beat 0.5 and the temperature lowers the NLL on the split they were fitted on."""
+    files = {"train": write_tsv(tmp_path / "t.tsv", _multilabel_rows(20, 1))}
+    recipe = TextClassificationRecipe(_config(tmp_path, tiny_bert_dir, files, label_separator=",", problem_type=MULTI))
+    rng = np.random.default_rng(0)
+    references = (rng.random((400, 3)) < [0.1, 0.3, 0.5]).astype(np.int64)
+    # over-confident logits whose ranking is informative but shifted: 0.5 is the wrong cut for rare labels
+    logits = 6 * (references + rng.normal(0, 0.6, references.shape)) - 4.5
+    labels = LabelMap(("anger", "fear", "joy"))
+    decisions = recipe.fit_decisions(logits, references, labels)
+    assert decisions["temperature"] > 1  # over-confident: softened
+    report = recipe.report(logits, references, labels, decisions)
+    comparison = report["threshold_comparison"]
+    assert comparison["tuned_per_label"]["f1_macro"] > comparison["0.5"]["f1_macro"]
+    assert report["f1_macro"] == comparison["tuned_per_label"]["f1_macro"]
+    assert report["nll_after"] < report["nll_before"]
+    assert all(0.05 <= t < 1 for t in report["thresholds"])
+
+
+# -- checks before training (hftl validate) --------------------------------------------------------------
+def _problems(config) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    return "\n".join(err.value.problems)
+
+
+def test_validate_rejects_impossible_combinations(tmp_path, tiny_bert_dir):
+    files = {"train": write_tsv(tmp_path / "t.tsv", [(a, b) for a, _, b in _pair_rows(20, 1)])}
+    config = _config(tmp_path, tiny_bert_dir, files, problem_type="regression", class_weights="auto", threshold=0.3)
+    problems = _problems(config)
+    assert "regression has no classes" in problems and "class_weights: 'auto'" in problems
+    assert "threshold: 0.3" in problems
+
+
+def test_validate_names_a_multilabel_cell_in_a_single_label_task(tmp_path, tiny_bert_dir):
+    rows = [("good film", "pos"), ("bad film", "neg")] * 5 + [("both", '["pos", "neg"]')]
+    files = {"train": write_tsv(tmp_path / "t.tsv", rows)}
+    problems = _problems(_config(tmp_path, tiny_bert_dir, files, problem_type="single_label_classification"))
+    assert "line 12: label cell '[\"pos\", \"neg\"]' holds several labels" in problems
+    assert "multi_label_classification" in problems
+
+
+def test_validate_multilabel_unknown_label_names_the_row(tmp_path, tiny_bert_dir):
+    files = {"train": write_tsv(tmp_path / "t.tsv", _multilabel_rows(20, 1)),
+             "test": write_tsv(tmp_path / "test.tsv", [("great", "joy"), ("what", "joy,surprise")])}
+    problems = _problems(_config(tmp_path, tiny_bert_dir, files, label_separator=","))
+    assert "test.tsv, line 3: label(s) 'surprise' do not occur in the training data" in problems
+
+
+def test_validate_early_stopping(tmp_path, tiny_bert_dir, text_data):
+    config = _config(tmp_path, tiny_bert_dir, {"train": text_data["train"]})
+    config["training"].update(early_stopping_patience=2, eval_strategy="steps", eval_steps=5)
+    assert "eval_strategy is 'steps' but save_strategy is 'epoch'" in _problems(config)
+    config["training"] = {"output_dir": str(tmp_path / "r"), "early_stopping_threshold": 0.01}
+    assert "only applies with training.early_stopping_patience" in _problems(config)
+    config["training"] = {"output_dir": str(tmp_path / "r"), "early_stopping_patience": 0, "eval_strategy": "no"}
+    problems = _problems(config)
+    assert "early_stopping_patience: expected a positive integer" in problems and "cannot be 'no'" in problems
+
+
+# -- whole runs ------------------------------------------------------------------------------------------
+def test_regression_sentence_pairs(tmp_path, tiny_bert_dir):
+    header = ("sentence", "sentence2", "label")
+    files = {name: write_tsv(tmp_path / f"{name}.tsv", _pair_rows(n, seed), header=header)
+             for name, n, seed in (("train", 64, 1), ("validation", 24, 2), ("test", 24, 3))}
+    config = _config(tmp_path, tiny_bert_dir, files, text_pair_column="sentence2")
+    result = TextClassificationRecipe(config).run()
+    run = result.run_dir
+    assert result.recipe.problem_type == REGRESSION  # detected: scores that are not whole numbers
+    test = result.metrics["test"]
+    assert {"mse", "mae", "r2", "pearson", "spearman"} <= set(test) and test["loss"] == test["mse"]
+    assert len(test["points"]["predicted"]) == 24
+    assert json.loads((run / "calibration.json").read_text())["problem_type"] == REGRESSION
+    assert json.loads((run / "config.json").read_text())["problem_type"] == "regression"
+    assert "problem_type: regression" in (run / "config.yaml").read_text()
+    assert (run / "regression_scatter.png").is_file() and "regression_scatter.png" in (run / "README.md").read_text()
+
+    loaded = load(run)
+    assert loaded.evaluate()["mse"] == pytest.approx(test["mse"], rel=1e-5)
+    predictions = loaded.predict([["great film", "lovely story"], ["awful plot", "awful plot"]])
+    assert all(set(p) == {"score"} and isinstance(p["score"], float) for p in predictions)
+    with pytest.raises(DataError, match="give \\[text, text_pair\\]"):
+        loaded.predict(["great film"])
+
+
+def test_multilabel_thresholds_saved_and_used_by_predict(tmp_path, tiny_bert_dir):
+    files = {name: write_tsv(tmp_path / f"{name}.tsv", _multilabel_rows(n, seed))
+             for name, n, seed in (("train", 96, 1), ("validation", 48, 2), ("test", 32, 3))}
+    config = _config(tmp_path, tiny_bert_dir, files, label_separator=",", class_weights="auto")
+    config["training"]["num_train_epochs"] = 4
+    result = TextClassificationRecipe(config).run()
+    run = result.run_dir
+    test = result.metrics["test"]
+    for key in ("f1_micro", "f1_macro", "f1_samples", "subset_accuracy", "hamming_loss", "per_label",
+                "threshold_comparison", "ece_before", "ece_after", "temperature"):
+        assert key in test, key
+    saved = json.loads((run / "calibration.json").read_text())
+    assert saved["problem_type"] == MULTI and len(saved["thresholds"]) == 3 and saved["temperature"] > 0
+    assert set(saved["class_weights"]) == {"anger", "fear", "joy"}
+    assert json.loads((run / "config.json").read_text())["problem_type"] == "multi_label_classification"
+    card = (run / "README.md").read_text()
+    assert "tuned per label on validation" in card and "Class weights" in card and "| anger |" in card
+
+    loaded = load(run)
+    assert loaded.evaluate()["f1_macro"] == pytest.approx(test["f1_macro"])
+    texts = ["great happy film", "awful scary film"]
+    predictions = loaded.predict(texts)
+    for p in predictions:
+        assert set(p["probabilities"]) == {"anger", "fear", "joy"}
+        expected = [n for n, t in zip(("anger", "fear", "joy"), saved["thresholds"]) if p["probabilities"][n] >= t]
+        assert p["labels"] == expected
+    # the probabilities are the calibrated ones: logits / temperature
+    batch = loaded.processor(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = loaded.model(**batch).logits
+    expected = torch.sigmoid(logits / saved["temperature"])[0].tolist()
+    assert [predictions[0]["probabilities"][n] for n in ("anger", "fear", "joy")] == pytest.approx(expected, rel=1e-4)
+
+
+def test_binary_calibration_and_threshold(text_config):
+    result = TextClassificationRecipe(text_config(**{"data.threshold": "tuned"})).run()
+    test, run = result.metrics["test"], result.run_dir
+    saved = json.loads((run / "calibration.json").read_text())
+    assert saved["threshold"] == saved["tuned_threshold"]
+    assert test["threshold_comparison"]["tuned"]["threshold"] == saved["threshold"]
+    assert {"ece_before", "ece_after", "nll_before", "nll_after"} <= set(test)
+    assert (run / "reliability_diagram.png").is_file()
+    predictions = load(run).predict(["the film was great", "it was really awful and boring"])
+    for p in predictions:  # the tuned threshold on the positive class decides
+        assert p["label"] == ("pos" if p["probabilities"]["pos"] >= saved["threshold"] else "neg")
+
+
+def test_early_stopping_stops_when_the_metric_stalls(text_config):
+    # learning rate ~0: the first evaluation sets the best macro-F1, the second does not improve it: stop there
+    config = text_config(**{"training.learning_rate": 1e-12, "training.num_train_epochs": 5,
+                            "training.early_stopping_patience": 1})
+    result = TextClassificationRecipe(config).run()
+    state = json.loads((result.run_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 * 6  # 96 rows / batch 16 = 6 steps per epoch; stopped after epoch 2 of 5
+    assert [e["epoch"] for e in state["log_history"] if "eval_f1" in e] == [1.0, 2.0]
+
+
+def test_seeds_aggregate_mean_and_spread(text_config, tmp_path):
+    import statistics
+
+    from hftl.config import read_config
+    from hftl.seeds import run_seeds
+    from hftl.tasks import task_data_classes
+
+    config = read_config(text_config(**{"training.num_train_epochs": 1}), task_data_classes())
+    result = run_seeds(config, 2)
+    out = result.run_dir
+    assert result.seeds == [42, 43]
+    per_seed = [json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in (42, 43)]
+    assert [json.loads((out / f"seed-{s}" / "manifest.json").read_text())["seed"] for s in (42, 43)] == [42, 43]
+    saved = json.loads((out / "metrics.json").read_text())
+    values = [m["test"]["loss"] for m in per_seed]
+    assert values[0] != values[1]  # the seed changed the run
+    assert saved["test"]["loss"]["mean"] == pytest.approx(statistics.fmean(values))
+    assert saved["test"]["loss"]["std"] == pytest.approx(statistics.stdev(values))
+    assert saved["seeds"] == [42, 43]
+    card = (out / "README.md").read_text()
+    assert "| test |" in card and f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}" in card
