@@ -899,7 +899,7 @@ class TokenClassificationRecipe(Recipe):
                    "num_words": [num_words[doc] for doc in sorted(num_words)]}
         gold = [tags for tags, (_, first) in zip(dataset["gold"], _first_windows(docs)) if first]
         result = self.report(output.predictions, windows, gold, labels)
-        result["loss"] = float(output.metrics.get("test_loss", float("nan")))
+        result["loss"] = token_loss(output.predictions, output.label_ids)
         return result
 
     # -- prediction -------------------------------------------------------------------------------
@@ -949,6 +949,17 @@ class TokenClassificationRecipe(Recipe):
                 results[i] = {"tags": [names[int(p.argmax())] if p is not None else "O" for p in per_word[n]],
                               "scores": [float(p.max()) if p is not None else 0.0 for p in per_word[n]]}
         return results
+
+
+def token_loss(logits, label_ids) -> float:
+    """The mean cross-entropy over every labelled sub-token of gathered evaluation logits: exact under distributed
+    evaluation, where the Trainer's loss averages batch means that include the sampler's padding repeats."""
+    import numpy as np
+    import torch
+
+    logits = torch.as_tensor(np.asarray(logits[0] if isinstance(logits, tuple) else logits), dtype=torch.float32)
+    labels = torch.as_tensor(np.asarray(label_ids), dtype=torch.long)
+    return float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE))
 
 
 def _first_windows(docs: list[int]):
