@@ -27,6 +27,9 @@ def classifier(tiny_bert_dir):
 
     torch.manual_seed(0)
     model = BertForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3).eval()
+    with torch.no_grad():  # a freshly initialised head gives near-uniform outputs: make inputs tell apart
+        model.classifier.weight.normal_(0, 3.0)
+        model.bert.pooler.dense.weight.normal_(0, 1.0)
     return model, AutoTokenizer.from_pretrained(tiny_bert_dir)
 
 

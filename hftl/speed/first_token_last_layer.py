@@ -8,7 +8,9 @@ need that one position: for a 6-layer model ~14% fewer FLOPs, with the same logi
 
 The patch replaces the `forward` of one layer *instance* (nothing global); the model's
 `last_hidden_state` then has length 1, which is all the classification head reads. At call time the
-layer runs its stock forward whenever something else may look at its output: hidden states or
+layer runs its stock forward in evaluation (so the metrics a run reports are exactly what its saved model
+gives later, to the last bit, where decision thresholds sit on observed probabilities) and whenever
+something else may look at its output: hidden states or
 attentions requested, a cache, cross-attention, padding-free (flattened) batches, or an attention
 implementation or mask this module was not checked with.
 
@@ -154,7 +156,7 @@ def _bert_like_forward(self, hidden_states, attention_mask=None, encoder_hidden_
                        encoder_attention_mask=None, cache=None, **kwargs):
     """`BertLayer.forward` (and its RoBERTa / ELECTRA copies) returning position 0 only."""
     self_attention = self.attention.self
-    mask = False if cache is not None or encoder_hidden_states is not None else \
+    mask = False if cache is not None or encoder_hidden_states is not None or not self.training else \
         _usable(self_attention, attention_mask, kwargs)
     if mask is False:
         return type(self).forward(self, hidden_states, attention_mask, encoder_hidden_states,
@@ -170,7 +172,7 @@ def _bert_like_forward(self, hidden_states, attention_mask=None, encoder_hidden_
 def _distilbert_forward(self, hidden_states, attention_mask=None, **kwargs):
     """DistilBERT's `TransformerBlock.forward` returning position 0 only."""
     attention = self.attention
-    mask = _usable(attention, attention_mask, kwargs)
+    mask = _usable(attention, attention_mask, kwargs) if self.training else False
     if mask is False:
         return type(self).forward(self, hidden_states, attention_mask, **kwargs)
     first = hidden_states[:, :1]

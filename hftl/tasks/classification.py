@@ -572,6 +572,18 @@ class ClassificationRecipe(Recipe):
         `first_row` in error messages)."""
         raise NotImplementedError
 
+    def predict_logits(self, model, processor, inputs: list, batch_size: int):
+        """The logits of raw inputs, (len(inputs), num_labels) float32, in input order."""
+        import numpy as np
+        import torch
+
+        chunks = []
+        for start in range(0, len(inputs), batch_size):
+            batch = self.encode_inputs(processor, inputs[start:start + batch_size], start).to(model.device)
+            with torch.inference_mode():
+                chunks.append(model(**batch).logits.float().cpu().numpy())
+        return np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
     def predict(self, model, processor, inputs: list, labels: LabelMap | None = None, batch_size: int = 64,
                 **kwargs) -> list[dict]:
         """One dict per input: {label, score, probabilities} (single-label), {labels, probabilities} (multi-label:
@@ -586,10 +598,9 @@ class ClassificationRecipe(Recipe):
         problem = decisions.get("problem_type") or getattr(model.config, "problem_type", None) or SINGLE
         temperature = decisions.get("temperature") or 1.0
         results = []
+        all_logits = self.predict_logits(model, processor, inputs, batch_size)
         for start in range(0, len(inputs), batch_size):
-            batch = self.encode_inputs(processor, inputs[start:start + batch_size], start).to(model.device)
-            with torch.inference_mode():
-                logits = model(**batch).logits.float().cpu().numpy()
+            logits = all_logits[start:start + batch_size]
             if problem == REGRESSION:
                 results += [{"score": float(row[0])} for row in logits]
                 continue

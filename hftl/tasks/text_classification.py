@@ -8,6 +8,7 @@ from typing import Literal
 from hftl.config.parse import field
 from hftl.data import fingerprint, load_split, load_splits
 from hftl.data.columns import check_loaded_columns, check_sources, check_texts, require_source, split_sources
+from hftl.errors import DataError
 from hftl.modeling import check_length_limit, load_tokenizer
 from hftl.recipe import PreparedData
 from hftl.tasks import register_task
@@ -224,10 +225,21 @@ class TextClassificationRecipe(ClassificationRecipe):
         # Decoders pool the last non-pad token: the model must know which id is padding.
         model.config.pad_token_id = tokenizer.pad_token_id
 
-    def encode_inputs(self, tokenizer, texts: list, first_row: int):
-        """Texts, or (text, text_pair) pairs for a sentence-pair run."""
-        from hftl.errors import DataError
+    def predict_logits(self, model, tokenizer, inputs: list, batch_size: int):
+        """Tokenised once, sorted by length, batched by a token budget (`hftl.batch_inference`), returned in input
+        order; float32 unless `speed.bf16: true` asks for bfloat16 (exact probabilities by default)."""
+        import numpy as np
 
+        from hftl.batch_inference import classify_texts
+
+        texts = self._checked_inputs(inputs, 0)
+        chunks = [logits for _, logits in classify_texts(
+            model, tokenizer, texts, max_length=self.config.data.max_length, bf16=self.config.speed.bf16 is True,
+            progress=False, return_logits=True)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+    def _checked_inputs(self, texts: list, first_row: int) -> list:
+        """Texts, or (text, text_pair) pairs for a sentence-pair run; `DataError` naming the input otherwise."""
         texts = list(texts)
         pairs = [isinstance(t, (list, tuple)) for t in texts]
         if self.config.data.text_pair_column and not all(pairs):
@@ -236,7 +248,11 @@ class TextClassificationRecipe(ClassificationRecipe):
                             f"'{self.config.data.text_pair_column}'); give [text, text_pair] for each input.")
         if any(pairs) and not all(len(t) == 2 for t in texts if isinstance(t, (list, tuple))):
             raise DataError(f"inputs {first_row + 1}-{first_row + len(texts)}: a pair must hold two texts.")
-        columns = [list(column) for column in zip(*texts)] if all(pairs) else [texts]
+        return [tuple(t) if isinstance(t, (list, tuple)) else t for t in texts]
+
+    def encode_inputs(self, tokenizer, texts: list, first_row: int):
+        texts = self._checked_inputs(texts, first_row)
+        columns = [list(column) for column in zip(*texts)] if texts and isinstance(texts[0], tuple) else [texts]
         return tokenizer(*columns, truncation=True, max_length=self.config.data.max_length, padding=True,
                          return_tensors="pt")
 
