@@ -12,6 +12,17 @@ from hftl.run_dir import RunDir
 from hftl.tasks import recipe_for_run
 
 
+def prepare_export_folder(out: Path, source: Path, overwrite: bool) -> None:
+    """Create `out` for an export of `source`: outside it, and new or empty (replaced only with `overwrite`)."""
+    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
+        raise HftlError(f"the export folder {out} must be outside the folder it exports, {source}.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"{out} is not empty. Choose a new folder, or replace it with --overwrite.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False, card: bool = True,
                   trust_remote_code: bool = False, allow_pickle: bool = False) -> Path:
     """Write a plain transformers model (LoRA merged into the weights) that loads with `pipeline(...)`.
@@ -29,17 +40,11 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = Fa
     """
     run_dir, out = Path(run_dir), Path(out_dir)
     recipe = recipe_for_run(run_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
-        raise HftlError(f"the export folder {out} must be outside the run folder {run_dir}.")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"{out} is not empty. Choose a new folder, or replace it with --overwrite.")
-        shutil.rmtree(out)
+    prepare_export_folder(out, run_dir, overwrite)
     run = RunDir(run_dir)
     processor, model, _ = recipe.load_trained(run)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     RunDir(out).write_config(recipe.config)

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from hftl.batch_inference import DEFAULT_CHUNK_SIZE, DEFAULT_TOKEN_BUDGET, prediction_rows, run_batched, softmax
-from hftl.errors import HftlError, OutputExistsError
+from hftl.errors import HftlError
+from hftl.export import prepare_export_folder
 from hftl.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -58,16 +59,6 @@ def _logits_per(folder: Path) -> str:
     return None
 
 
-def _prepare_out(out: Path, source: Path, overwrite: bool) -> None:
-    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
-        raise HftlError(f"the ONNX folder {out} must be outside the model folder {source}.")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"{out} is not empty. Choose a new folder, or replace it with --overwrite.")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def export_onnx(model_dir: str | Path, out_dir: str | Path, logits_per: str | None = None, *, overwrite: bool = False,
                 opset: int | None = None, atol: float = 1e-4) -> Path:
     """Write an ONNX Runtime-ready folder for a text or token classifier.
@@ -91,7 +82,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, logits_per: str | No
     per = logits_per or _logits_per(source)
     if per not in AUTO_CLASSES:
         raise HftlError(f"logits_per must be one of {', '.join(AUTO_CLASSES)}, got '{per}'.")
-    _prepare_out(out, source, overwrite)
+    prepare_export_folder(out, source, overwrite)
     if (source / "adapter_config.json").is_file():
         from hftl.export import export_merged
 
