@@ -53,6 +53,18 @@ def corpus() -> list[str]:
     return [s for s, _ in make_sentences(400, seed=123)] + [" ".join(POSITIVE + NEGATIVE + FILLER)]
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads; on a busy machine, OpenMP spinning costs many times the work.
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "hf_datasets_cache"

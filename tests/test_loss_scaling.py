@@ -10,12 +10,7 @@ from hftl import CausalLMRecipe, MaskedLMRecipe
 from conftest import make_sentences
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(tmp_path, model_dir, name, batch, accumulation):
