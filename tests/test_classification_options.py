@@ -160,6 +160,21 @@ def test_validate_multilabel_unknown_label_names_the_row(tmp_path, tiny_bert_dir
     assert "test.tsv, line 3: label(s) 'surprise' do not occur in the training data" in problems
 
 
+def test_validate_checks_class_weights_and_threshold_against_the_training_labels(tmp_path, tiny_bert_dir):
+    """A class weight for a label train does not have, and a threshold on a 3-class task, are reported by
+    `hftl validate` together with the other problems, before any model loads."""
+    rows = [("good film", "pos"), ("bad film", "neg"), ("a film", "neutral")] * 4
+    files = {"train": write_tsv(tmp_path / "t.tsv", rows), "validation": tmp_path / "missing.tsv"}
+    config = _config(tmp_path, tiny_bert_dir, files, class_weights={"pos": 2.0, "postive": 3.0}, threshold=0.3)
+    problems = _problems(config)
+    assert "data.class_weights: label(s) 'postive' do not occur in the training data" in problems
+    assert "data.threshold: 0.3 applies to binary or multi-label tasks; this one has 3 classes" in problems
+    assert "missing.tsv" in problems  # every problem at once
+    multi = _config(tmp_path, tiny_bert_dir, {"train": write_tsv(tmp_path / "m.tsv", _multilabel_rows(20, 1))},
+                    label_separator=",", class_weights={"joy": 2.0, "sadness": 1.0})
+    assert "'sadness' do not occur" in _problems(multi)
+
+
 def test_validate_early_stopping(tmp_path, tiny_bert_dir, text_data):
     config = _config(tmp_path, tiny_bert_dir, {"train": text_data["train"]})
     config["training"].update(early_stopping_patience=2, eval_strategy="steps", eval_steps=5)

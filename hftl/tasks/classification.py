@@ -159,6 +159,34 @@ def target_value(value, where: str) -> float:
     return number
 
 
+def label_option_problems(names: list[str] | None, data, problem: str) -> list[str]:
+    """What `data.class_weights` and `data.threshold` ask that the training labels `names` (None: regression or
+    unknown) cannot give: a weight for a label train lacks, a threshold on a task of more than two classes."""
+    if names is None:
+        return []
+    problems = []
+    weights = data.class_weights
+    if isinstance(weights, dict):
+        problems += unknown_weight_labels(weights, names)
+    threshold = data.threshold
+    if problem != MULTI and threshold != "auto" and len(names) > 2:
+        problems.append(threshold_problem(threshold, len(names)))
+    return problems
+
+
+def unknown_weight_labels(weights: dict, names, where: str = "data.class_weights") -> list[str]:
+    unknown = sorted(set(map(str, weights)) - set(names))
+    if not unknown:
+        return []
+    return [f"{where}: label(s) {', '.join(map(repr, unknown))} do not occur in the training data. "
+            f"Labels: {', '.join(names)}."]
+
+
+def threshold_problem(threshold, num_classes: int) -> str:
+    return (f"data.threshold: {threshold!r} applies to binary or multi-label tasks; this one has {num_classes} "
+            "classes, where the prediction is the most probable class. Remove it.")
+
+
 def class_weight_list(setting, labels: LabelMap, train_ids, multi_label: bool, where: str = "data.class_weights"
                       ) -> list[float] | None:
     """The loss weights of `setting` ('none', 'auto' or {label: weight}) for the training labels `train_ids`
@@ -170,10 +198,9 @@ def class_weight_list(setting, labels: LabelMap, train_ids, multi_label: bool, w
     if setting == "none":
         return None
     if isinstance(setting, dict):
-        unknown = sorted(set(map(str, setting)) - set(labels.names))
+        unknown = unknown_weight_labels(setting, labels.names, where)
         if unknown:
-            raise ConfigError([f"{where}: label(s) {', '.join(map(repr, unknown))} do not occur in the training data. "
-                               f"Labels: {', '.join(labels.names)}."])
+            raise ConfigError(unknown)
         chosen = {str(k): float(v) for k, v in setting.items()}
         return [chosen.get(name, 1.0) for name in labels.names]
     ids = np.asarray(train_ids)
@@ -368,8 +395,7 @@ class ClassificationRecipe(Recipe):
     def check_threshold_setting(self, labels: LabelMap | None) -> None:
         threshold = self.option("threshold")
         if self.problem_type == SINGLE and threshold != "auto" and len(labels) != 2:
-            raise ConfigError([f"data.threshold: {threshold!r} applies to binary or multi-label tasks; this one has "
-                               f"{len(labels)} classes, where the prediction is the most probable class. Remove it."])
+            raise ConfigError([threshold_problem(threshold, len(labels))])
 
     # -- model ------------------------------------------------------------------------------------
     def load_model(self, processor, labels: LabelMap | None):

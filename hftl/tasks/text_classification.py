@@ -13,8 +13,8 @@ from hftl.modeling import check_length_limit, load_tokenizer
 from hftl.recipe import PreparedData
 from hftl.tasks import register_task
 from hftl.tasks.classification import (
-    REGRESSION, SINGLE, ClassificationData, ClassificationRecipe, detect_problem_type, is_label_list, label_set,
-    target_value,
+    MULTI, REGRESSION, SINGLE, ClassificationData, ClassificationRecipe, detect_problem_type, is_label_list,
+    label_option_problems, label_set, target_value,
 )
 
 
@@ -85,14 +85,16 @@ class TextClassificationRecipe(ClassificationRecipe):
     @classmethod
     def check_config(cls, config, model_ok: bool) -> list[str]:
         problems = check_sources(config.data, cls.required_columns(config.data))
+        data = config.data
+        tables = cls._label_tables(data)  # the readable ones, even when another split has a problem
+        problem = data.problem_type
+        if problem == "auto" and "train" in tables:
+            problem, _ = detect_problem_type(tables["train"][1], data.label_separator)
+        if "train" in tables:
+            problems += label_option_problems(cls._training_label_names(tables["train"][1], data, problem), data, problem)
         if not problems:  # row-level checks (empty cells, label sets, split sizes) need readable files
             from hftl.data.checks import check_rows
 
-            data = config.data
-            tables = cls._label_tables(data)
-            problem = data.problem_type
-            if problem == "auto" and "train" in tables:
-                problem, _ = detect_problem_type(tables["train"][1], data.label_separator)
             if problem == SINGLE or problem == "auto":  # class names: the shared label-set checks apply
                 problems += cls._single_label_cells(tables, data)
                 problems += check_rows(data, data.text_columns(), data.label_column, seed=config.seed)
@@ -119,6 +121,21 @@ class TextClassificationRecipe(ClassificationRecipe):
                 limit = data.max_train_samples if name == "train" else data.max_eval_samples
                 tables[name] = (table, table.values[data.label_column][:limit])
         return tables
+
+    @staticmethod
+    def _training_label_names(cells, data, problem: str) -> list[str] | None:
+        """The label names of the training cells (None for regression, or cells that do not parse: reported
+        elsewhere)."""
+        from hftl.errors import DataError
+
+        if problem == REGRESSION:
+            return None
+        if problem == MULTI:
+            try:
+                return sorted({n for i, v in enumerate(cells) for n in label_set(v, data.label_separator, "")})
+            except DataError:
+                return None
+        return sorted({str(v).strip() for v in cells if not is_label_list(v)})
 
     @staticmethod
     def _single_label_cells(tables: dict, data) -> list[str]:
