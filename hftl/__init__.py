@@ -1,8 +1,9 @@
 """hftl: transfer learning on Hugging Face. Fine-tune a pretrained checkpoint on your data, measure it, share it.
 
 Public API (imported lazily, so `import hftl` and `hftl --help` stay fast):
-    the task recipes (TextClassificationRecipe, ...), Recipe and register_task (to add a task), load_config,
-    load (a finished run), RunDir (a run folder's layout), __version__
+    the recipe class of every registered task (`hftl.<Name>Recipe`, found through the task registry,
+    so a new task needs no line here), Recipe and register_task (to add a task), load_config, load (a finished
+    run), RunDir (a run folder's layout), __version__
 """
 
 from __future__ import annotations
@@ -17,11 +18,6 @@ _LAZY = {
     "PreparedData": "hftl.recipe",
     "RunDir": "hftl.run_dir",
     "register_task": "hftl.tasks",
-    "TextClassificationRecipe": "hftl.tasks.text_classification",
-    "CausalLMRecipe": "hftl.tasks.language_modeling",
-    "MaskedLMRecipe": "hftl.tasks.language_modeling",
-    "ImageClassificationRecipe": "hftl.tasks.image_classification",
-    "TokenClassificationRecipe": "hftl.tasks.token_classification",
     "load_config": "hftl.preflight",
     "load": "hftl.inference",
     "RunConfig": "hftl.config",
@@ -30,10 +26,24 @@ _LAZY = {
     "DataError": "hftl.errors",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def _recipe_classes() -> dict[str, type]:
+    """Class name -> recipe class of every registered task."""
+    from hftl.tasks import registered_tasks
+
+    return {recipe.__name__: recipe for recipe in registered_tasks().values()}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "__all__":  # asked by `from hftl import *`: the recipes are known once the registry has looked
+        return sorted([*_LAZY, *_recipe_classes(), "__version__"])
+    if name.endswith("Recipe") and name in _recipe_classes():
+        return _recipe_classes()[name]
     raise AttributeError(f"module 'hftl' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return __getattr__("__all__")

@@ -56,7 +56,6 @@ def _logits_per(folder: Path) -> str:
         return per
     architectures = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or [""]
     return "token" if architectures[0].endswith("ForTokenClassification") else "text"
-    return None
 
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path, logits_per: str | None = None, *, overwrite: bool = False,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,22 @@ def test_no_task_is_named_outside_the_tasks_package():
         literals = [node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                     if isinstance(node, ast.Constant) and isinstance(node.value, str)]
         assert not [s for s in literals for name in names if name in s], module
+
+
+def test_no_recipe_class_or_task_module_is_named_outside_the_tasks_package():
+    """`from hftl import TokenClassificationRecipe` works through the registry: no list of recipes to extend."""
+    import hftl
+    from hftl.tasks import registered_tasks
+
+    recipes = registered_tasks().values()
+    words = {recipe.__name__ for recipe in recipes} | {recipe.__module__ for recipe in recipes}
+    for module, path in _modules().items():
+        if module.startswith("hftl.tasks") or module == "hftl.commands.demo":  # the demo is one text-classification run
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert not [w for w in words if re.search(rf"\b{re.escape(w)}\b", text)], module
+    for recipe in recipes:
+        assert getattr(hftl, recipe.__name__) is recipe and recipe.__name__ in dir(hftl)
 
 
 @pytest.mark.parametrize("module", ["hftl.cli", "hftl.tasks"])

@@ -1,6 +1,6 @@
 """Image data: decoding to RGB, image-folder structure checks, and checks of CSV/JSON files of image paths.
 
-Shared by the image task (`hftl.tasks.image_classification`) and anything else that reads images. Heavy
+Shared by the image tasks and anything else that reads images. Heavy
 imports (PIL, numpy, datasets) happen inside the functions.
 """
 
