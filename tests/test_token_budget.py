@@ -123,7 +123,8 @@ def test_config_rejects_bad_budgets(text_config):
            "speed.token_budget to at least 32" in str(info.value)
     with pytest.raises(ConfigError, match="32 rounded up to speed.pad_to_multiple_of 24"):
         load_config(text_config(**{"speed.token_budget": 40, "speed.pad_to_multiple_of": 24}))
-    assert load_config(text_config(**{"speed.token_budget": 48, "speed.pad_to_multiple_of": 24})).speed.token_budget == 48
+    fits = load_config(text_config(**{"speed.token_budget": 48, "speed.pad_to_multiple_of": 24}))
+    assert fits.speed.token_budget == 48
 
 
 def _expected_batches(tiny_bert_dir, text_data, budget, seed):
@@ -164,7 +165,8 @@ def test_the_trainers_dataloader_gives_the_samplers_batches_within_budget(text_c
     assert isinstance(sampler, TokenBudgetSampler)
     loader = trainer.get_train_dataloader()
     batches = [batch["input_ids"].shape for batch in loader]
-    assert len(batches) == len(sampler) > 96 // BUDGET
+    assert len(batches) == len(sampler)
+    assert len({rows for rows, _ in batches}) > 1  # rows vary with length: not per_device_train_batch_size
     assert all(rows * columns <= BUDGET for rows, columns in batches)
     assert sum(rows for rows, _ in batches) == len(trainer.train_dataset)
 

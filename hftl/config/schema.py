@@ -180,7 +180,8 @@ class SpeedConfig:
         if self.eval_batch_size_factor != "auto" and self.eval_batch_size_factor < 1:
             problems.append(f"eval_batch_size_factor: must be >= 1, got {self.eval_batch_size_factor}.")
         if self.token_budget is not None and (isinstance(self.token_budget, bool) or self.token_budget < 1):
-            problems.append(f"token_budget: must be a positive integer (tokens per batch) or null, got {self.token_budget}.")
+            problems.append(f"token_budget: must be a positive integer (tokens per batch) or null, "
+                            f"got {self.token_budget}.")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             problems.append(f"pad_to_multiple_of: must be a positive integer or null, got {self.pad_to_multiple_of}.")
         if problems:
