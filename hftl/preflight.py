@@ -16,6 +16,7 @@ from hftl.config.schema import RunConfig
 from hftl.errors import ConfigError
 from hftl.modeling import check_model_source, read_model_config
 from hftl.run_dir import RunDir
+from hftl.speed.token_budget import token_budget_problems
 from hftl.strategies.freeze import transformer_blocks
 from hftl.strategies.lora import resolve_lora_targets
 from hftl.tasks import get_recipe_class, task_data_classes
@@ -140,6 +141,8 @@ def config_problems(config: RunConfig, recipe_cls, failed=frozenset()) -> list[s
     problems = check_output_dir(config)
     if not failed & {"training", "speed"}:
         problems += check_training_combination(config, recipe_cls)
+    if not failed & {"data", "speed"}:
+        problems += token_budget_problems(config)
     model_ok = False
     if "model" not in failed:
         model_problems = check_model_source(config.model) or check_model_architecture(config, recipe_cls)

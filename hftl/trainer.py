@@ -99,13 +99,20 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
     # would change which tokens share a batch and so the reported loss; per-example losses are unaffected.
     supported = speedups_supported()
     trainer.sort_eval_by_length = supported and speed.sort_eval_by_length and not recipe.loss_is_token_mean
-    trainer.length_buckets = supported and speed.length_buckets
+    if speed.token_budget is not None:
+        from hftl.speed.token_budget import epoch_callback, token_budget_applies
+
+        if supported and token_budget_applies(datasets["train"]):
+            trainer.token_budget = speed.token_budget  # batches by padded tokens; supersedes length_buckets
+            trainer.add_callback(epoch_callback())
+    trainer.length_buckets = supported and speed.length_buckets and not trainer.token_budget
     # with load_best_model_at_end the weights change after the last evaluation: nothing to reuse
     trainer.reuse_final_eval = supported and speed.reuse_final_eval and not args.load_best_model_at_end
     # what actually ran, recorded in the run's manifest (a switch can be on and not apply to a model)
     trainer.applied_speedups = {"sort_eval_by_length": trainer.sort_eval_by_length,
                                 "length_buckets": trainer.length_buckets, "reuse_final_eval": trainer.reuse_final_eval,
-                                "cheap_dropout": False, "first_token_last_layer": False}
+                                "cheap_dropout": False, "first_token_last_layer": False,
+                                "token_budget": trainer.token_budget or False}
     if speed.cheap_dropout is True or (speed.cheap_dropout == "auto" and args.device.type == "cpu"):
         from hftl.speed.cheap_dropout import use_cheap_dropout
 

@@ -156,6 +156,12 @@ class SpeedConfig:
         False, help="batch examples sorted by length over the whole epoch, batch order shuffled (least padding; "
         "changes which examples share a batch)"
     )
+    token_budget: int | None = field(
+        None, help="training batches of at most N padded tokens (rows x longest row; at least one row) instead of "
+        "per_device_train_batch_size rows: examples sorted by length over the epoch, batch order shuffled, same "
+        "epochs. Each batch weighs equally in the loss (a per-example mean per batch). Must be >= data.max_length; "
+        "null = off"
+    )
     pad_to_multiple_of: int | None = field(
         None, help="round each batch's padded length up to a multiple of N (fewer distinct shapes for kernels)"
     )
@@ -173,6 +179,9 @@ class SpeedConfig:
         problems = []
         if self.eval_batch_size_factor != "auto" and self.eval_batch_size_factor < 1:
             problems.append(f"eval_batch_size_factor: must be >= 1, got {self.eval_batch_size_factor}.")
+        if self.token_budget is not None and (isinstance(self.token_budget, bool) or self.token_budget < 1):
+            problems.append(f"token_budget: must be a positive integer (tokens per batch) or null, "
+                            f"got {self.token_budget}.")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             problems.append(f"pad_to_multiple_of: must be a positive integer or null, got {self.pad_to_multiple_of}.")
         if problems:

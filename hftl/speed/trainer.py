@@ -48,6 +48,7 @@ def trainer_class():
     class HftlTrainer(Trainer):
         sort_eval_by_length = False
         length_buckets = False
+        token_budget = None  # speed.token_budget, set by build_trainer where it applies
         reuse_final_eval = False
         _eval_order = None  # the sorted order of the latest evaluation sampler
         _final_eval = None  # (key, order, EvalLoopOutput) of the evaluation at the last training step
@@ -55,6 +56,10 @@ def trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             dataset = self.train_dataset if train_dataset is None else train_dataset
             columns = getattr(dataset, "column_names", None) or ()
+            if self.token_budget and "input_ids" in columns:  # a batch sampler (hftl.speed.token_budget)
+                from hftl.speed.token_budget import trainer_sampler
+
+                return trainer_sampler(self, dataset)
             if not self.length_buckets or self.args.world_size > 1 or "input_ids" not in columns:
                 return super()._get_train_sampler(train_dataset)
             lengths = [len(ids) for ids in dataset["input_ids"]]

@@ -1,0 +1,180 @@
+"""Token-budget batching (`speed.token_budget`): training batches of similar padded size rather than a fixed count.
+
+Each epoch the examples are sorted by (padded) length, longest first, ties in random order, and cut into batches
+of `budget // longest row` rows (at least one), so that rows x longest row <= budget; the batch order is then
+shuffled. The number of batches is fixed by the lengths alone, so every epoch has the same number of steps.
+Randomness comes from (seed, epoch) only, never from a global generator: a resumed run, and every DDP rank,
+draws the same batches.
+
+Loss semantics are unchanged: a per-example mean loss is a mean per micro-batch and the Trainer averages
+micro-batches (gradient accumulation) and processes (DDP) with equal weights, so each *batch* weighs equally and
+one example in a short-text batch (many rows) weighs less than one in a long-text batch (few rows). Token-level
+losses divided by the Trainer's `num_items_in_batch` (`hftl.trainer.token_cross_entropy`) stay token-weighted.
+
+Under DDP every rank takes every `world_size`-th batch of the same global list; ranks get the same number of
+batches (the list wraps around to its start, as `DistributedSampler` pads, or drops the rest with
+`training.dataloader_drop_last`).
+
+The sampler reaches the `DataLoader` as a `batch_sampler` through transformers' own path: `Trainer._get_dataloader`
+(transformers 5.24) passes a sampler that is a `trainer_pt_utils.BatchRebalanceSampler` as `batch_sampler` and
+turns accelerate's `BatchSamplerShard` into a pass-through, the sampler being rank-aware. The sampler class below
+subclasses it for that `isinstance` check only; `batch_sampler_base()` returns None (a warning, fixed batches)
+where a transformers version lacks that path.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def batch_sampler_base():
+    """The class the Trainer hands to its `DataLoader` as `batch_sampler`, or None where this transformers has no such
+    path. Relies on `Trainer._get_dataloader` testing `isinstance(sampler, BatchRebalanceSampler)` (transformers 5.24);
+    checked in its source, since a sampler given as a plain `sampler` would break the DataLoader."""
+    import inspect
+
+    try:
+        from transformers import Trainer
+        from transformers.trainer_pt_utils import BatchRebalanceSampler
+
+        source = inspect.getsource(Trainer._get_dataloader)
+    except (ImportError, AttributeError, OSError, TypeError):
+        return None
+    return BatchRebalanceSampler if "isinstance(sampler, BatchRebalanceSampler)" in source else None
+
+
+def padded_length(length: int, collator) -> int:
+    """The length a row of `length` tokens is padded to by `collator` (padding to max_length, pad_to_multiple_of)."""
+    if getattr(collator, "padding", None) == "max_length" and getattr(collator, "max_length", None):
+        return max(length, collator.max_length)
+    multiple = getattr(collator, "pad_to_multiple_of", None)
+    return -(-length // multiple) * multiple if multiple else length
+
+
+def budget_batches(lengths, budget: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's batches over all examples: sorted by length (ties random), cut so that rows x longest <= budget
+    (at least one row), in a random order drawn from (seed, epoch)."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, epoch])
+    lengths = np.asarray(lengths, dtype=np.int64)
+    shuffled = rng.permutation(len(lengths))
+    order = shuffled[np.argsort(-lengths[shuffled], kind="stable")]  # longest first, ties in random order
+    batches, start = [], 0
+    while start < len(order):
+        rows = max(1, budget // int(lengths[order[start]]))  # the first row is the batch's longest
+        batches.append(order[start:start + rows].tolist())
+        start += rows
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class TokenBudgetSampler:
+    """Batches of at most `budget` padded tokens (`budget_batches`), this rank's share of them (every
+    `world_size`-th batch, the same count on every rank). `set_epoch` picks the epoch's draw, as the Trainer
+    calls it on samplers that have it."""
+
+    def __init__(self, lengths, budget: int, seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = False):
+        if budget < 1:
+            raise ValueError(f"token budget must be positive, got {budget}")
+        self.lengths, self.budget, self.seed = list(lengths), budget, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0
+        self.total_batches = len(budget_batches(self.lengths, budget, seed, 0))  # the same every epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        per_rank = self.total_batches / self.world_size
+        return math.floor(per_rank) if self.drop_last else math.ceil(per_rank)
+
+    def __iter__(self):
+        batches = budget_batches(self.lengths, self.budget, self.seed, self.epoch)
+        needed = len(self) * self.world_size
+        while len(batches) < needed:  # wrap around so that every rank takes as many batches
+            batches += batches[:needed - len(batches)]
+        return iter(batches[self.rank:needed:self.world_size])
+
+
+@functools.cache
+def trainer_sampler_class():
+    """`TokenBudgetSampler` made a `BatchRebalanceSampler` for the Trainer's `isinstance` check (none of that class's
+    methods run: `TokenBudgetSampler`'s come first), or None where this transformers has no batch-sampler path."""
+    base = batch_sampler_base()
+    if base is None:
+        return None
+    # no `batch_size` attribute: accelerate's BatchSamplerShard would then keep only batches of that size
+    return type("TrainerTokenBudgetSampler", (TokenBudgetSampler, base), {})
+
+
+def trainer_sampler(trainer, dataset) -> TokenBudgetSampler:
+    """The training batch sampler of `trainer` (its `token_budget`, seed, rank and collator's padding)."""
+    args = trainer.args
+    lengths = [padded_length(len(ids), trainer.data_collator) for ids in dataset["input_ids"]]
+    seed = args.data_seed if args.data_seed is not None else args.seed
+    sampler = trainer_sampler_class()(lengths, trainer.token_budget, seed, rank=args.process_index,
+                                      world_size=max(1, args.world_size), drop_last=args.dataloader_drop_last)
+    logger.info("speed.token_budget: %d batches of at most %d padded tokens per epoch (%d per process), not "
+                "per_device_train_batch_size rows", sampler.total_batches, trainer.token_budget, len(sampler))
+    return sampler
+
+
+def token_budget_applies(train_dataset) -> bool:
+    """Whether `speed.token_budget` can run: a tokenised dataset and a transformers with the batch-sampler path
+    (warns where not; training then uses fixed batches)."""
+    if "input_ids" not in (getattr(train_dataset, "column_names", None) or ()):
+        logger.warning("speed.token_budget: the training data has no input_ids (not tokenised text); "
+                       "training uses fixed batches of per_device_train_batch_size")
+        return False
+    if trainer_sampler_class() is None:
+        logger.warning("speed.token_budget: this transformers' Trainer has no batch-sampler path "
+                       "(Trainer._get_dataloader and BatchRebalanceSampler, checked on 5.24); training uses fixed "
+                       "batches of per_device_train_batch_size")
+        return False
+    return True
+
+
+def token_budget_problems(config) -> list[str]:
+    """Config problems of `speed.token_budget`: a single row of the longest length the data section allows (after
+    `pad_to_multiple_of`) must fit in the budget."""
+    budget = config.speed.token_budget
+    if budget is None:
+        return []
+    problems = []
+    for name in ("max_length", "block_size"):  # the data fields that bound a row's tokens
+        longest = getattr(config.data, name, None)
+        if not isinstance(longest, int):
+            continue
+        multiple = config.speed.pad_to_multiple_of
+        padded = -(-longest // multiple) * multiple if multiple else longest
+        if budget < padded:
+            rounded = f" ({longest} rounded up to speed.pad_to_multiple_of {multiple})" if padded != longest else ""
+            problems.append(f"speed.token_budget: {budget} tokens cannot hold one row of data.{name} {padded} "
+                            f"tokens{rounded}. Raise speed.token_budget to at least {padded} (e.g. {padded * 16}), "
+                            f"or set it to null for fixed batches.")
+    return problems
+
+
+def epoch_callback():
+    """A `TrainerCallback` that sets the token-budget sampler's epoch at each epoch's start from the Trainer state.
+
+    The Trainer's own `set_epoch` calls miss the sampler in one case: a DDP run resumed mid-epoch, where accelerate
+    (1.15) wraps it as `SkipBatchSampler(BatchSamplerShard(sampler))` and the Trainer (5.24) looks one level deep.
+    """
+    from transformers import TrainerCallback
+
+    class TokenBudgetEpoch(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+            sampler = train_dataloader
+            for _ in range(4):  # DataLoader -> [SkipBatchSampler ->] [BatchSamplerShard ->] TokenBudgetSampler
+                sampler = getattr(sampler, "batch_sampler", None)
+                if isinstance(sampler, TokenBudgetSampler):
+                    sampler.set_epoch(int(state.epoch or 0))  # the resumed epoch's whole part, e.g. 1 at 1.5
+                    break
+
+    return TokenBudgetEpoch()
