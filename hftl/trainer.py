@@ -100,12 +100,15 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
     supported = speedups_supported()
     trainer.sort_eval_by_length = supported and speed.sort_eval_by_length and not recipe.loss_is_token_mean
     if speed.token_budget is not None:
-        from hftl.speed.token_budget import epoch_callback, token_budget_applies
+        from hftl.speed.token_budget import token_budget_applies
 
         if supported and token_budget_applies(datasets["train"]):
             trainer.token_budget = speed.token_budget  # batches by padded tokens; supersedes length_buckets
-            trainer.add_callback(epoch_callback())
     trainer.length_buckets = supported and speed.length_buckets and not trainer.token_budget
+    if trainer.token_budget or trainer.length_buckets:
+        from hftl.speed.samplers import epoch_callback
+
+        trainer.add_callback(epoch_callback())  # their batches are drawn from (seed, epoch): resume-exact
     # with load_best_model_at_end the weights change after the last evaluation: nothing to reuse
     trainer.reuse_final_eval = supported and speed.reuse_final_eval and not args.load_best_model_at_end
     # what actually ran, recorded in the run's manifest (a switch can be on and not apply to a model)

@@ -72,21 +72,24 @@ def test_speed_config_rejects_bad_values():
 
 
 def test_length_buckets_batches_similar_lengths_and_keeps_every_example():
-    from hftl.speed.trainer import LengthBucketSampler
+    from hftl.speed.samplers import LengthBucketSampler
 
     torch.manual_seed(0)
     lengths = [int(n) for n in torch.randint(3, 60, (103,))]
-    order = list(LengthBucketSampler(lengths, batch_size=8))
+    sampler = LengthBucketSampler(lengths, batch_size=8, seed=3)
+    order = list(sampler)
     assert sorted(order) == list(range(103))  # a permutation: every example once per epoch
     batches = [order[i:i + 8] for i in range(0, 103, 8)]
     assert len(batches[-1]) == 103 % 8  # the incomplete batch comes last
     ranges = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
     assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(ranges, ranges[1:]))  # batches do not overlap in length
-    assert order != list(LengthBucketSampler(lengths, batch_size=8))  # a new batch order each epoch
+    assert order == list(LengthBucketSampler(lengths, batch_size=8, seed=3))  # a function of (seed, epoch)
+    sampler.set_epoch(1)
+    assert order != list(sampler)  # a new batch order each epoch
 
 
 def test_length_buckets_switch_trains_with_the_bucket_sampler(text_config):
-    from hftl.speed.trainer import LengthBucketSampler
+    from hftl.speed.samplers import LengthBucketSampler
 
     result = TextClassificationRecipe(text_config(**{"speed.length_buckets": True, "training.max_steps": 2})).run()
     assert isinstance(result.trainer._get_train_sampler(), LengthBucketSampler)

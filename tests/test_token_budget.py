@@ -13,7 +13,7 @@ import yaml
 from hftl import TextClassificationRecipe
 from hftl.cli import main
 from hftl.config.schema import SpeedConfig
-from hftl.speed.token_budget import TokenBudgetSampler, budget_batches, epoch_callback, padded_length
+from hftl.speed.samplers import TokenBudgetSampler, budget_batches, epoch_callback, padded_length
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -182,14 +182,17 @@ def test_without_the_batch_sampler_path_it_warns_and_trains_fixed_batches(text_c
     assert not isinstance(trainer._get_train_sampler(), TokenBudgetSampler)
 
 
-def test_resumed_mid_epoch_ends_with_the_same_weights(text_config, tmp_path, monkeypatch):
-    """Stopped in the second epoch (Ctrl-C saves a checkpoint), resumed: the same batches, the same final weights."""
+@pytest.mark.parametrize("switch", [{"speed.token_budget": BUDGET}, {"speed.length_buckets": True}],
+                         ids=["token_budget", "length_buckets"])
+def test_resumed_mid_epoch_ends_with_the_same_weights(text_config, tmp_path, monkeypatch, switch):
+    """Stopped in the second epoch (Ctrl-C saves a checkpoint), resumed: the same batches, the same final weights,
+    for both samplers that sort by length."""
     import torch
     from safetensors.torch import load_file
     from transformers import Trainer, TrainerCallback
 
     def write(name):
-        config = text_config(**{"speed.token_budget": BUDGET, "training.output_dir": str(tmp_path / name),
+        config = text_config(**{**switch, "training.output_dir": str(tmp_path / name),
                                 "training.eval_strategy": "no", "training.save_strategy": "epoch"})
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))

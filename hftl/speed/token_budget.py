@@ -1,4 +1,5 @@
 """Token-budget batching (`speed.token_budget`): training batches of similar padded size rather than a fixed count.
+The sampler itself is `hftl.speed.samplers.TokenBudgetSampler`; this module wires it into the Trainer.
 
 Each epoch the examples are sorted by (padded) length, longest first, ties in random order, and cut into batches
 of `budget // longest row` rows (at least one), so that rows x longest row <= budget; the batch order is then
@@ -17,7 +18,7 @@ batches (the list wraps around to its start, as `DistributedSampler` pads, or dr
 
 The sampler reaches the `DataLoader` as a `batch_sampler` through transformers' own path: `Trainer._get_dataloader`
 (transformers 5.24) passes a sampler that is a `trainer_pt_utils.BatchRebalanceSampler` as `batch_sampler` and
-turns accelerate's `BatchSamplerShard` into a pass-through, the sampler being rank-aware. The sampler class below
+turns accelerate's `BatchSamplerShard` into a pass-through, the sampler being rank-aware. `trainer_sampler_class()`
 subclasses it for that `isinstance` check only; `batch_sampler_base()` returns None (a warning, fixed batches)
 where a transformers version lacks that path.
 """
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
+
+from hftl.speed.samplers import TokenBudgetSampler, padded_length
 
 logger = logging.getLogger(__name__)
 
@@ -46,59 +48,6 @@ def batch_sampler_base():
     except (ImportError, AttributeError, OSError, TypeError):
         return None
     return BatchRebalanceSampler if "isinstance(sampler, BatchRebalanceSampler)" in source else None
-
-
-def padded_length(length: int, collator) -> int:
-    """The length a row of `length` tokens is padded to by `collator` (padding to max_length, pad_to_multiple_of)."""
-    if getattr(collator, "padding", None) == "max_length" and getattr(collator, "max_length", None):
-        return max(length, collator.max_length)
-    multiple = getattr(collator, "pad_to_multiple_of", None)
-    return -(-length // multiple) * multiple if multiple else length
-
-
-def budget_batches(lengths, budget: int, seed: int, epoch: int) -> list[list[int]]:
-    """One epoch's batches over all examples: sorted by length (ties random), cut so that rows x longest <= budget
-    (at least one row), in a random order drawn from (seed, epoch)."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, epoch])
-    lengths = np.asarray(lengths, dtype=np.int64)
-    shuffled = rng.permutation(len(lengths))
-    order = shuffled[np.argsort(-lengths[shuffled], kind="stable")]  # longest first, ties in random order
-    batches, start = [], 0
-    while start < len(order):
-        rows = max(1, budget // int(lengths[order[start]]))  # the first row is the batch's longest
-        batches.append(order[start:start + rows].tolist())
-        start += rows
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-class TokenBudgetSampler:
-    """Batches of at most `budget` padded tokens (`budget_batches`), this rank's share of them (every
-    `world_size`-th batch, the same count on every rank). `set_epoch` picks the epoch's draw, as the Trainer
-    calls it on samplers that have it."""
-
-    def __init__(self, lengths, budget: int, seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = False):
-        if budget < 1:
-            raise ValueError(f"token budget must be positive, got {budget}")
-        self.lengths, self.budget, self.seed = list(lengths), budget, seed
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.epoch = 0
-        self.total_batches = len(budget_batches(self.lengths, budget, seed, 0))  # the same every epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        per_rank = self.total_batches / self.world_size
-        return math.floor(per_rank) if self.drop_last else math.ceil(per_rank)
-
-    def __iter__(self):
-        batches = budget_batches(self.lengths, self.budget, self.seed, self.epoch)
-        needed = len(self) * self.world_size
-        while len(batches) < needed:  # wrap around so that every rank takes as many batches
-            batches += batches[:needed - len(batches)]
-        return iter(batches[self.rank:needed:self.world_size])
 
 
 @functools.cache
@@ -158,23 +107,3 @@ def token_budget_problems(config) -> list[str]:
                             f"tokens{rounded}. Raise speed.token_budget to at least {padded} (e.g. {padded * 16}), "
                             f"or set it to null for fixed batches.")
     return problems
-
-
-def epoch_callback():
-    """A `TrainerCallback` that sets the token-budget sampler's epoch at each epoch's start from the Trainer state.
-
-    The Trainer's own `set_epoch` calls miss the sampler in one case: a DDP run resumed mid-epoch, where accelerate
-    (1.15) wraps it as `SkipBatchSampler(BatchSamplerShard(sampler))` and the Trainer (5.24) looks one level deep.
-    """
-    from transformers import TrainerCallback
-
-    class TokenBudgetEpoch(TrainerCallback):
-        def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
-            sampler = train_dataloader
-            for _ in range(4):  # DataLoader -> [SkipBatchSampler ->] [BatchSamplerShard ->] TokenBudgetSampler
-                sampler = getattr(sampler, "batch_sampler", None)
-                if isinstance(sampler, TokenBudgetSampler):
-                    sampler.set_epoch(int(state.epoch or 0))  # the resumed epoch's whole part, e.g. 1 at 1.5
-                    break
-
-    return TokenBudgetEpoch()

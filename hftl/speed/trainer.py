@@ -62,8 +62,11 @@ def trainer_class():
                 return trainer_sampler(self, dataset)
             if not self.length_buckets or self.args.world_size > 1 or "input_ids" not in columns:
                 return super()._get_train_sampler(train_dataset)
+            from hftl.speed.samplers import LengthBucketSampler
+
             lengths = [len(ids) for ids in dataset["input_ids"]]
-            return LengthBucketSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps)
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return LengthBucketSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps, seed)
 
         def _get_eval_sampler(self, eval_dataset):
             self._eval_order = None
@@ -103,32 +106,6 @@ def trainer_class():
 
     _TRAINER_CLASS = HftlTrainer
     return HftlTrainer
-
-
-class LengthBucketSampler:
-    """Indices whose consecutive `batch_size` slices are batches of similar length, over the whole epoch.
-
-    The examples are sorted by length (ties in random order) and cut into batches; the batches are then
-    shuffled, the one incomplete batch last. `LengthGroupedSampler` sorts only inside windows of at most
-    50 random batches, so its batches still mix lengths. Randomness comes from torch's global generator,
-    which the Trainer seeds and restores on resume.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int):
-        self.lengths, self.batch_size = lengths, batch_size
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        import torch
-
-        size = self.batch_size
-        order = sorted(torch.randperm(len(self.lengths)).tolist(), key=self.lengths.__getitem__)
-        batches = [order[i:i + size] for i in range(0, len(order), size)]
-        rest = [batches.pop()] if batches and len(batches[-1]) < size else []
-        batches = [batches[i] for i in torch.randperm(len(batches)).tolist()] + rest
-        return iter([index for batch in batches for index in batch])
 
 
 def _take_rows(value, rows):
