@@ -6,8 +6,9 @@ They override private Trainer methods, checked against transformers 5.x (the ver
 transformers version lacks one of them, `trainer_class` says so in the log and the switches that rely on it
 stay off: the stock Trainer path runs.
 
-One fix is always on: `_load_from_checkpoint` (private, transformers 5.24) restores a checkpoint saved under
-the original weight names (see `load_renamed_checkpoint`).
+Two fixes are always on, overriding private methods of transformers 5.24's Trainer: `_load_from_checkpoint`
+restores a checkpoint saved under the original weight names (see `load_renamed_checkpoint`), and `_save` keeps
+tied weights saved once when given a gathered state dict (FSDP; see `share_tied_weights`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,14 @@ def trainer_class():
                     return
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
+        def _save(self, output_dir=None, state_dict=None):
+            # transformers 5.24's Trainer._save (private) gets the gathered state dict under FSDP; save_pretrained
+            # drops a tied weight only where it shares storage with the weight it is tied to, which gathered copies
+            # do not: GPT-2's lm_head.weight was saved beside transformer.wte.weight
+            if state_dict is not None:
+                state_dict = share_tied_weights(self.accelerator.unwrap_model(self.model), state_dict)
+            super()._save(output_dir, state_dict)
+
         def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test"):
             output = super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
             order, self._eval_order = self._eval_order, None
@@ -112,6 +121,21 @@ def trainer_class():
 
     _TRAINER_CLASS = HftlTrainer
     return HftlTrainer
+
+
+def share_tied_weights(model, state_dict: dict) -> dict:
+    """`state_dict` with each tied weight (transformers 5's `model.all_tied_weights_keys`: tied -> source) the very
+    tensor of its source, where the two are equal, so that `save_pretrained` saves it once."""
+    import torch
+
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    shared = dict(state_dict)
+    for target, source in tied.items():
+        a, b = shared.get(target), shared.get(source)
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a is not b and a.shape == b.shape \
+                and torch.equal(a, b):
+            shared[target] = b
+    return shared
 
 
 def _keys_not_in_file(model, weights_file) -> list[str]:

@@ -223,7 +223,17 @@ class LanguageModelingRecipe(Recipe):
 
         if self.config.model.strategy != "lora":
             return
-        merged = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).merge_and_unload()
+        if getattr(trainer, "is_fsdp_enabled", False):
+            # FSDP's sharded parameters cannot be deep-copied: merge the adapter just saved into a fresh base model
+            from peft import PeftModel
+
+            from hftl.modeling import quiet_load_report
+
+            with quiet_load_report():  # the base's newly initialised weights come from the adapter
+                base, _ = self.load_model(tokenizer)
+            merged = PeftModel.from_pretrained(base, run.path).merge_and_unload()
+        else:
+            merged = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).merge_and_unload()
         merged.save_pretrained(run.merged_dir)
         tokenizer.save_pretrained(run.merged_dir)
 
