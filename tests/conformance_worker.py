@@ -6,7 +6,7 @@ JOBS.json holds {"root": folder, "jobs": [{"name", "config", "resume", "copy_fro
 job is `hftl train CONFIG` (`--resume` with "resume"); with "copy_from", rank 0 first copies that run's
 config.yaml, manifest.json and checkpoint folder "keep" into the job's output folder: a run stopped after that
 checkpoint. Every rank writes <root>/result-<rank>.json: per job, its exit status and every file the rank
-wrote below <root> (an audit hook, plus wrappers around `torch.save` and safetensors, which write from C++/Rust).
+wrote below <root> (tests/write_audit.py).
 
 With HFTL_TEST_FSDP_ON_CPU=1 the FSDP plugin that `accelerate launch` configures is kept on CPU, where
 accelerate 1.15 drops it (see `enable_fsdp_on_cpu`).
@@ -20,48 +20,11 @@ import shutil
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: write_audit
+from write_audit import WriteAudit  # noqa: E402
+
 ROOT = os.path.realpath(json.loads(Path(sys.argv[1]).read_text())["root"])
 RANK = os.environ.get("RANK", "0")
-writes: list[tuple[str, str]] = []
-current = {"job": None}
-
-
-def _below(path) -> bool:
-    try:
-        return os.path.realpath(os.fsdecode(path)).startswith(ROOT)
-    except (TypeError, ValueError):
-        return False
-
-
-def _record(path, event: str = "") -> None:
-    if current["job"] is not None:
-        relative = os.path.relpath(os.path.realpath(os.fsdecode(path)), ROOT)
-        writes.append((current["job"], f"{event} {relative}".strip()))
-
-
-def audit(event, args):
-    if event == "os.mkdir" and args and _below(args[0]) and os.path.isdir(os.fsdecode(args[0])):
-        return  # mkdir(exist_ok=True) of an existing folder writes nothing
-    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)) and _below(args[0]):
-        mode, flags = args[1], args[2] if len(args) > 2 else 0
-        if (mode and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
-            _record(args[0])
-    elif event in ("os.rename", "os.replace", "os.remove", "os.mkdir", "shutil.rmtree", "os.unlink") and args:
-        target = args[-1] if event in ("os.rename", "os.replace") else args[0]
-        if _below(target):
-            _record(target, event)
-
-
-def wrap_native_writers() -> None:
-    import safetensors.torch
-    import torch
-
-    for module, name in ((torch, "save"), (safetensors.torch, "save_file")):
-        def wrapped(obj, f, *args, _original=getattr(module, name), **kwargs):
-            if isinstance(f, (str, os.PathLike)) and _below(f):
-                _record(f)
-            return _original(obj, f, *args, **kwargs)
-        setattr(module, name, wrapped)
 
 
 def enable_fsdp_on_cpu() -> None:
@@ -100,10 +63,9 @@ def copy_stopped_run(source: Path, target: Path, keep: str) -> None:
 
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    wrap_native_writers()
+    audit = WriteAudit(ROOT).install()
     if os.environ.get("HFTL_TEST_FSDP_ON_CPU") == "1":
         enable_fsdp_on_cpu()
-    sys.addaudithook(audit)
     import torch.distributed as dist
 
     from hftl.cli import main as hftl_main
@@ -118,11 +80,10 @@ def main() -> int:
             copy_stopped_run(Path(job["copy_from"]), output, job["keep"])
         if dist.is_initialized():
             dist.barrier()
-        current["job"] = job["name"]
+        audit.label = job["name"]
         status = hftl_main(["train", job["config"]] + (["--resume"] if job.get("resume") else []))
-        current["job"] = None
-        results.append({"name": job["name"], "status": status,
-                        "writes": [w for name, w in writes if name == job["name"]]})
+        audit.label = None
+        results.append({"name": job["name"], "status": status, "writes": audit.labelled(job["name"])})
         if dist.is_initialized():
             dist.barrier()
     Path(ROOT, f"result-{RANK}.json").write_text(json.dumps(results, indent=1))

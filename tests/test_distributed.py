@@ -30,42 +30,15 @@ from tests.conftest import make_sentences, write_tsv
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "text_classification.py"
 
-# Runs the recipe under an audit hook that records every file this rank writes below the run folder.
+# Runs the recipe under tests/write_audit.py, recording every file this rank writes below the run folder.
 AUDITED = """
 import atexit, json, os, runpy, sys
 
-out = os.path.realpath(os.environ["HFTL_TEST_OUT"])
+sys.path.insert(0, os.environ["HFTL_TEST_DIR"])
+from write_audit import WriteAudit
+
 rank = os.environ.get("RANK", "0")
-writes = []
-
-def _below(path):
-    try:
-        return os.path.realpath(os.fsdecode(path)).startswith(out)
-    except (TypeError, ValueError):
-        return False
-
-def _record(path):
-    writes.append(os.path.relpath(os.path.realpath(os.fsdecode(path)), out))
-
-# torch.save and safetensors write from C++/Rust, which the audit hook does not see: wrap them.
-import safetensors.torch
-import torch
-for module, name in ((torch, "save"), (safetensors.torch, "save_file")):
-    def wrapped(obj, f, *args, _original=getattr(module, name), **kwargs):
-        if isinstance(f, (str, os.PathLike)) and _below(f):
-            _record(f)
-        return _original(obj, f, *args, **kwargs)
-    setattr(module, name, wrapped)
-
-def hook(event, args):
-    if event == "os.mkdir" and args and _below(args[0]) and os.path.isdir(os.fsdecode(args[0])):
-        return  # mkdir(exist_ok=True) of an existing folder writes nothing
-    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)) and _below(args[0]):
-        mode, flags = args[1], args[2] if len(args) > 2 else 0
-        if (mode and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
-            writes.append(os.path.relpath(os.path.realpath(os.fsdecode(args[0])), out))
-    elif event in ("os.rename", "os.replace", "os.remove", "os.mkdir", "shutil.rmtree", "os.unlink") and args and _below(args[-1] if event in ("os.rename", "os.replace") else args[0]):
-        writes.append(event + " " + os.path.relpath(os.path.realpath(os.fsdecode(args[-1] if event in ("os.rename", "os.replace") else args[0])), out))
+audit = WriteAudit(os.environ["HFTL_TEST_OUT"], label=rank).install()
 
 if os.environ.get("HFTL_TEST_SIGTERM_RANK") == rank:  # SIGTERM to this process only, at the end of step N
     import signal
@@ -82,8 +55,8 @@ if os.environ.get("HFTL_TEST_SIGTERM_RANK") == rank:  # SIGTERM to this process 
         self.add_callback(Fault())
     transformers.Trainer.__init__ = __init__
 
-sys.addaudithook(hook)
-atexit.register(lambda: open(os.path.join(os.environ["HFTL_TEST_AUDIT"], f"writes-{rank}.json"), "w").write(json.dumps(writes)))
+atexit.register(lambda: open(os.path.join(os.environ["HFTL_TEST_AUDIT"], f"writes-{rank}.json"), "w").write(
+    json.dumps(audit.labelled(rank))))
 target = sys.argv[1]
 sys.argv = sys.argv[1:]
 if target.endswith(".py"):
@@ -133,6 +106,7 @@ def _launch_ddp(tmp_path: Path, config: dict, **extra_env) -> subprocess.Complet
     else:
         target = ["hftl.cli", "train", str(path)]
     env = {**os.environ, "HFTL_TEST_OUT": config["training"]["output_dir"], "HFTL_TEST_AUDIT": str(audit),
+           "HFTL_TEST_DIR": str(REPO / "tests"),
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra_env}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(probe), *target]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)

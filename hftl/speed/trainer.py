@@ -5,6 +5,10 @@ They override private Trainer methods, checked against transformers 5.x (the ver
 `_get_train_sampler(train_dataset)`, `_get_eval_sampler(eval_dataset)` and `evaluation_loop(...)`. Where a
 transformers version lacks one of them, `trainer_class` says so in the log and the switches that rely on it
 stay off: the stock Trainer path runs.
+
+Two fixes are always on, overriding private methods of transformers 5.24's Trainer: `_load_from_checkpoint`
+restores a checkpoint saved under the original weight names (see `load_renamed_checkpoint`), and `_save` keeps
+tied weights saved once when given a gathered state dict (FSDP; see `share_tied_weights`).
 """
 
 from __future__ import annotations
@@ -95,6 +99,25 @@ def trainer_class():
             self._final_eval = (key, metric_key_prefix, output) if final and self.is_in_train else None
             return output
 
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            # transformers 5.24's Trainer._load_from_checkpoint (private; called by `train` on resume, with
+            # model=None before the model is wrapped) loads `model.safetensors` with a non-strict load_state_dict,
+            # which skips every weight saved under the original names (ViT's attention.attention.query ->
+            # q_proj: huggingface/transformers#48805) and only logs them. Where the file lacks some of the
+            # model's keys, load it through `from_pretrained` (which converts them) instead; else the stock path.
+            if model is None and not self.is_fsdp_enabled and not self.is_deepspeed_enabled:
+                if load_renamed_checkpoint(self.model, resume_from_checkpoint):
+                    return
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+        def _save(self, output_dir=None, state_dict=None):
+            # transformers 5.24's Trainer._save (private) gets the gathered state dict under FSDP; save_pretrained
+            # drops a tied weight only where it shares storage with the weight it is tied to, which gathered copies
+            # do not: GPT-2's lm_head.weight was saved beside transformer.wte.weight
+            if state_dict is not None:
+                state_dict = share_tied_weights(self.accelerator.unwrap_model(self.model), state_dict)
+            super()._save(output_dir, state_dict)
+
         def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test"):
             output = super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
             order, self._eval_order = self._eval_order, None
@@ -106,6 +129,61 @@ def trainer_class():
 
     _TRAINER_CLASS = HftlTrainer
     return HftlTrainer
+
+
+def share_tied_weights(model, state_dict: dict) -> dict:
+    """`state_dict` with each tied weight (transformers 5's `model.all_tied_weights_keys`: tied -> source) the very
+    tensor of its source, where the two are equal, so that `save_pretrained` saves it once."""
+    import torch
+
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    shared = dict(state_dict)
+    for target, source in tied.items():
+        a, b = shared.get(target), shared.get(source)
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a is not b and a.shape == b.shape \
+                and torch.equal(a, b):
+            shared[target] = b
+    return shared
+
+
+def _keys_not_in_file(model, weights_file) -> list[str]:
+    """The keys of `model`'s state dict that `weights_file` lacks, tied weights (saved once) left out."""
+    from safetensors import safe_open
+
+    with safe_open(weights_file, framework="pt") as f:
+        saved = set(f.keys())
+    state = model.state_dict(keep_vars=True)
+    saved_storage = {state[k].data_ptr() for k in saved if k in state}
+    return [k for k, v in state.items() if k not in saved and v.data_ptr() not in saved_storage]
+
+
+def load_renamed_checkpoint(model, checkpoint: str) -> bool:
+    """Restore a full-weights checkpoint whose file names some weights otherwise than `model` does (saved under the
+    original names transformers 5 converts on load); False, changing nothing, where the stock load suffices.
+
+    Loads the checkpoint with `type(model).from_pretrained` (transformers' own conversion of the names) and copies
+    every weight into `model` in place (parameters, their `requires_grad` and tied weights stay as they are).
+    Raises `RuntimeError` naming the keys where any weight of the model is still missing.
+    """
+    import os
+
+    from transformers import PreTrainedModel
+
+    weights = os.path.join(checkpoint, "model.safetensors")
+    if not isinstance(model, PreTrainedModel) or not os.path.isfile(weights):
+        return False  # adapters (PEFT), sharded or .bin checkpoints: the stock path
+    missing = _keys_not_in_file(model, weights)
+    if not missing:
+        return False
+    logger.info("resuming: %s names %d weights otherwise than the model (e.g. %s): loading it through "
+                "from_pretrained, which converts the names", weights, len(missing), missing[0])
+    loaded, info = type(model).from_pretrained(checkpoint, output_loading_info=True)
+    problems = {kind: sorted(info.get(kind) or ()) for kind in ("missing_keys", "mismatched_keys")}
+    if any(problems.values()):
+        raise RuntimeError(f"cannot resume from {checkpoint}: its weights do not fit the model "
+                           f"({'; '.join(f'{k}: {v[:5]}' for k, v in problems.items() if v)}).")
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    return True
 
 
 def _take_rows(value, rows):

@@ -19,6 +19,7 @@ from hftl.data import fingerprint, load_split, load_splits
 from hftl.data.columns import split_sources
 from hftl.data.images import image_source_problems, open_image, random_resized_crop, to_rgb
 from hftl.data.loading import source_kind
+from hftl.epoch import TrainingEpoch, epoch_callback
 from hftl.errors import DataError
 from hftl.modeling import load_kwargs, read_model_config, resolve_checkpoint
 from hftl.recipe import PreparedData
@@ -31,27 +32,8 @@ logger = logging.getLogger(__name__)
 EXAMPLE_INDEX = "example_index"
 
 
-class AugmentationEpoch:
-    """The training epoch the augmentation draws for (0-based), set by the Trainer at the start of every epoch,
-    the epoch a resumed run continues included. Dataloader workers read it when they start: with
-    `dataloader_persistent_workers` they would keep the first epoch's value."""
-
-    epoch: int = 0
-
-
-def epoch_callback(holder: AugmentationEpoch):
-    """A `TrainerCallback` that copies the Trainer's epoch into `holder` (built here: keeps transformers out of
-    the module's imports)."""
-    import math
-
-    from transformers import TrainerCallback
-
-    class _EpochCallback(TrainerCallback):
-        def on_epoch_begin(self, args, state, control, **kwargs):
-            # state.epoch is epoch + steps done / steps per epoch: whole at an epoch's start, fractional on resume
-            holder.epoch = math.floor((state.epoch or 0) + 1e-9)
-
-    return _EpochCallback()
+#: the training epoch the augmentation draws for (hftl.epoch)
+AugmentationEpoch = TrainingEpoch
 
 
 @dataclass

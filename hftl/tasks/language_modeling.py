@@ -8,7 +8,9 @@ and cut the stream into blocks of `block_size` tokens, as transformers' `run_clm
 - causal-lm: `perplexity` = exp(mean next-token cross-entropy).
 - masked-lm: `pseudo_perplexity` = exp(mean cross-entropy over the masked tokens). This is *not* the
   leave-one-out pseudo-log-likelihood of Salazar et al.; evaluation blocks are masked once with a fixed seed,
-  so scores before and after training (and across runs) see the same masks.
+  so scores before and after training (and across runs) see the same masks. Training blocks are masked afresh
+  each epoch, each block from its own generator seeded by (training.seed, epoch, block position): a resumed
+  run masks as the uninterrupted run did, and every process of a distributed run as one process would.
 
 Strategies: `full`; `freeze` trains the LM head and the top `model.trainable_layers` blocks (the head is usually
 tied to the input embeddings, which then train too); `lora` adapts the attention projections
@@ -29,6 +31,7 @@ from hftl.config.parse import field
 from hftl.config.schema import DataConfig
 from hftl.data import fingerprint, load_split, load_splits
 from hftl.data.columns import check_sources, check_text_column, require_source, split_sources
+from hftl.epoch import TrainingEpoch, epoch_callback, example_seed
 from hftl.errors import DataError
 from hftl.modeling import check_length_limit, load_kwargs, load_pretrained_model, load_tokenizer, resolve_checkpoint
 from hftl.recipe import PreparedData, Recipe
@@ -38,6 +41,8 @@ from hftl.tasks import register_task
 logger = logging.getLogger(__name__)
 
 _PACK_BATCH = 1000  # documents joined per `map` batch (run_clm's default); each batch drops its last partial block
+#: the column of masked-LM training blocks' positions, which seed their masks (with the seed and the epoch)
+EXAMPLE_INDEX = "example_index"
 
 
 @dataclass
@@ -218,7 +223,17 @@ class LanguageModelingRecipe(Recipe):
 
         if self.config.model.strategy != "lora":
             return
-        merged = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).merge_and_unload()
+        if getattr(trainer, "is_fsdp_enabled", False):
+            # FSDP's sharded parameters cannot be deep-copied: merge the adapter just saved into a fresh base model
+            from peft import PeftModel
+
+            from hftl.modeling import quiet_load_report
+
+            with quiet_load_report():  # the base's newly initialised weights come from the adapter
+                base, _ = self.load_model(tokenizer)
+            merged = PeftModel.from_pretrained(base, run.path).merge_and_unload()
+        else:
+            merged = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).merge_and_unload()
         merged.save_pretrained(run.merged_dir)
         tokenizer.save_pretrained(run.merged_dir)
 
@@ -343,7 +358,7 @@ class MaskedLMRecipe(LanguageModelingRecipe):
 
     def finish_blocks(self, packed, tokenizer, name: str):
         if name == "train":
-            return packed
+            return packed.add_column(EXAMPLE_INDEX, list(range(len(packed))))
         # Evaluation blocks are masked once, with a fixed seed: every evaluation scores the same masked tokens.
         collator = self._collator(tokenizer, seed=self.config.seed)
 
@@ -356,10 +371,20 @@ class MaskedLMRecipe(LanguageModelingRecipe):
                           desc=f"Masking {name} (fixed seed)")
 
     def data_collator(self, tokenizer):
-        return self._collator(tokenizer)
+        collator = self._collator(tokenizer)
+        # the one piece of state a recipe keeps besides its config: the Trainer's epoch, for the masks
+        self.mask_epoch = collator.epoch = TrainingEpoch()
+        collator.mask_seed = self.config.seed
+        return collator
+
+    def evaluate_before(self, trainer, datasets: dict, labels=None) -> dict:
+        # The hook that sees the Trainer before it trains: keep the masks' epoch in step with it.
+        if getattr(self, "mask_epoch", None) is not None:
+            trainer.add_callback(epoch_callback(self.mask_epoch))
+        return super().evaluate_before(trainer, datasets, labels)
 
     def training_defaults(self) -> dict:
-        # keep special_tokens_mask / offset_mapping for the collator (Trainer drops columns forward() does not take)
+        # keep special_tokens_mask / offset_mapping / example_index for the collator (Trainer drops columns forward() does not take)
         return {**super().training_defaults(), "remove_unused_columns": False}
 
     def predict(self, model, tokenizer, texts: list[str], labels=None, batch_size: int = 8, top_k: int = 5) -> list[dict]:
@@ -387,12 +412,34 @@ def mask_once_collator_class():
     from transformers import DataCollatorForLanguageModeling, default_data_collator
 
     class MaskOnceCollator(DataCollatorForLanguageModeling):
-        """Masks training blocks afresh each batch; evaluation blocks arrive masked (with labels) and are only stacked."""
+        """Masks training blocks afresh each batch; evaluation blocks arrive masked (with labels) and are only stacked.
+
+        Blocks carrying their position (`example_index`) are masked one at a time, each with a generator seeded by
+        (`mask_seed`, `epoch.epoch`, position), when `epoch` is set: masks are then a function of the example, not
+        of what was drawn before (torch's global generator is restored on resume only after the first batch is
+        drawn; under DDP each process would draw other masks for its half batch).
+        """
+
+        epoch = None  # a TrainingEpoch
+        mask_seed = 0
 
         def __call__(self, examples, return_tensors=None):
             if "labels" in examples[0]:
                 return default_data_collator(examples)
-            return super().__call__(examples, return_tensors)
+            if self.epoch is None or EXAMPLE_INDEX not in examples[0]:
+                return super().__call__([{k: v for k, v in e.items() if k != EXAMPLE_INDEX} for e in examples],
+                                        return_tensors)
+            import torch
+
+            rows = []
+            for example in examples:
+                example = dict(example)
+                seed = example_seed(self.mask_seed, self.epoch.epoch, int(example.pop(EXAMPLE_INDEX)))
+                self.generator = torch.Generator().manual_seed(seed)  # read by torch_mask_tokens (seed=None)
+                rows.append(super().__call__([example], "pt"))
+            self.generator = None
+            # training blocks all hold block_size tokens: the rows stack without padding
+            return {key: torch.cat([row[key] for row in rows]) for key in rows[0]}
 
     return MaskOnceCollator
 
