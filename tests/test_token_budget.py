@@ -13,7 +13,8 @@ import yaml
 from hftl import TextClassificationRecipe
 from hftl.cli import main
 from hftl.config.schema import SpeedConfig
-from hftl.speed.samplers import TokenBudgetSampler, budget_batches, epoch_callback, padded_length
+from hftl.epoch import TrainingEpoch, epoch_callback
+from hftl.speed.samplers import TokenBudgetSampler, budget_batches, padded_length
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,9 +105,10 @@ def test_the_epoch_reaches_the_sampler_inside_accelerates_resume_wrappers():
     from torch.utils.data import DataLoader
     from transformers import TrainerState
 
-    sampler = TokenBudgetSampler(_lengths(), 256, seed=5, rank=1, world_size=2)
+    holder = TrainingEpoch()
+    sampler = TokenBudgetSampler(_lengths(), 256, seed=5, rank=1, world_size=2, training_epoch=holder)
     loader = DataLoader(range(203), batch_sampler=SkipBatchSampler(BatchSamplerShard(sampler, 2, 1), 3))
-    epoch_callback().on_epoch_begin(None, TrainerState(epoch=2.5), None, train_dataloader=loader)
+    epoch_callback(holder).on_epoch_begin(None, TrainerState(epoch=2.5), None, train_dataloader=loader)
     assert sampler.epoch == 2
 
 

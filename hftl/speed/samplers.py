@@ -2,15 +2,16 @@
 batch) and `speed.token_budget` (rows x longest row <= a budget).
 
 Both sort the epoch's examples by length (ties in random order), cut them into batches and shuffle the batch
-order. Their randomness comes from (seed, epoch) only, never from a global generator, and the Trainer (or
-`epoch_callback`) tells them the epoch: a run resumed mid-epoch draws the batches the uninterrupted run drew,
-and every DDP rank draws the same list. (torch's global generator is restored by the Trainer only after the
-resumed epoch's first batch indices were drawn.)
+order. Their randomness comes from (seed, epoch) only, never from a global generator (`hftl.epoch`): a run
+resumed mid-epoch draws the batches the uninterrupted run drew, and every DDP rank draws the same list. (torch's
+global generator is restored by the Trainer only after the resumed epoch's first batch indices were drawn.)
 """
 
 from __future__ import annotations
 
 import math
+
+from hftl.epoch import TrainingEpoch
 
 
 def length_sorted_batches(lengths, seed: int, epoch: int, rows_for) -> list[list[int]]:
@@ -37,12 +38,19 @@ def budget_batches(lengths, budget: int, seed: int, epoch: int) -> list[list[int
 
 
 class EpochSeeded:
-    """A sampler whose draw is a function of (seed, epoch); the Trainer calls `set_epoch` on samplers that have it."""
+    """A sampler whose draw is a function of (seed, epoch). The epoch is read from a `hftl.epoch.TrainingEpoch`
+    that `hftl.epoch.epoch_callback` keeps current (the Trainer's own `set_epoch` calls miss the sampler when a run
+    resumes mid-epoch: accelerate 1.15 then wraps it in `SkipBatchSampler`, and the Trainer 5.24 looks one level
+    deep); `set_epoch` sets it too."""
 
-    epoch = 0
+    training_epoch: TrainingEpoch
+
+    @property
+    def epoch(self) -> int:
+        return self.training_epoch.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.training_epoch.epoch = epoch
 
 
 class LengthBucketSampler(EpochSeeded):
@@ -52,8 +60,9 @@ class LengthBucketSampler(EpochSeeded):
     lengths. The one incomplete batch comes last: the DataLoader cuts this index list into `batch_size` chunks.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, training_epoch: TrainingEpoch | None = None):
         self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
+        self.training_epoch = training_epoch or TrainingEpoch()
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -68,10 +77,12 @@ class TokenBudgetSampler(EpochSeeded):
     """Batches of at most `budget` padded tokens (`budget_batches`), this rank's share of them (every
     `world_size`-th batch, the same count on every rank)."""
 
-    def __init__(self, lengths, budget: int, seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = False):
+    def __init__(self, lengths, budget: int, seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = False,
+                 training_epoch: TrainingEpoch | None = None):
         if budget < 1:
             raise ValueError(f"token budget must be positive, got {budget}")
         self.lengths, self.budget, self.seed = list(lengths), budget, seed
+        self.training_epoch = training_epoch or TrainingEpoch()
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.total_batches = len(budget_batches(self.lengths, budget, seed, 0))  # the same every epoch
 
@@ -93,34 +104,3 @@ def padded_length(length: int, collator) -> int:
         return max(length, collator.max_length)
     multiple = getattr(collator, "pad_to_multiple_of", None)
     return -(-length // multiple) * multiple if multiple else length
-
-
-def epoch_callback():
-    """A `TrainerCallback` that sets an `EpochSeeded` sampler's epoch at each epoch's start from the Trainer state.
-
-    The Trainer's own `set_epoch` calls miss the sampler when a run resumes mid-epoch: accelerate (1.15) then wraps
-    it as `SkipBatchSampler([BatchSamplerShard(]sampler)` or `SkipBatchSampler(BatchSampler(sampler))`, and the
-    Trainer (5.24) looks one level deep.
-    """
-    from transformers import TrainerCallback
-
-    class SamplerEpoch(TrainerCallback):
-        def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
-            found = find_sampler(train_dataloader)
-            if found is not None:
-                found.set_epoch(int(state.epoch or 0))  # the resumed epoch's whole part, e.g. 1 at 1.5
-
-    return SamplerEpoch()
-
-
-def find_sampler(loader) -> EpochSeeded | None:
-    """The `EpochSeeded` sampler under a DataLoader and accelerate's wrappers, if there is one."""
-    pending = [loader]
-    for _ in range(12):  # DataLoader -> SkipBatchSampler -> BatchSamplerShard / BatchSampler -> sampler
-        if not pending:
-            return None
-        node = pending.pop(0)
-        if isinstance(node, EpochSeeded):
-            return node
-        pending += [child for name in ("batch_sampler", "sampler") if (child := getattr(node, name, None)) is not None]
-    return None

@@ -67,7 +67,8 @@ def trainer_sampler(trainer, dataset) -> TokenBudgetSampler:
     lengths = [padded_length(len(ids), trainer.data_collator) for ids in dataset["input_ids"]]
     seed = args.data_seed if args.data_seed is not None else args.seed
     sampler = trainer_sampler_class()(lengths, trainer.token_budget, seed, rank=args.process_index,
-                                      world_size=max(1, args.world_size), drop_last=args.dataloader_drop_last)
+                                      world_size=max(1, args.world_size), drop_last=args.dataloader_drop_last,
+                                      training_epoch=trainer.training_epoch)
     logger.info("speed.token_budget: %d batches of at most %d padded tokens per epoch (%d per process), not "
                 "per_device_train_batch_size rows", sampler.total_batches, trainer.token_budget, len(sampler))
     return sampler

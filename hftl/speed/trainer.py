@@ -53,6 +53,7 @@ def trainer_class():
         sort_eval_by_length = False
         length_buckets = False
         token_budget = None  # speed.token_budget, set by build_trainer where it applies
+        training_epoch = None  # the epoch the length-sorted samplers draw from (hftl.epoch.TrainingEpoch)
         reuse_final_eval = False
         _eval_order = None  # the sorted order of the latest evaluation sampler
         _final_eval = None  # (key, order, EvalLoopOutput) of the evaluation at the last training step
@@ -70,7 +71,8 @@ def trainer_class():
 
             lengths = [len(ids) for ids in dataset["input_ids"]]
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return LengthBucketSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps, seed)
+            return LengthBucketSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps, seed,
+                                       self.training_epoch)
 
         def _get_eval_sampler(self, eval_dataset):
             self._eval_order = None
