@@ -211,6 +211,27 @@ def test_regression_sentence_pairs(tmp_path, tiny_bert_dir):
         loaded.predict(["great film"])
 
 
+def test_symmetric_pairs_train_on_both_orders(tmp_path, tiny_bert_dir):
+    """`data.symmetric_pairs`: every training pair (a, b) also as (b, a), labels kept; evaluation splits unchanged."""
+    from transformers import AutoTokenizer
+
+    header = ("sentence", "sentence2", "label")
+    rows = _pair_rows(10, 1)
+    files = {"train": write_tsv(tmp_path / "train.tsv", rows, header=header),
+             "validation": write_tsv(tmp_path / "validation.tsv", _pair_rows(6, 2), header=header)}
+    recipe = TextClassificationRecipe(_config(tmp_path, tiny_bert_dir, files, text_pair_column="sentence2",
+                                              symmetric_pairs=True))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    splits = recipe.preprocess(recipe.load_data(), tokenizer)
+    assert len(splits["train"]) == 20 and len(splits["validation"]) == 6
+    encoded = {(tuple(r["input_ids"]), round(float(r["labels"]), 4)) for r in splits["train"]}
+    for a, b, score in rows:
+        for first, second in ((a, b), (b, a)):
+            assert (tuple(tokenizer(first, second)["input_ids"]), round(score, 4)) in encoded
+    problems = _problems(_config(tmp_path, tiny_bert_dir, files, symmetric_pairs=True))
+    assert "data.symmetric_pairs: needs data.text_pair_column" in problems
+
+
 def test_multilabel_thresholds_saved_and_used_by_predict(tmp_path, tiny_bert_dir):
     files = {name: write_tsv(tmp_path / f"{name}.tsv", _multilabel_rows(n, seed))
              for name, n, seed in (("train", 96, 1), ("validation", 48, 2), ("test", 32, 3))}

@@ -34,6 +34,10 @@ class TextClassificationData(ClassificationData):
     label_separator: str | None = field(
         None, help="multi-label: the character between labels in a label cell (e.g. ',' for 'admiration,joy')"
     )
+    symmetric_pairs: bool = field(
+        False, help="sentence pairs: also train on every pair in the other order, (text_pair, text), with the same "
+        "label (for symmetric labels such as similarity scores; doubles the training rows; evaluation unchanged)"
+    )
 
     def check(self) -> list[str]:
         problems = super().check()
@@ -42,6 +46,9 @@ class TextClassificationData(ClassificationData):
         if self.label_separator is not None and self.problem_type in (SINGLE, REGRESSION):
             problems.append(f"label_separator: splits multi-label cells, but problem_type is {self.problem_type}. "
                             "Remove label_separator, or set problem_type: multi_label_classification (or auto).")
+        if self.symmetric_pairs and not self.text_pair_column:
+            problems.append("symmetric_pairs: needs data.text_pair_column (the second text of each pair). Set it, or "
+                            "remove symmetric_pairs.")
         if self.label_separator is not None and not self.label_separator:
             problems.append("label_separator: must not be empty (e.g. ',' or '|'), or null.")
         return problems
@@ -228,7 +235,11 @@ class TextClassificationRecipe(ClassificationRecipe):
         return dataset.map(tokenize, batched=True, remove_columns=data.text_columns(), desc=f"Tokenizing {name}")
 
     def preprocess(self, data: PreparedData, tokenizer) -> dict:
-        return {name: self._tokenize(dataset, tokenizer, name) for name, dataset in data.splits.items()}
+        splits = dict(data.splits)
+        if self.config.data.symmetric_pairs:
+            splits["train"] = both_orders(splits["train"], self.config.data.text_column,
+                                          self.config.data.text_pair_column)
+        return {name: self._tokenize(dataset, tokenizer, name) for name, dataset in splits.items()}
 
     def data_collator(self, tokenizer):
         from transformers import DataCollatorWithPadding
@@ -272,6 +283,15 @@ class TextClassificationRecipe(ClassificationRecipe):
         columns = [list(column) for column in zip(*texts)] if texts and isinstance(texts[0], tuple) else [texts]
         return tokenizer(*columns, truncation=True, max_length=self.config.data.max_length, padding=True,
                          return_tensors="pt")
+
+
+def both_orders(dataset, first: str, second: str):
+    """`dataset` followed by a copy with the `first` and `second` text columns swapped (`data.symmetric_pairs`)."""
+    from datasets import concatenate_datasets
+
+    swapped = dataset.map(lambda batch: {first: batch[second], second: batch[first]}, batched=True,
+                          desc="Swapping sentence pairs")
+    return concatenate_datasets([dataset, swapped])
 
 
 register_task(TextClassificationRecipe)
