@@ -19,6 +19,7 @@ import yaml
 from hftl.cli import main
 from hftl.run_dir import RunDir
 from tests.conftest import make_sentences, write_tsv
+from tests.faults import signal_at_step
 
 # 64 rows / batch 16 = 4 steps per epoch, 2 epochs = 8 steps, a checkpoint every 3 steps.
 STEPS, SAVE_STEPS = 8, 3
@@ -158,20 +159,10 @@ def test_sigterm_saves_checkpoint_says_how_to_resume_and_resumes(resume_config, 
 
 def test_sigint_in_process_stops_cleanly(resume_config, monkeypatch, capsys):
     """Ctrl-C: same clean stop inside a Python session, handlers restored afterwards."""
-    from transformers import Trainer, TrainerCallback
+    import transformers
 
-    class CtrlC(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            if state.global_step == 1:
-                os.kill(os.getpid(), signal.SIGINT)
-
-    original_init = Trainer.__init__
-
-    def __init__(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        self.add_callback(CtrlC())
-
-    monkeypatch.setattr(Trainer, "__init__", __init__)
+    monkeypatch.setattr(transformers.Trainer, "__init__", transformers.Trainer.__init__)  # restored after the test
+    signal_at_step(signal.SIGINT, 1, "on_step_begin")
     before = signal.getsignal(signal.SIGINT)
     config = resume_config("ctrl-c")
     assert main(["train", str(config)]) == 130

@@ -13,6 +13,7 @@ import yaml
 from hftl import TextClassificationRecipe
 from hftl.cli import main
 from hftl.config.schema import SpeedConfig
+from faults import signal_at_step
 from hftl.epoch import TrainingEpoch, epoch_callback
 from hftl.speed.samplers import TokenBudgetSampler, budget_batches, padded_length
 
@@ -186,13 +187,11 @@ def test_without_the_batch_sampler_path_it_warns_and_trains_fixed_batches(text_c
 
 @pytest.mark.parametrize("switch", [{"speed.token_budget": BUDGET}, {"speed.length_buckets": True}],
                          ids=["token_budget", "length_buckets"])
-def test_resumed_mid_epoch_ends_with_the_same_weights(text_config, tmp_path, monkeypatch, switch):
+def test_resumed_mid_epoch_ends_with_the_same_weights(text_config, tmp_path, switch):
     """Stopped in the second epoch (Ctrl-C saves a checkpoint), resumed: the same batches, the same final weights,
     for both samplers that sort by length."""
     import torch
     from safetensors.torch import load_file
-    from transformers import Trainer, TrainerCallback
-
     def write(name):
         config = text_config(**{**switch, "training.output_dir": str(tmp_path / name),
                                 "training.eval_strategy": "no", "training.save_strategy": "epoch"})
@@ -205,22 +204,13 @@ def test_resumed_mid_epoch_ends_with_the_same_weights(text_config, tmp_path, mon
     steps = _last_step(reference)
     stop_at = steps // 2 + 2  # mid second epoch
 
-    class CtrlC(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == stop_at:
-                os.kill(os.getpid(), signal.SIGINT)
-
-    original_init = Trainer.__init__
-
-    def __init__(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        self.add_callback(CtrlC())
-
-    monkeypatch.setattr(Trainer, "__init__", __init__)
+    undo = signal_at_step(signal.SIGINT, stop_at)
     stopped = write("stopped")
-    assert main(["train", str(stopped)]) == 130
+    try:
+        assert main(["train", str(stopped)]) == 130
+    finally:
+        undo()
     assert (tmp_path / "stopped" / f"checkpoint-{stop_at}").is_dir()
-    monkeypatch.setattr(Trainer, "__init__", original_init)
     assert main(["train", str(stopped), "--resume"]) == 0
     a, b = load_file(tmp_path / "stopped" / "model.safetensors"), load_file(reference / "model.safetensors")
     for name in a:
