@@ -20,6 +20,7 @@ from pathlib import Path
 from hftl.config.schema import DataConfig, RunConfig
 from hftl.data import check_source
 from hftl.data.labels import LabelMap
+from hftl.epoch import TrainingEpoch
 from hftl.errors import ConfigError, DataError
 from hftl.run_dir import RunDir
 
@@ -134,6 +135,10 @@ class Recipe:
             if isinstance(config, dict):
                 config = {"task": self.task, **config}
             self.config = load_config(config, overrides, recipe_cls=type(self))
+        #: the Trainer's current epoch, kept current while `run` trains (`hftl.trainer.build_trainer` adds its
+        #: callback): what a task draws per (seed, epoch, example) reads it, as image augmentation and
+        #: masked-LM masks do, so that a resumed or distributed run draws what one uninterrupted process draws
+        self.training_epoch = TrainingEpoch()
         if self.task and self.config.task != self.task:
             raise ConfigError([f"task: {type(self).__name__} runs task '{self.task}', the config says '{self.config.task}'."])
 

@@ -6,6 +6,7 @@ import logging
 import os
 
 from hftl.callbacks import add_default_callbacks
+from hftl.epoch import epoch_callback
 from hftl.config.validate import HFTL_TRAINING_KEYS
 from hftl.speed.trainer import speedups_supported, trainer_class
 
@@ -105,11 +106,9 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
         if supported and token_budget_applies(datasets["train"]):
             trainer.token_budget = speed.token_budget  # batches by padded tokens; supersedes length_buckets
     trainer.length_buckets = supported and speed.length_buckets and not trainer.token_budget
-    if trainer.token_budget or trainer.length_buckets:
-        from hftl.epoch import TrainingEpoch, epoch_callback
-
-        trainer.training_epoch = TrainingEpoch()  # their batches are drawn from (seed, epoch): resume-exact
-        trainer.add_callback(epoch_callback(trainer.training_epoch))
+    # the length-sorted samplers, image augmentation and masked-LM masks draw from (seed, epoch): resume-exact
+    trainer.training_epoch = recipe.training_epoch
+    trainer.add_callback(epoch_callback(recipe.training_epoch))
     # with load_best_model_at_end the weights change after the last evaluation: nothing to reuse
     trainer.reuse_final_eval = supported and speed.reuse_final_eval and not args.load_best_model_at_end
     # what actually ran, recorded in the run's manifest (a switch can be on and not apply to a model)

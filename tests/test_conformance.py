@@ -732,7 +732,7 @@ def test_image_augmentation_does_not_depend_on_what_was_drawn_before(tiny):
     drawn = uninterrupted[6]["pixel_values"]
     resumed_recipe, resumed = train_split()
     assert torch.equal(resumed[6]["pixel_values"], drawn)
-    resumed_recipe.augmentation_epoch.epoch = 1
+    resumed_recipe.training_epoch.epoch = 1
     assert not torch.equal(resumed[6]["pixel_values"], drawn)
 
 
@@ -755,5 +755,5 @@ def test_masked_lm_masks_do_not_depend_on_what_was_drawn_before(tiny):
     assert (first["labels"] != -100).any()
     for key in ("input_ids", "labels"):
         assert torch.equal(later[key][:2], first[key][2:4]), key
-    recipe.mask_epoch.epoch = 1
+    recipe.training_epoch.epoch = 1
     assert not torch.equal(collator([train[i] for i in (2, 3)])["labels"], first["labels"][2:4])

@@ -217,7 +217,7 @@ def test_augmentation_is_on_the_fly_and_train_only(image_config):
     first, again = prepared["train"][0]["pixel_values"], prepared["train"][0]["pixel_values"]
     assert first.shape == (3, 16, 16) and torch.equal(first, again)  # a function of (seed, epoch, example)
     assert not torch.equal(first, prepared["train"][1]["pixel_values"])
-    recipe.augmentation_epoch.epoch = 1
+    recipe.training_epoch.epoch = 1
     assert not torch.equal(first, prepared["train"][0]["pixel_values"])  # a new random crop each epoch
     assert torch.equal(prepared["test"][0]["pixel_values"], prepared["test"][0]["pixel_values"])
     rng = np.random.default_rng(0)

@@ -19,7 +19,7 @@ from hftl.data import fingerprint, load_split, load_splits
 from hftl.data.columns import split_sources
 from hftl.data.images import image_source_problems, open_image, random_resized_crop, to_rgb
 from hftl.data.loading import source_kind
-from hftl.epoch import TrainingEpoch, epoch_callback
+from hftl.epoch import TrainingEpoch
 from hftl.errors import DataError
 from hftl.modeling import load_kwargs, read_model_config, resolve_checkpoint
 from hftl.recipe import PreparedData
@@ -30,10 +30,6 @@ logger = logging.getLogger(__name__)
 
 #: the column of training examples' positions, which seed their augmentation (added only with `augment`)
 EXAMPLE_INDEX = "example_index"
-
-
-#: the training epoch the augmentation draws for (hftl.epoch)
-AugmentationEpoch = TrainingEpoch
 
 
 @dataclass
@@ -207,13 +203,13 @@ class ImageClassificationRecipe(ClassificationRecipe):
         # backend="pil": the default torchvision backend is not available beside this torch
         return AutoImageProcessor.from_pretrained(folder, backend="pil", **kwargs)
 
-    def image_transform(self, processor, train: bool = False, epoch: "AugmentationEpoch | None" = None):
+    def image_transform(self, processor, train: bool = False, epoch: TrainingEpoch | None = None):
         """The on-the-fly batch transform: decode → RGB → (augment) → the checkpoint's processor.
 
         Augmentation draws each image's crop and flip from a generator seeded by (seed, epoch, example index), not
         from one stateful generator: the draws do not depend on the batch size, on which dataloader worker or
         process transforms the image, or on where a run was resumed (a checkpoint holds no generator state for
-        them). `epoch` is kept up to date by the Trainer (see `AugmentationEpoch`).
+        them). `epoch` is the recipe's `training_epoch`, kept up to date by the Trainer.
         """
         import numpy as np
 
@@ -248,18 +244,9 @@ class ImageClassificationRecipe(ClassificationRecipe):
             train = name == "train"
             if train and self.config.data.augment:
                 dataset = dataset.add_column(EXAMPLE_INDEX, list(range(len(dataset))))
-                # the one piece of state a recipe keeps besides its config: the Trainer's epoch, for the transform
-                self.augmentation_epoch = AugmentationEpoch()
             prepared[name] = dataset.with_transform(
-                self.image_transform(processor, train=train, epoch=getattr(self, "augmentation_epoch", None)))
+                self.image_transform(processor, train=train, epoch=self.training_epoch if train else None))
         return prepared
-
-    def evaluate_before(self, trainer, datasets: dict, labels) -> dict:
-        # The hook that sees the Trainer before it trains: keep the augmentation's epoch in step with it.
-        epoch = getattr(self, "augmentation_epoch", None)
-        if epoch is not None:
-            trainer.add_callback(epoch_callback(epoch))
-        return super().evaluate_before(trainer, datasets, labels)
 
     def training_defaults(self) -> dict:
         # the transform needs the raw image column (the Trainer would drop it: the model takes no 'image'),

@@ -31,7 +31,7 @@ from hftl.config.parse import field
 from hftl.config.schema import DataConfig
 from hftl.data import fingerprint, load_split, load_splits
 from hftl.data.columns import check_sources, check_text_column, require_source, split_sources
-from hftl.epoch import TrainingEpoch, epoch_callback, example_seed
+from hftl.epoch import example_seed
 from hftl.errors import DataError
 from hftl.modeling import check_length_limit, load_kwargs, load_pretrained_model, load_tokenizer, resolve_checkpoint
 from hftl.recipe import PreparedData, Recipe
@@ -372,16 +372,8 @@ class MaskedLMRecipe(LanguageModelingRecipe):
 
     def data_collator(self, tokenizer):
         collator = self._collator(tokenizer)
-        # the one piece of state a recipe keeps besides its config: the Trainer's epoch, for the masks
-        self.mask_epoch = collator.epoch = TrainingEpoch()
-        collator.mask_seed = self.config.seed
+        collator.epoch, collator.mask_seed = self.training_epoch, self.config.seed
         return collator
-
-    def evaluate_before(self, trainer, datasets: dict, labels=None) -> dict:
-        # The hook that sees the Trainer before it trains: keep the masks' epoch in step with it.
-        if getattr(self, "mask_epoch", None) is not None:
-            trainer.add_callback(epoch_callback(self.mask_epoch))
-        return super().evaluate_before(trainer, datasets, labels)
 
     def training_defaults(self) -> dict:
         # keep special_tokens_mask / offset_mapping / example_index for the collator (Trainer drops columns forward() does not take)
