@@ -154,7 +154,7 @@ CASES = [
     ("token-in-config", _set("training.hub_token", "hf_secret"), ["training.hub_token", "never put a token in a config"]),
     ("bad-speed-value", _set("speed.padding", "dynamic"), ["speed.padding", "'dynamic'"]),
     # -- output folder ------------------------------------------------------------------------------
-    ("output-exists", _existing_output("run"), ["training.output_dir", "already holds files", "--resume", "--overwrite"]),
+    ("output-exists", _existing_output("run"), ["training.output_dir", "already holds a finished run", "--resume", "--overwrite"]),
     ("output-has-checkpoint", _existing_output("checkpoint"), ["unfinished run (last complete checkpoint: checkpoint-4)", "--resume"]),
     ("output-is-a-file", _existing_output("file"), ["training.output_dir", "is not a folder"]),
     # -- data files -----------------------------------------------------------------------------------

@@ -82,8 +82,11 @@ def test_relative_paths_resolve_against_config_file(text_config, tmp_path):
 def test_existing_output_dir_is_not_overwritten(text_config, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.json").write_text("{}")
-    assert "already holds files" in problems_of(text_config())
+    assert "already holds a finished run" in problems_of(text_config())
     assert load_config(text_config(), ["overwrite=true"]).overwrite
+    (tmp_path / "run" / "metrics.json").unlink()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    assert "already holds files" in problems_of(text_config())
 
 
 def test_cli_exits_2_with_one_paragraph_no_traceback(text_config, tmp_path):
