@@ -40,8 +40,9 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name == "__all__":  # asked by `from hftl import *`: the recipes are known once the registry has looked
         return sorted([*_LAZY, *_recipe_classes(), "__version__"])
-    if name.endswith("Recipe") and name in _recipe_classes():
-        return _recipe_classes()[name]
+    recipe = _recipe_classes().get(name) if name.endswith("Recipe") else None
+    if recipe is not None:
+        return recipe
     raise AttributeError(f"module 'hftl' has no attribute '{name}'")
 
 

@@ -46,6 +46,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import make_sentences, write_tsv
+from faults import signal_at_step
 from hftl.cli import main as hftl_main
 from hftl.run_dir import RunDir
 from hftl.tasks import registered_tasks
@@ -356,20 +357,7 @@ def _train_and_sigkill(recipe_class, config: dict, step: int) -> int:
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         try:
-            import transformers
-
-            class Kill(transformers.TrainerCallback):
-                def on_step_end(self, args, state, control, **kwargs):
-                    if state.global_step == step:
-                        os.kill(os.getpid(), signal.SIGKILL)
-
-            original = transformers.Trainer.__init__
-
-            def __init__(self, *args, **kwargs):
-                original(self, *args, **kwargs)
-                self.add_callback(Kill())
-
-            transformers.Trainer.__init__ = __init__
+            signal_at_step(signal.SIGKILL, step)
             recipe_class(config).run()
         finally:
             os._exit(3)  # not killed: the test fails on the status

@@ -98,6 +98,11 @@ class TokenBudgetSampler(EpochSeeded):
         return iter(batches[self.rank:needed:self.world_size])
 
 
+def sampler_seed(args) -> int:
+    """The seed of the training samplers: `TrainingArguments.data_seed`, else `seed` (as the Trainer's own)."""
+    return args.data_seed if args.data_seed is not None else args.seed
+
+
 def padded_length(length: int, collator) -> int:
     """The length a row of `length` tokens is padded to by `collator` (padding to max_length, pad_to_multiple_of)."""
     if getattr(collator, "padding", None) == "max_length" and getattr(collator, "max_length", None):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from hftl.speed.samplers import TokenBudgetSampler, padded_length
+from hftl.speed.samplers import TokenBudgetSampler, padded_length, sampler_seed
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ def trainer_sampler(trainer, dataset) -> TokenBudgetSampler:
     """The training batch sampler of `trainer` (its `token_budget`, seed, rank and collator's padding)."""
     args = trainer.args
     lengths = [padded_length(len(ids), trainer.data_collator) for ids in dataset["input_ids"]]
-    seed = args.data_seed if args.data_seed is not None else args.seed
-    sampler = trainer_sampler_class()(lengths, trainer.token_budget, seed, rank=args.process_index,
+    sampler = trainer_sampler_class()(lengths, trainer.token_budget, sampler_seed(args), rank=args.process_index,
                                       world_size=max(1, args.world_size), drop_last=args.dataloader_drop_last,
                                       training_epoch=trainer.training_epoch)
     logger.info("speed.token_budget: %d batches of at most %d padded tokens per epoch (%d per process), not "

@@ -67,12 +67,11 @@ def trainer_class():
                 return trainer_sampler(self, dataset)
             if not self.length_buckets or self.args.world_size > 1 or "input_ids" not in columns:
                 return super()._get_train_sampler(train_dataset)
-            from hftl.speed.samplers import LengthBucketSampler
+            from hftl.speed.samplers import LengthBucketSampler, sampler_seed
 
             lengths = [len(ids) for ids in dataset["input_ids"]]
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return LengthBucketSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps, seed,
-                                       self.training_epoch)
+            return LengthBucketSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                       sampler_seed(self.args), self.training_epoch)
 
         def _get_eval_sampler(self, eval_dataset):
             self._eval_order = None
