@@ -50,11 +50,10 @@ def check_output_dir(config: RunConfig) -> list[str]:
     if out.exists() and not out.is_dir():
         return [f"training.output_dir: {out} exists and is not a folder. Choose another training.output_dir."]
     if out.is_dir() and any(out.iterdir()) and not (config.overwrite or config.resume):
-        run = RunDir(out)
-        found = run.last_checkpoint(quiet=True)
         if (out / RunDir.METRICS).is_file():  # written last, when a run finished
             held = "a finished run"
         else:
+            found = RunDir(out).last_checkpoint(quiet=True)
             held = f"an unfinished run (last complete checkpoint: {Path(found).name})" if found else "files"
         return [
             f"training.output_dir: {out} already holds {held}. Choose a new output_dir, continue the run with "

@@ -6,8 +6,8 @@ import logging
 import os
 
 from hftl.callbacks import add_default_callbacks
-from hftl.epoch import epoch_callback
 from hftl.config.validate import HFTL_TRAINING_KEYS
+from hftl.epoch import epoch_callback
 from hftl.speed.trainer import speedups_supported, trainer_class
 
 logger = logging.getLogger(__name__)

@@ -116,7 +116,6 @@ class TextClassificationRecipe(ClassificationRecipe):
     def _label_tables(data) -> dict:
         """split -> (table, label cells used) for the local files among the splits that have the label column."""
         from hftl.data.checks import read_table
-        from hftl.errors import DataError
 
         tables = {}
         for name, source in data.splits().items():
@@ -133,13 +132,11 @@ class TextClassificationRecipe(ClassificationRecipe):
     def _training_label_names(cells, data, problem: str) -> list[str] | None:
         """The label names of the training cells (None for regression, or cells that do not parse: reported
         elsewhere)."""
-        from hftl.errors import DataError
-
         if problem == REGRESSION:
             return None
         if problem == MULTI:
             try:
-                return sorted({n for i, v in enumerate(cells) for n in label_set(v, data.label_separator, "")})
+                return sorted({n for v in cells for n in label_set(v, data.label_separator, "")})
             except DataError:
                 return None
         return sorted({str(v).strip() for v in cells if not is_label_list(v)})
@@ -160,8 +157,6 @@ class TextClassificationRecipe(ClassificationRecipe):
     @staticmethod
     def _label_cell_problems(tables: dict, data, problem: str) -> list[str]:
         """Multi-label cells parse and use labels train has; regression cells are numbers (first bad row named)."""
-        from hftl.errors import DataError
-
         problems, known = [], None
         for name, (table, cells) in tables.items():
             where = f"data.{name}: {table.path}"
