@@ -146,7 +146,11 @@ def load_pretrained_model(auto_class, config: ModelConfig, **kwargs):
         # De-quantise at load, always: left implicit, transformers keeps packed GGUF layers (untrainable) whenever
         # the `kernels` package happens to be installed.
         extra["quantization_config"] = GgufConfig(gguf_file=gguf_file, dequantize=True)
-    model, info = auto_class.from_pretrained(path, output_loading_info=True, **extra, **kwargs)
+    # transformers hands keyword arguments that name config attributes to the config (as run_clm's
+    # --config_overrides); preflight has checked they keep every weight's shape.
+    model, info = auto_class.from_pretrained(
+        path, output_loading_info=True, **extra, **config.config_overrides, **kwargs
+    )
     if gguf_file:
         dense_from_gguf(model)
     newly_initialised = set(info.get("missing_keys", [])) | {
@@ -251,6 +255,84 @@ def _read_model_config(path, gguf_file, revision, trust_remote_code, name_or_pat
                 "with model.trust_remote_code: true; set it if you trust the source."
             ]
         return None, [f"model.name_or_path: the checkpoint config cannot be read ({first_line})."]
+
+
+#: config settings hftl sets itself (from the data and the task) or that name the architecture
+MANAGED_CONFIG_KEYS = frozenset({"num_labels", "id2label", "label2id", "problem_type", "model_type", "architectures",
+                                 "auto_map", "dtype", "torch_dtype", "transformers_version"})
+
+
+def config_override_problems(model: ModelConfig, auto_name: str | None) -> list[str]:
+    """Problems with `model.config_overrides`: each key must be a setting of the checkpoint's config that hftl
+    does not manage, of the same kind of value, and all together must keep every weight's shape (checked on
+    empty meta-device models), since `from_pretrained` would otherwise re-initialise the weights that changed."""
+    overrides = model.config_overrides
+    model_config, unreadable = read_model_config(model)
+    if not overrides or unreadable or model_config is None:
+        return []  # an unreadable config is reported by the model checks
+    problems, valid = [], {}
+    for key, value in overrides.items():
+        where = f"model.config_overrides.{key}"
+        current = getattr(model_config, key, None)
+        if key in MANAGED_CONFIG_KEYS or key.startswith("_"):
+            problems.append(f"{where}: hftl sets this itself (from the data and the task). Remove it.")
+        elif not hasattr(model_config, key):
+            known = [k for k in model_config.to_dict() if not k.startswith("_")]
+            problems.append(f"{where}: not a setting of this {type(model_config).__name__}."
+                            f"{did_you_mean(key, known)} Settings it has: see the checkpoint's config.json.")
+        elif not _same_kind(current, value):
+            problems.append(f"{where}: expected a value like the checkpoint's {current!r} "
+                            f"({type(current).__name__}), got {value!r}.")
+        else:
+            valid[key] = value
+    changed, error = _changed_weight_shapes(model_config, valid, auto_name, model.trust_remote_code) \
+        if valid and auto_name else ([], None)
+    if error:
+        problems.append(f"model.config_overrides: the model cannot be built with {', '.join(sorted(valid))} "
+                        f"({error}). Change or remove them.")
+    elif changed:
+        problems.append(
+            f"model.config_overrides: {', '.join(sorted(valid))} would change the shape of {len(changed)} weights "
+            f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}), which the checkpoint's weights could "
+            "then not fill. Override only settings that keep the shapes (dropout rates, for instance).")
+    return problems
+
+
+def _same_kind(current, value) -> bool:
+    if current is None or value is None:
+        return True
+    if isinstance(current, bool) or isinstance(value, bool):
+        return isinstance(current, bool) and isinstance(value, bool)
+    if isinstance(current, (int, float)):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(current))
+
+
+def _changed_weight_shapes(model_config, overrides: dict, auto_name: str, trust_remote_code: bool):
+    """(names of the weights whose shapes `overrides` change, why no model builds with them or None)."""
+    import copy
+
+    import transformers
+    from accelerate import init_empty_weights
+
+    def shapes(config) -> dict:
+        with init_empty_weights():
+            model = getattr(transformers, auto_name).from_config(config, trust_remote_code=trust_remote_code)
+        return {name: tuple(weight.shape) for name, weight in model.state_dict().items()}
+
+    try:
+        before = shapes(model_config)
+    except Exception as err:  # an architecture that cannot be built from its config alone: checked at load time
+        logger.debug("config_overrides shape check skipped: %s", err)
+        return [], None
+    changed_config = copy.deepcopy(model_config)
+    for key, value in overrides.items():
+        setattr(changed_config, key, value)
+    try:
+        after = shapes(changed_config)
+    except Exception as err:  # e.g. a hidden size that the number of attention heads does not divide
+        return [], str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return [n for n in sorted(before.keys() | after.keys()) if before.get(n) != after.get(n)], None
 
 
 def check_length_limit(model, key: str, value: int) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from hftl.config import read_config
 from hftl.config.schema import RunConfig
 from hftl.errors import ConfigError
-from hftl.modeling import check_model_source, read_model_config
+from hftl.modeling import check_model_source, config_override_problems, read_model_config
 from hftl.run_dir import RunDir
 from hftl.speed.token_budget import token_budget_problems
 from hftl.strategies.freeze import transformer_blocks
@@ -148,7 +148,8 @@ def config_problems(config: RunConfig, recipe_cls, failed=frozenset()) -> list[s
         problems += token_budget_problems(config)
     model_ok = False
     if "model" not in failed:
-        model_problems = check_model_source(config.model) or check_model_architecture(config, recipe_cls)
+        model_problems = check_model_source(config.model) or check_model_architecture(config, recipe_cls) or \
+            config_override_problems(config.model, getattr(recipe_cls, "auto_model_class", None))
         problems += model_problems
         model_ok = not model_problems
     if "data" not in failed:

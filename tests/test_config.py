@@ -119,3 +119,32 @@ def test_config_reference_is_up_to_date():
 
     docs = Path(__file__).resolve().parent.parent / "docs" / "config.md"
     assert docs.read_text() == render(), "regenerate it: python -m hftl.reference > docs/config.md"
+
+
+def test_config_overrides_checked_before_loading(text_config):
+    config = text_config(**{"model.config_overrides": {
+        "hidden_dropout_prob": "none",  # a string where the checkpoint has a float
+        "hiden_size": 16,               # misspelt
+        "num_labels": 3,                # hftl sets it from the data
+    }})
+    message = problems_of(config)
+    assert "config_overrides.hidden_dropout_prob: expected a value like the checkpoint's 0.1" in message
+    assert "config_overrides.hiden_size: not a setting" in message and "Did you mean 'hidden_size'" in message
+    assert "config_overrides.num_labels: hftl sets this itself" in message
+    shapes = problems_of(text_config(**{"model.config_overrides": {"intermediate_size": 48}}))
+    assert "would change the shape of" in shapes and "intermediate.dense.weight" in shapes
+
+
+def test_config_overrides_reach_the_model(text_config):
+    import torch
+
+    from hftl import TextClassificationRecipe
+    from hftl.data.labels import LabelMap
+
+    config = load_config(text_config(**{"model.config_overrides": {"hidden_dropout_prob": 0.0,
+                                                                   "attention_probs_dropout_prob": 0}}))
+    recipe = TextClassificationRecipe(config)
+    model, newly_initialised = recipe.load_model(recipe.load_processor(), LabelMap(("neg", "pos")))
+    assert model.config.hidden_dropout_prob == 0.0 and model.config.attention_probs_dropout_prob == 0
+    assert not any(m.p for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert not any(name.startswith("bert.encoder") for name in newly_initialised), newly_initialised

@@ -58,6 +58,12 @@ class ModelConfig:
     allow_pickle: bool = field(
         False, help="allow loading pickle (.bin) weights when no safetensors exist; pickle can run arbitrary code"
     )
+    config_overrides: dict[str, Any] = field(
+        default_factory=dict,
+        help="settings of the checkpoint's transformers config to change before the model is built, e.g. "
+        "{hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}; only settings that keep the weights' "
+        "shapes (checked before loading)",
+    )
 
     def __post_init__(self):
         problems = []
