@@ -515,9 +515,13 @@ def regression_report(predictions, references) -> dict:
     return {**{key: _json_float(value) for key, value in results.items()}, "num_examples": len(references)}
 
 
-def make_regression_compute_metrics() -> Callable[[Any], dict]:
+def make_regression_compute_metrics(to_scores: Callable | None = None) -> Callable[[Any], dict]:
     """
     Build a `compute_metrics` function for `transformers.Trainer` on a regression model (`num_labels=1`).
+
+    Args:
+        to_scores (`Callable`, *optional*): maps the model's outputs to the predicted scores (e.g. a sigmoid
+            rescaled to a score range); default: the outputs are the scores.
 
     Returns:
         `Callable[[EvalPrediction], dict[str, float]]`: `mse`, `mae`, `r2`, `pearson`, `spearman` (NaN where
@@ -529,7 +533,8 @@ def make_regression_compute_metrics() -> Callable[[Any], dict]:
         nonlocal metrics
         if metrics is None:  # built once, on first use
             metrics = _regression_metrics()
-        return metrics.compute(predictions=_as_targets(eval_pred.predictions, "predictions"),
+        predictions = eval_pred.predictions if to_scores is None else to_scores(eval_pred.predictions)
+        return metrics.compute(predictions=_as_targets(predictions, "predictions"),
                                references=_as_targets(eval_pred.label_ids, "label_ids"))
 
     return compute_metrics

@@ -110,3 +110,27 @@ def test_smoke_image_classification_workload(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert refused.returncode != 0 and "does not apply" in refused.stderr
+
+
+def test_stsb_loss_probe_runs(tmp_path, tiny_bert_dir):
+    """`benchmarks/stsb_loss_probe.py` (the plain-Trainer check behind `data.score_range`) runs both losses."""
+    import random
+
+    rng = random.Random(0)
+    data = tmp_path / "stsb"
+    data.mkdir()
+    for name in ("train", "dev", "test"):
+        words = ["a", "film", "good", "bad", "plot"]
+        rows = [(" ".join(rng.choices(words, k=4)), "the film", round(rng.uniform(0, 5), 2)) for _ in range(24)]
+        write_tsv(data / f"{name}.tsv", rows, header=("sentence1", "sentence2", "score"))
+    for loss in ("mse", "bce"):
+        out = tmp_path / loss
+        completed = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "stsb_loss_probe.py"), "--loss", loss, "--data", str(data),
+             "--model", str(tiny_bert_dir), "--epochs", "1", "--output-dir", str(out)],
+            capture_output=True, text=True, timeout=600,
+        )
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        results = json.loads((out / "results.json").read_text())
+        assert results["loss"] == loss and {"test_pearson", "test_spearman"} <= set(results["test"])
+        assert results["train_runtime"] > 0

@@ -14,7 +14,8 @@ from hftl.errors import ConfigError, DataError
 from hftl.inference import load
 from hftl.preflight import load_config
 from hftl.tasks.classification import (
-    MULTI, REGRESSION, SINGLE, WeightedLoss, class_weight_list, detect_problem_type, label_set,
+    MULTI, REGRESSION, SINGLE, BoundedScoreLoss, WeightedLoss, bounded_scores, class_weight_list, detect_problem_type,
+    label_set,
 )
 from hftl.data.labels import LabelMap
 
@@ -99,6 +100,21 @@ def test_weighted_binary_cross_entropy_by_hand():
     torch.testing.assert_close(loss, torch.stack(cells).mean())
 
 
+def test_bounded_score_loss_by_hand():
+    """`data.score_range`: binary cross-entropy of the logit against the score rescaled to [0, 1]."""
+    logits = torch.tensor([[0.0], [2.0], [-1.0]])
+    scores = torch.tensor([2.5, 5.0, 1.0])
+    unit = torch.tensor([0.5, 1.0, 0.2])
+    p = torch.sigmoid(logits.view(-1))
+    by_hand = -(unit * torch.log(p) + (1 - unit) * torch.log(1 - p)).mean()
+    loss = BoundedScoreLoss(0.0, 5.0)({"logits": logits}, scores)
+    torch.testing.assert_close(loss, by_hand)
+    torch.testing.assert_close(BoundedScoreLoss(0.0, 5.0)({"logits": logits}, scores, num_items_in_batch=6),
+                               by_hand / 2)
+    assert bounded_scores(np.array([[0.0], [100.0], [-100.0]]), [1.0, 3.0]).tolist() == \
+        pytest.approx([2.0, 3.0, 1.0])
+
+
 def test_class_weight_settings():
     labels = LabelMap(("neg", "pos"))
     auto = class_weight_list("auto", labels, [0, 0, 0, 1], multi_label=False)
@@ -143,6 +159,25 @@ def test_validate_rejects_impossible_combinations(tmp_path, tiny_bert_dir):
     problems = _problems(config)
     assert "regression has no classes" in problems and "class_weights: 'auto'" in problems
     assert "threshold: 0.3" in problems
+
+
+def test_validate_score_range(tmp_path, tiny_bert_dir):
+    rows = [(a, b) for a, _, b in _pair_rows(20, 1)] + [("far off", 7.5)]
+    files = {"train": write_tsv(tmp_path / "t.tsv", rows)}
+    problems = _problems(_config(tmp_path, tiny_bert_dir, files, problem_type="regression", score_range=[0, 5]))
+    assert "t.tsv, line 22: the target 7.5 is outside data.score_range [0.0, 5.0] (1 row(s) like this)" in problems
+    assert "score_range: expected [low, high] with low < high" in _problems(
+        _config(tmp_path, tiny_bert_dir, files, problem_type="regression", score_range=[5, 0]))
+    # data hftl validate cannot read (a Hub dataset) is checked when the loss is built, before training
+    in_range = {"train": write_tsv(tmp_path / "ok.tsv", rows[:-1])}
+    recipe = TextClassificationRecipe(_config(tmp_path, tiny_bert_dir, in_range, problem_type="regression",
+                                              score_range=[0, 5]))
+    with pytest.raises(DataError, match="lie outside data.score_range") as info:
+        recipe.loss_function({"labels": [1.0, 7.5]}, None)
+    assert "1 training target(s)" in str(info.value) and "[0.0, 5.0], e.g. 7.5" in str(info.value)
+    classes = {"train": write_tsv(tmp_path / "c.tsv", [("good film", "pos"), ("bad film", "neg")] * 5)}
+    assert "score_range applies to regression" in _problems(_config(tmp_path, tiny_bert_dir, classes,
+                                                                     score_range=[0, 1]))
 
 
 def test_validate_names_a_multilabel_cell_in_a_single_label_task(tmp_path, tiny_bert_dir):
@@ -209,6 +244,29 @@ def test_regression_sentence_pairs(tmp_path, tiny_bert_dir):
     assert all(set(p) == {"score"} and isinstance(p["score"], float) for p in predictions)
     with pytest.raises(DataError, match="give \\[text, text_pair\\]"):
         loaded.predict(["great film"])
+
+
+def test_bounded_regression_scores_stay_in_range(tmp_path, tiny_bert_dir):
+    """With `data.score_range` the reported metrics, the saved decisions and `predict` use
+    low + (high - low) x sigmoid(logit)."""
+    header = ("sentence", "sentence2", "label")
+    files = {name: write_tsv(tmp_path / f"{name}.tsv", _pair_rows(n, seed), header=header)
+             for name, n, seed in (("train", 64, 1), ("validation", 24, 2), ("test", 24, 3))}
+    config = _config(tmp_path, tiny_bert_dir, files, text_pair_column="sentence2", problem_type="regression",
+                     score_range=[0, 5])
+    result = TextClassificationRecipe(config).run()
+    test = result.metrics["test"]
+    assert all(0.0 <= v <= 5.0 for v in test["points"]["predicted"])
+    assert json.loads((result.run_dir / "calibration.json").read_text())["score_range"] == [0.0, 5.0]
+    loaded = load(result.run_dir)
+    pairs = [["great film", "lovely story"], ["awful plot", "awful plot"]]
+    scores = [p["score"] for p in loaded.predict(pairs)]
+    tokenizer, model = loaded.processor, loaded.model
+    with torch.no_grad():
+        raw = model(**tokenizer([a for a, _ in pairs], [b for _, b in pairs], return_tensors="pt",
+                                padding=True)).logits.view(-1)
+    assert scores == pytest.approx((5.0 * torch.sigmoid(raw)).tolist(), abs=1e-5)
+    assert loaded.evaluate()["pearson"] == pytest.approx(test["pearson"], abs=1e-5)
 
 
 def test_symmetric_pairs_train_on_both_orders(tmp_path, tiny_bert_dir):

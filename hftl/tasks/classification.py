@@ -61,6 +61,11 @@ class ClassificationData(DataConfig):
         "for single-label (the tuned binary threshold is reported beside it); 'tuned' also applies the tuned one to "
         "binary tasks; a number in (0, 1) is one fixed threshold (multi-label, or the positive class of binary tasks)"
     )
+    score_range: list[float] | None = field(
+        None, help="regression with bounded scores: [low, high]; the model predicts low + (high - low) x "
+        "sigmoid(output) and trains with binary cross-entropy on (score - low) / (high - low), as "
+        "sentence-transformers' CrossEncoder does; null = plain regression (mean squared error)"
+    )
 
     def check(self) -> list[str]:
         problems, weights = [], self.class_weights
@@ -75,6 +80,7 @@ class ClassificationData(DataConfig):
         if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
             problems.append(f"threshold: a fixed threshold must be between 0 and 1, got {self.threshold}.")
         problem = self.declared_problem_type()
+        problems += score_range_problems(self.score_range, problem)
         if problem == REGRESSION:
             used = [f"{name}: {value!r}" for name, value, default in (
                 ("class_weights", weights, "none"), ("threshold", self.threshold, "auto"),
@@ -159,6 +165,33 @@ def target_value(value, where: str) -> float:
     return number
 
 
+def score_range_problems(score_range, problem: str) -> list[str]:
+    """`data.score_range` only for regression (`problem` may still be 'auto'), as [low, high] with low < high."""
+    if score_range is None:
+        return []
+    if problem not in (REGRESSION, "auto"):
+        return [f"data.score_range applies to regression, not {problem}. Remove it, or set data.problem_type: "
+                "regression."]
+    if len(score_range) != 2 or not score_range[0] < score_range[1]:
+        return [f"data.score_range: expected [low, high] with low < high, got {score_range}. Example: [0, 5]."]
+    return []
+
+
+def outside_score_range(values, score_range) -> list[int]:
+    """Indices of the regression targets in `values` that lie outside `score_range`."""
+    low, high = score_range
+    return [i for i, v in enumerate(values) if not low <= float(v) <= high]
+
+
+def bounded_scores(logits, score_range):
+    """low + (high - low) x sigmoid(logit), for (n, 1) or (n,) logits: the scores of a `score_range` model."""
+    import numpy as np
+
+    low, high = score_range
+    logits = np.asarray(logits, dtype=np.float64).reshape(-1)
+    return low + (high - low) / (1.0 + np.exp(-logits))
+
+
 def label_option_problems(names: list[str] | None, data, problem: str) -> list[str]:
     """What `data.class_weights` and `data.threshold` ask that the training labels `names` (None: regression or
     unknown) cannot give: a weight for a label train lacks, a threshold on a task of more than two classes."""
@@ -240,8 +273,26 @@ class WeightedLoss:
         return per_item.sum() / count
 
 
+class BoundedScoreLoss:
+    """A `compute_loss_func` for a regression on scores in [low, high] (`data.score_range`): binary cross-entropy
+    of the one logit against (score - low) / (high - low), summed and divided by `num_items_in_batch` when the
+    Trainer passes it (exact under gradient accumulation and data parallelism), else by the batch size."""
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = float(low), float(high)
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        import torch.nn.functional as F
+
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        unit = (labels.float() - self.low) / (self.high - self.low)
+        per_item = F.binary_cross_entropy_with_logits(logits.float().view(-1), unit.view(-1), reduction="none")
+        count = per_item.numel() if num_items_in_batch is None else num_items_in_batch
+        return per_item.sum() / count
+
+
 # -- the recipe -------------------------------------------------------------------------------------------
-_OPTION_DEFAULTS = {"class_weights": "none", "calibration": "auto", "threshold": "auto"}
+_OPTION_DEFAULTS = {"class_weights": "none", "calibration": "auto", "threshold": "auto", "score_range": None}
 _DECLARATIONS = {
     SINGLE: {
         "summary": ("accuracy", "balanced_accuracy", "precision", "recall", "f1"),
@@ -440,8 +491,19 @@ class ClassificationRecipe(Recipe):
         """Task-specific fixes to a freshly loaded model (e.g. the pad token of decoders)."""
 
     def loss_function(self, train_dataset, labels: LabelMap | None):
-        """The Trainer's `compute_loss_func`: a `WeightedLoss` when `data.class_weights` asks for one, else None
-        (the model's own loss, chosen by its `problem_type`)."""
+        """The Trainer's `compute_loss_func`: a `BoundedScoreLoss` for a regression with `data.score_range`, a
+        `WeightedLoss` when `data.class_weights` asks for one, else None (the model's own loss, chosen by its
+        `problem_type`)."""
+        score_range = self.option("score_range")
+        if self.problem_type == REGRESSION and score_range:
+            # `hftl validate` names the rows of local files; this catches data it could not read (Hub datasets)
+            outside = outside_score_range(train_dataset["labels"], score_range)
+            if outside:
+                raise DataError(f"data.train: {len(outside)} training target(s) lie outside data.score_range "
+                                f"{list(score_range)}, e.g. {float(train_dataset['labels'][outside[0]])}. Widen the "
+                                "range, or fix the rows.")
+            logger.info("scores bounded to %s: sigmoid output, binary cross-entropy", list(score_range))
+            return BoundedScoreLoss(*score_range)
         setting = self.option("class_weights")
         if setting == "none" or labels is None:
             return None
@@ -454,7 +516,9 @@ class ClassificationRecipe(Recipe):
     # -- metrics ----------------------------------------------------------------------------------
     def compute_metrics(self, labels: LabelMap | None):
         if self.problem_type == REGRESSION:
-            return make_regression_compute_metrics()
+            score_range = self.option("score_range")
+            return make_regression_compute_metrics(
+                (lambda logits: bounded_scores(logits, score_range)) if score_range else None)
         if self.problem_type == MULTI:
             return make_multilabel_compute_metrics(list(labels.names))
         return make_compute_metrics(list(labels.names))
@@ -481,6 +545,8 @@ class ClassificationRecipe(Recipe):
         problem = self.problem_type
         decisions = {"problem_type": problem}
         if problem == REGRESSION:
+            if self.option("score_range"):
+                decisions["score_range"] = [float(v) for v in self.option("score_range")]
             return decisions
         multi = problem == MULTI
         temperature = fit_temperature(logits, label_ids, multi_label=multi) if self.option("calibration") != "none" else None
@@ -508,9 +574,10 @@ class ClassificationRecipe(Recipe):
 
         problem = decisions.get("problem_type", self.problem_type)
         if problem == REGRESSION:
-            report = regression_report(logits, label_ids)
+            predicted = (bounded_scores(logits, decisions["score_range"]) if decisions.get("score_range")
+                         else np.asarray(logits, dtype=np.float64).reshape(-1))
+            report = regression_report(predicted, label_ids)
             report["loss"] = report["mse"]
-            predicted = np.asarray(logits, dtype=np.float64).reshape(-1)
             keep = slice(0, MAX_POINTS)
             report["points"] = {"predicted": [round(float(v), 4) for v in predicted[keep]],
                                 "true": [round(float(v), 4) for v in np.asarray(label_ids).reshape(-1)[keep]]}
@@ -628,7 +695,9 @@ class ClassificationRecipe(Recipe):
         for start in range(0, len(inputs), batch_size):
             logits = all_logits[start:start + batch_size]
             if problem == REGRESSION:
-                results += [{"score": float(row[0])} for row in logits]
+                scores = (bounded_scores(logits, decisions["score_range"]) if decisions.get("score_range")
+                          else [row[0] for row in logits])
+                results += [{"score": float(score)} for score in scores]
                 continue
             probabilities = apply_temperature(logits, temperature, multi_label=problem == MULTI)
             if problem == MULTI:

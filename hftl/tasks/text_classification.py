@@ -14,7 +14,7 @@ from hftl.recipe import PreparedData
 from hftl.tasks import register_task
 from hftl.tasks.classification import (
     MULTI, REGRESSION, SINGLE, ClassificationData, ClassificationRecipe, detect_problem_type, is_label_list,
-    label_option_problems, label_set, target_value,
+    label_option_problems, label_set, outside_score_range, score_range_problems, target_value,
 )
 
 
@@ -99,6 +99,8 @@ class TextClassificationRecipe(ClassificationRecipe):
             problem, _ = detect_problem_type(tables["train"][1], data.label_separator)
         if "train" in tables:
             problems += label_option_problems(cls._training_label_names(tables["train"][1], data, problem), data, problem)
+        if data.problem_type == "auto" and problem != REGRESSION:  # the data decided: not regression
+            problems += score_range_problems(data.score_range, problem)
         if not problems:  # row-level checks (empty cells, label sets, split sizes) need readable files
             from hftl.data.checks import check_rows
 
@@ -162,8 +164,14 @@ class TextClassificationRecipe(ClassificationRecipe):
             where = f"data.{name}: {table.path}"
             try:
                 if problem == REGRESSION:
-                    for i, value in enumerate(cells):
-                        target_value(value, f"{where}, {table.where(i)}")
+                    targets = [target_value(value, f"{where}, {table.where(i)}") for i, value in enumerate(cells)]
+                    outside = outside_score_range(targets, data.score_range) if data.score_range else []
+                    if outside:
+                        low, high = map(float, data.score_range)
+                        problems.append(
+                            f"{where}, {table.where(outside[0])}: the target {targets[outside[0]]} is outside "
+                            f"data.score_range [{low}, {high}] ({len(outside)} row(s) like this). Widen the range, "
+                            "or fix the rows.")
                     continue
                 sets = [label_set(v, data.label_separator, f"{where}, {table.where(i)}") for i, v in enumerate(cells)]
             except DataError as err:
