@@ -14,8 +14,8 @@ from hftl.errors import ConfigError, DataError
 from hftl.inference import load
 from hftl.preflight import load_config
 from hftl.tasks.classification import (
-    MULTI, REGRESSION, SINGLE, BoundedScoreLoss, WeightedLoss, bounded_scores, class_weight_list, detect_problem_type,
-    label_set,
+    MULTI, REGRESSION, SINGLE, BoundedScoreLoss, WeightedLoss, class_weight_list, detect_problem_type,
+    label_set, regression_scores,
 )
 from hftl.data.labels import LabelMap
 
@@ -111,7 +111,7 @@ def test_bounded_score_loss_by_hand():
     torch.testing.assert_close(loss, by_hand)
     torch.testing.assert_close(BoundedScoreLoss(0.0, 5.0)({"logits": logits}, scores, num_items_in_batch=6),
                                by_hand / 2)
-    assert bounded_scores(np.array([[0.0], [100.0], [-100.0]]), [1.0, 3.0]).tolist() == \
+    assert regression_scores(np.array([[0.0], [100.0], [-100.0]]), [1.0, 3.0]).tolist() == \
         pytest.approx([2.0, 3.0, 1.0])
 
 

@@ -17,6 +17,7 @@ declaration attributes are properties of the instance.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -183,12 +184,16 @@ def outside_score_range(values, score_range) -> list[int]:
     return [i for i, v in enumerate(values) if not low <= float(v) <= high]
 
 
-def bounded_scores(logits, score_range):
-    """low + (high - low) x sigmoid(logit), for (n, 1) or (n,) logits: the scores of a `score_range` model."""
+def regression_scores(logits, score_range=None):
+    """The predicted scores of a regression model's (n, 1) or (n,) outputs: the outputs themselves, or with a
+    `data.score_range` [low, high], low + (high - low) x sigmoid(output). A tuple (a model returning more than
+    its logits, as `Trainer.predict` gives it) is read from its first element."""
     import numpy as np
 
+    logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits, dtype=np.float64).reshape(-1)
+    if not score_range:
+        return logits
     low, high = score_range
-    logits = np.asarray(logits, dtype=np.float64).reshape(-1)
     return low + (high - low) / (1.0 + np.exp(-logits))
 
 
@@ -516,9 +521,8 @@ class ClassificationRecipe(Recipe):
     # -- metrics ----------------------------------------------------------------------------------
     def compute_metrics(self, labels: LabelMap | None):
         if self.problem_type == REGRESSION:
-            score_range = self.option("score_range")
-            return make_regression_compute_metrics(
-                (lambda logits: bounded_scores(logits, score_range)) if score_range else None)
+            return make_regression_compute_metrics(functools.partial(regression_scores,
+                                                                     score_range=self.option("score_range")))
         if self.problem_type == MULTI:
             return make_multilabel_compute_metrics(list(labels.names))
         return make_compute_metrics(list(labels.names))
@@ -574,8 +578,7 @@ class ClassificationRecipe(Recipe):
 
         problem = decisions.get("problem_type", self.problem_type)
         if problem == REGRESSION:
-            predicted = (bounded_scores(logits, decisions["score_range"]) if decisions.get("score_range")
-                         else np.asarray(logits, dtype=np.float64).reshape(-1))
+            predicted = regression_scores(logits, decisions.get("score_range"))
             report = regression_report(predicted, label_ids)
             report["loss"] = report["mse"]
             keep = slice(0, MAX_POINTS)
@@ -695,8 +698,7 @@ class ClassificationRecipe(Recipe):
         for start in range(0, len(inputs), batch_size):
             logits = all_logits[start:start + batch_size]
             if problem == REGRESSION:
-                scores = (bounded_scores(logits, decisions["score_range"]) if decisions.get("score_range")
-                          else [row[0] for row in logits])
+                scores = regression_scores(logits, decisions.get("score_range"))
                 results += [{"score": float(score)} for score in scores]
                 continue
             probabilities = apply_temperature(logits, temperature, multi_label=problem == MULTI)
