@@ -4,11 +4,14 @@ hftl's streaming token-budget path (float32 and bf16) and ONNX Runtime, on the s
     .venv/bin/python benchmarks/predict_speed.py                       # packaged MiniLM, SST-2 dev+test
     .venv/bin/python benchmarks/predict_speed.py --n 2000 --repeats 3  # a random 2,000 of them
     .venv/bin/python benchmarks/predict_speed.py --model RUN_OR_MODEL_DIR --methods pipeline hftl-fp32 onnx
+    .venv/bin/python benchmarks/predict_speed.py --methods hftl-fp32 hftl-bf16 --token-budget 1024 2048 8192
+    .venv/bin/python benchmarks/predict_speed.py --data ../shared/datasets/goemotions --text-column text
 
 The model is `--model` with a sequence-classification head; a checkpoint without one (the packaged MiniLM
 is a sentence encoder) gets a randomly initialised 2-label head: fine for throughput, and every method
 runs the same weights, so labels and probabilities are still compared exactly. Texts: the `sentence`
-column of ../shared/datasets/sst2/{dev,test}.tsv (or /work/shared/datasets/sst2), else synthetic ones.
+column of ../shared/datasets/sst2/{dev,test}.tsv (or /work/shared/datasets/sst2, or --data), else synthetic
+ones. Several --token-budget values compare budgets side by side (one hftl-fp32@BUDGET etc. per value).
 
 Methods run interleaved (A B C A B C ...), each after one untimed warm-up pass over 64 texts; the figure
 is the median of `--repeats` passes, tokenisation included. Each method's labels are compared with
@@ -31,20 +34,26 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
 
-METHODS = ("pipeline", "old-loop", "trainer-eval", "hftl-fp32", "hftl-bf16", "onnx")
+METHODS = ("pipeline", "old-loop", "trainer-eval", "trainer-eval-fp32", "hftl-fp32", "hftl-bf16", "onnx")
+BUDGETED = ("hftl-fp32", "hftl-bf16", "onnx")  # methods that batch by token budget
 SST2 = [REPO.parent / "shared" / "datasets" / "sst2", Path("/work/shared/datasets/sst2")]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="packaged:all-MiniLM-L6-v2", help="a packaged: name or a model folder")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a folder with dev.tsv and test.tsv (a `sentence` column); default: SST-2 in ../shared")
+    parser.add_argument("--text-column", default="sentence", help="the column of --data's files to predict")
     parser.add_argument("--n", type=int, default=0, help="texts to predict (a seeded random sample; 0: all)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--pipeline-batch-size", type=int, default=64)
     parser.add_argument("--old-batch-size", type=int, default=32, help="`hftl predict --batch-size` default")
     parser.add_argument("--eval-batch-size", type=int, default=128, help="evaluation batch inside training")
-    parser.add_argument("--token-budget", type=int, default=None, help="default: hftl's DEFAULT_TOKEN_BUDGET")
+    parser.add_argument("--token-budget", type=int, nargs="+", default=None,
+                        help="default: hftl's DEFAULT_TOKEN_BUDGET; several values run hftl-* and onnx once per budget "
+                             "(as METHOD@BUDGET), interleaved with the others")
     parser.add_argument("--chunk-size", type=int, default=None, help="default: hftl's DEFAULT_CHUNK_SIZE")
     parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
@@ -52,14 +61,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_texts(n: int, seed: int) -> tuple[list[str], str]:
-    for folder in SST2:
+def load_texts(n: int, seed: int, data: Path | None = None, column: str = "sentence") -> tuple[list[str], str]:
+    for folder in [data] if data else SST2:
         if (folder / "dev.tsv").is_file():
             texts = []
             for name in ("dev.tsv", "test.tsv"):
                 with (folder / name).open(encoding="utf-8", newline="") as handle:
-                    texts += [row["sentence"] for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)]
-            source = f"SST-2 dev+test ({folder})"
+                    texts += [row[column] for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)]
+            source = f"dev+test ({folder})"
             break
     else:
         rng = random.Random(seed)
@@ -109,9 +118,10 @@ def make_runners(args, folder: Path, model, tokenizer, workdir: Path) -> dict:
     import torch
 
     from hftl import batch_inference
+    from hftl.trainer import bf16_is_fast
 
-    budget = {"token_budget": args.token_budget or batch_inference.DEFAULT_TOKEN_BUDGET,
-              "chunk_size": args.chunk_size or batch_inference.DEFAULT_CHUNK_SIZE}
+    budgets = args.token_budget or [batch_inference.DEFAULT_TOKEN_BUDGET]
+    chunk_size = args.chunk_size or batch_inference.DEFAULT_CHUNK_SIZE
     runners = {}
 
     def pipeline_runner():
@@ -140,13 +150,12 @@ def make_runners(args, folder: Path, model, tokenizer, workdir: Path) -> dict:
                 results.append(model(**batch).logits.float().softmax(-1).numpy())
         return np.concatenate(results)
 
-    def trainer_runner():
+    def trainer_runner(bf16: bool):
         from datasets import Dataset
         from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
-        from hftl.trainer import bf16_is_fast, trainer_class
+        from hftl.trainer import trainer_class
 
-        bf16 = bf16_is_fast()
         targs = TrainingArguments(output_dir=str(workdir / "trainer"), report_to="none", bf16=bf16, use_cpu=True,
                                   per_device_eval_batch_size=args.eval_batch_size, disable_tqdm=True)
         # A copy: with bf16 on, accelerate's prepare_model wraps the model's forward in autocast *in place*
@@ -161,32 +170,41 @@ def make_runners(args, folder: Path, model, tokenizer, workdir: Path) -> dict:
 
         return run
 
-    def hftl_runner(bf16):
+    def hftl_runner(bf16, budget):
         def run(texts):
             return np.concatenate([p for _, p in batch_inference.classify_texts(
-                model, tokenizer, texts, max_length=args.max_length, bf16=bf16, progress=False, **budget)])
+                model, tokenizer, texts, max_length=args.max_length, bf16=bf16, progress=False, token_budget=budget,
+                chunk_size=chunk_size)])
 
         return run
 
-    def onnx_runner():
+    onnx_classifier = []  # exported once, shared by every budget
+
+    def onnx_runner(budget):
         from hftl.onnx_export import OnnxClassifier, export_onnx
 
-        started = time.perf_counter()
-        out = export_onnx(folder, workdir / "onnx")
-        print(f"ONNX export: {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        classifier = OnnxClassifier(out, threads=args.threads)
+        if not onnx_classifier:
+            started = time.perf_counter()
+            out = export_onnx(folder, workdir / "onnx")
+            print(f"ONNX export: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            onnx_classifier.append(OnnxClassifier(out, threads=args.threads))
 
         def run(texts):
-            return np.concatenate([p for _, p in classifier.classify_texts(
-                texts, max_length=args.max_length, progress=False, **budget)])
+            return np.concatenate([p for _, p in onnx_classifier[0].classify_texts(
+                texts, max_length=args.max_length, progress=False, token_budget=budget, chunk_size=chunk_size)])
 
         return run
 
-    factories = {"pipeline": pipeline_runner, "old-loop": lambda: old_loop, "trainer-eval": trainer_runner,
-                 "hftl-fp32": lambda: hftl_runner(False), "hftl-bf16": lambda: hftl_runner(True),
-                 "onnx": onnx_runner}
+    factories = {"pipeline": pipeline_runner, "old-loop": lambda: old_loop,
+                 "trainer-eval": lambda: trainer_runner(bf16_is_fast()), "trainer-eval-fp32": lambda: trainer_runner(False),
+                 "hftl-fp32": lambda budget: hftl_runner(False, budget),
+                 "hftl-bf16": lambda budget: hftl_runner(True, budget), "onnx": onnx_runner}
     for method in args.methods:
-        runners[method] = factories[method]()
+        if method in BUDGETED:
+            for budget in budgets:
+                runners[f"{method}@{budget}" if len(budgets) > 1 else method] = factories[method](budget)
+        else:
+            runners[method] = factories[method]()
     return runners
 
 
@@ -204,7 +222,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    texts, source = load_texts(args.n, args.seed)
+    texts, source = load_texts(args.n, args.seed, args.data, args.text_column)
     if "hftl-bf16" in args.methods and not bf16_is_fast():
         print("hftl-bf16 skipped: bf16 is not fast on this machine (hftl.trainer.bf16_is_fast)", file=sys.stderr)
         args.methods.remove("hftl-bf16")
@@ -238,13 +256,14 @@ def main(argv=None) -> int:
     reference = outputs.get("pipeline", outputs[next(iter(outputs))])
     rates = {method: len(texts) / statistics.median(seconds) for method, seconds in times.items()}
     base = rates.get("pipeline")
-    print(f"\n{'method':<14}{'texts/s':>10}{'x pipeline':>12}{'labels = ref':>16}{'max |dp|':>12}")
+    print(f"\n{'method':<18}{'texts/s':>10}{'x pipeline':>12}{'labels = ref':>16}{'max |dp|':>12}")
     for method, rate in rates.items():
         same = int((outputs[method].argmax(-1) == reference.argmax(-1)).sum())
         diff = float(np.abs(outputs[method] - reference).max())
         ratio = f"{rate / base:.2f}" if base else "-"
-        print(f"{method:<14}{rate:>10.1f}{ratio:>12}{f'{same}/{len(texts)}':>16}{diff:>12.1e}")
-    print("reference: pipeline() (float32); hftl-bf16 and trainer-eval run under bf16 autocast when bf16_is_fast")
+        print(f"{method:<18}{rate:>10.1f}{ratio:>12}{f'{same}/{len(texts)}':>16}{diff:>12.1e}")
+    print("reference: pipeline() (float32); hftl-bf16 and trainer-eval run under bf16 autocast when bf16_is_fast "
+          "(trainer-eval as training evaluates), trainer-eval-fp32 never")
     return 0
 
 

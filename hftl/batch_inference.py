@@ -24,9 +24,12 @@ from hftl.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-#: padded tokens per forward pass (rows x padded length): 64 rows of 128 tokens, or 680 of SST-2's median 12.
-#: Not tuned beyond checking it beats fixed batches; compare others with benchmarks/predict_speed.py --token-budget.
-DEFAULT_TOKEN_BUDGET = 8192
+#: padded tokens per forward pass (rows x padded length) on a CPU: 16 rows of 128 tokens, or 170 of SST-2's median
+#: 12. Small enough that a batch's activations stay in the caches: on 2-core Xeons 2048 ran 1.5-1.7x faster than
+#: 8192 in float32 and bf16, for MiniLM and a BERT-base-sized model, short and longer texts (docs/benchmarks.md).
+DEFAULT_TOKEN_BUDGET = 2048
+#: the budget on a GPU or other accelerator, where wide batches keep the device busy (not measured on one yet)
+ACCELERATOR_TOKEN_BUDGET = 8192
 #: inputs read, tokenised and sorted together; larger chunks sort better but hold more in memory
 DEFAULT_CHUNK_SIZE = 2048
 #: a tokenizer's `model_max_length` above this is the "no limit" sentinel, not a real limit
@@ -167,6 +170,11 @@ def run_batched(forward: Forward, tokenizer, texts: Iterable[Text], *, max_lengt
             yield chunk, logits
 
 
+def default_token_budget(device_type: str) -> int:
+    """The token budget for a device type ("cpu", "cuda", ...) when the caller gives none."""
+    return DEFAULT_TOKEN_BUDGET if device_type == "cpu" else ACCELERATOR_TOKEN_BUDGET
+
+
 def bf16_autocast(model, bf16: str | bool = "auto") -> bool:
     """Whether to run `model` under bfloat16 autocast: `bf16` True/False, or "auto" (hftl's rule for training:
     where the hardware runs bf16 natively, see `hftl.trainer.bf16_is_fast`, and the model is in float32)."""
@@ -197,7 +205,7 @@ def torch_forward(model, bf16: str | bool = "auto") -> Forward:
 
 
 def classify_texts(model, tokenizer, texts: Iterable[Text], *, max_length: int | None = None,
-                   token_budget: int = DEFAULT_TOKEN_BUDGET, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                   token_budget: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
                    bf16: str | bool = "auto", pad_to_multiple_of: int | None = None, progress: bool = True,
                    total: int | None = None, return_logits: bool = False) -> Iterator[tuple[list, np.ndarray]]:
     """Class probabilities of texts (or sentence pairs), streamed chunk by chunk in input order.
@@ -208,7 +216,8 @@ def classify_texts(model, tokenizer, texts: Iterable[Text], *, max_length: int |
         texts (`Iterable[str]` or `Iterable[tuple[str, str]]`): texts, or (text, text_pair) pairs; a generator
             is read lazily, `chunk_size` items at a time.
         max_length (`int`, *optional*): truncate inputs to this many tokens (default: the tokenizer's limit).
-        token_budget (`int`, *optional*, defaults to 8192): the most rows x padded length per forward pass.
+        token_budget (`int`, *optional*): the most rows x padded length per forward pass (default: 2048 on a
+            CPU, 8192 on an accelerator; see `default_token_budget`).
         chunk_size (`int`, *optional*, defaults to 2048): inputs read, sorted and yielded together.
         bf16 (`"auto"` or `bool`, *optional*, defaults to `"auto"`): bfloat16 autocast; "auto" turns it on
             where the hardware is fast at it (the rule of `speed.bf16: auto`). Use False for exact float32.
@@ -222,6 +231,7 @@ def classify_texts(model, tokenizer, texts: Iterable[Text], *, max_length: int |
         num_labels) whose row i belongs to inputs[i].
     """
     forward = torch_forward(model, bf16)
+    token_budget = token_budget or default_token_budget(next(model.parameters()).device.type)
     for chunk, logits in run_batched(forward, tokenizer, texts, max_length=max_length, token_budget=token_budget,
                                      chunk_size=chunk_size, pad_to_multiple_of=pad_to_multiple_of,
                                      progress=progress, total=total):

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hftl.batch_inference import DEFAULT_CHUNK_SIZE, DEFAULT_TOKEN_BUDGET, prediction_rows, run_batched, softmax
+from hftl.batch_inference import DEFAULT_CHUNK_SIZE, DEFAULT_TOKEN_BUDGET, run_batched, softmax
 from hftl.errors import HftlError
 from hftl.export import prepare_export_folder
 from hftl.run_dir import RunDir
+from hftl.tasks.classification import SINGLE, predictions_from_logits
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ EXPORT_RECORD = "onnx_export.json"
 #: what the one `logits` output is given for -> the transformers Auto class exported
 AUTO_CLASSES = {"text": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification"}
 #: run records copied beside the model, so the folder still says what the run was
-RECORDS = (RunDir.CONFIG, RunDir.LABELS, RunDir.METRICS, RunDir.MANIFEST)
+RECORDS = (RunDir.CONFIG, RunDir.LABELS, RunDir.CALIBRATION, RunDir.METRICS, RunDir.MANIFEST)
 #: traced at batch 2 (a size-1 axis would be specialised to 1), the second row padded
 EXAMPLE = ["an example sentence to trace the model with", "and a shorter one"]
 #: checked after the export: a batch of another size and length than the traced one
@@ -166,6 +167,15 @@ def _label_names(folder: Path) -> list[str]:
     return [id2label[str(i)] for i in range(len(id2label))]
 
 
+def _decisions(folder: Path) -> dict:
+    """The run's calibration.json (problem type, temperature, thresholds, score range), else the model's problem
+    type, as `ClassificationRecipe.load_trained` reads them."""
+    if (folder / RunDir.CALIBRATION).is_file():
+        return json.loads((folder / RunDir.CALIBRATION).read_text(encoding="utf-8"))
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return {"problem_type": config.get("problem_type") or SINGLE}
+
+
 def _max_length(folder: Path) -> int | None:
     import yaml
 
@@ -178,8 +188,8 @@ def _max_length(folder: Path) -> int | None:
 class OnnxClassifier:
     """A text classifier exported by `export_onnx`, run with ONNX Runtime on hftl's batching path.
 
-    Attributes: `label_names`, `max_length` (the run's `data.max_length`, else the tokenizer's limit),
-    `tokenizer`, `session`.
+    Attributes: `label_names`, `decisions` (the run's calibration.json: problem type, temperature, thresholds,
+    score range), `max_length` (the run's `data.max_length`, else the tokenizer's limit), `tokenizer`, `session`.
 
     Args:
         folder (`str` or `Path`): a folder written by `export_onnx` (text classification).
@@ -212,6 +222,7 @@ class OnnxClassifier:
         self.input_names = [node.name for node in self.session.get_inputs()]
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.label_names = _label_names(self.folder)
+        self.decisions = _decisions(self.folder)
         self.max_length = _max_length(self.folder)
 
     def forward(self, arrays: dict) -> np.ndarray:
@@ -222,14 +233,22 @@ class OnnxClassifier:
                        token_budget: int = DEFAULT_TOKEN_BUDGET, chunk_size: int = DEFAULT_CHUNK_SIZE,
                        progress: bool = True, total: int | None = None,
                        return_logits: bool = False) -> Iterator[tuple[list, np.ndarray]]:
-        """`(inputs, probabilities)` chunk by chunk in input order; see `hftl.batch_inference.classify_texts`."""
+        """`(inputs, probabilities)` chunk by chunk in input order; see `hftl.batch_inference.classify_texts`.
+        Probabilities are the softmax of the logits, so a multi-label or regression export needs
+        `return_logits=True` (or `predict`, which applies the run's decisions)."""
+        if not return_logits and self.decisions["problem_type"] != SINGLE:
+            raise HftlError(f"{self.folder} is a {self.decisions['problem_type']} model: its outputs are not "
+                            "softmax probabilities. Use predict(), or classify_texts(..., return_logits=True).")
         for chunk, logits in run_batched(self.forward, self.tokenizer, texts, max_length=max_length or self.max_length,
                                          token_budget=token_budget, chunk_size=chunk_size, progress=progress,
                                          total=total):
             yield chunk, logits if return_logits else softmax(logits)
 
     def predict(self, texts: Iterable, batch_size: int | None = None, **kwargs) -> list[dict]:
-        """One {label, score, probabilities} dict per text, like `hftl.load(run).predict` (batches are formed by
-        token budget: `batch_size` is accepted for that interface and not used)."""
-        rows = prediction_rows(self.classify_texts(texts, progress=False, **kwargs), self.label_names)
-        return [{key: value for key, value in row.items() if key != "input"} for row in rows]
+        """One dict per text, as `hftl.load(run).predict` gives it: the run's temperature, thresholds and score
+        range applied (`predictions_from_logits`). Batches are formed by token budget: `batch_size` is accepted
+        for that interface and not used."""
+        chunks = [logits for _, logits in self.classify_texts(texts, progress=False, return_logits=True, **kwargs)]
+        if not chunks:
+            return []
+        return predictions_from_logits(np.concatenate(chunks), self.decisions, self.label_names)

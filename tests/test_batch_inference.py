@@ -120,6 +120,24 @@ def test_token_budget_respected_by_every_forward_pass(classifier):
     assert shapes[0][1] == lengths[0]  # the longest batch first, padded to its own longest row only
 
 
+def test_default_token_budget_follows_the_models_device(classifier, monkeypatch):
+    from hftl import batch_inference
+
+    model, tokenizer = classifier
+    budgets = []
+
+    def recording_run_batched(forward, tokenizer, texts, *, token_budget, **kwargs):
+        budgets.append(token_budget)
+        return iter([])
+
+    monkeypatch.setattr(batch_inference, "run_batched", recording_run_batched)
+    list(classify_texts(model, tokenizer, ["a text"], bf16=False, progress=False))
+    list(classify_texts(model, tokenizer, ["a text"], bf16=False, progress=False, token_budget=300))
+    assert budgets == [batch_inference.DEFAULT_TOKEN_BUDGET, 300]
+    assert batch_inference.default_token_budget("cuda") == batch_inference.ACCELERATOR_TOKEN_BUDGET
+    assert batch_inference.ACCELERATOR_TOKEN_BUDGET > batch_inference.DEFAULT_TOKEN_BUDGET
+
+
 def test_plan_batches_covers_every_row_once_and_isolates_rows_over_budget():
     lengths = [5, 50, 3, 12, 12, 7, 100]
     batches = plan_batches(lengths, token_budget=40)

@@ -134,3 +134,23 @@ def test_stsb_loss_probe_runs(tmp_path, tiny_bert_dir):
         results = json.loads((out / "results.json").read_text())
         assert results["loss"] == loss and {"test_pearson", "test_spearman"} <= set(results["test"])
         assert results["train_runtime"] > 0
+
+
+def test_predict_speed_compares_methods_on_the_same_texts(tmp_path, tiny_bert_dir):
+    """benchmarks/predict_speed.py runs each method on the same texts and checks labels against pipeline()'s."""
+    data = tmp_path / "sst2"
+    data.mkdir()
+    for name, seed in (("dev.tsv", 2), ("test.tsv", 3)):
+        write_tsv(data / name, make_sentences(24, seed=seed))
+    methods = ["pipeline", "trainer-eval-fp32", "hftl-fp32"]
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "predict_speed.py"), "--data", str(data), "--model",
+         str(tiny_bert_dir), "--repeats", "1", "--methods", *methods],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "texts: 48 from dev+test" in completed.stdout and "CPU:" in completed.stdout
+    rows = {fields[0]: fields for fields in map(str.split, completed.stdout.splitlines()) if fields[:1] and fields[0] in methods}
+    assert set(rows) == set(methods)
+    for method in methods:  # every float32 method gives pipeline()'s labels
+        assert rows[method][3] == "48/48", rows[method]

@@ -103,3 +103,38 @@ def test_export_refuses_non_empty_output_and_non_model_folders(classifier_dir, e
         export_onnx(classifier_dir, tmp_path / "out2", logits_per="image")
     with pytest.raises(HftlError, match="is not an ONNX export"):
         OnnxClassifier(classifier_dir)
+
+
+@pytest.mark.parametrize("kind", ["multi-label", "bounded-regression"])
+def test_onnx_predict_applies_the_runs_decisions(kind, tmp_path, tiny_bert_dir):
+    """An exported multi-label or regression run predicts what `hftl.load(run).predict` does: its sigmoid,
+    temperature and per-label thresholds, or its scores in data.score_range, not a softmax over the outputs."""
+    from conftest import write_tsv
+    from hftl import TextClassificationRecipe
+    from hftl.inference import load
+    from tests.test_classification_options import _config, _multilabel_rows, _pair_rows
+
+    if kind == "multi-label":
+        files = {name: write_tsv(tmp_path / f"{name}.tsv", _multilabel_rows(n, seed))
+                 for name, n, seed in (("train", 48, 1), ("validation", 24, 2))}
+        config = _config(tmp_path, tiny_bert_dir, files, label_separator=",")
+        inputs = ["great happy film", "awful scary film", "the film", "lovely dismal afraid"]
+    else:
+        header = ("sentence", "sentence2", "label")
+        files = {name: write_tsv(tmp_path / f"{name}.tsv", _pair_rows(n, seed), header=header)
+                 for name, n, seed in (("train", 48, 1), ("validation", 24, 2))}
+        config = _config(tmp_path, tiny_bert_dir, files, text_pair_column="sentence2", problem_type="regression",
+                         score_range=[0, 5])
+        inputs = [("great film", "lovely story"), ("awful plot", "awful plot"), ("happy end", "dismal acting")]
+    config["training"]["num_train_epochs"] = 1
+    run = TextClassificationRecipe(config).run().run_dir
+    expected = load(run).predict(inputs)
+    got = OnnxClassifier(export_onnx(run, tmp_path / "onnx")).predict(inputs)
+    assert [set(row) for row in got] == [set(row) for row in expected]
+    for got_row, expected_row in zip(got, expected):
+        if kind == "multi-label":
+            assert got_row["labels"] == expected_row["labels"]
+            assert got_row["probabilities"] == pytest.approx(expected_row["probabilities"], abs=1e-4)
+        else:
+            assert got_row["score"] == pytest.approx(expected_row["score"], abs=1e-4)
+            assert 0 <= got_row["score"] <= 5

@@ -682,40 +682,41 @@ class ClassificationRecipe(Recipe):
 
     def predict(self, model, processor, inputs: list, labels: LabelMap | None = None, batch_size: int = 64,
                 **kwargs) -> list[dict]:
-        """One dict per input: {label, score, probabilities} (single-label), {labels, probabilities} (multi-label:
-        the labels at or above their thresholds) or {score} (regression). Probabilities are calibrated where a
-        temperature was fitted; the run's thresholds are applied."""
-        import numpy as np
-        import torch
-
-        from hftl.calibration import apply_temperature
-
+        """One dict per input (see `predictions_from_logits`), with the run's fitted decisions."""
         decisions = self._decisions or {}
-        problem = decisions.get("problem_type") or getattr(model.config, "problem_type", None) or SINGLE
-        temperature = decisions.get("temperature") or 1.0
-        results = []
-        all_logits = self.predict_logits(model, processor, inputs, batch_size)
-        for start in range(0, len(inputs), batch_size):
-            logits = all_logits[start:start + batch_size]
-            if problem == REGRESSION:
-                scores = regression_scores(logits, decisions.get("score_range"))
-                results += [{"score": float(score)} for score in scores]
-                continue
-            probabilities = apply_temperature(logits, temperature, multi_label=problem == MULTI)
-            if problem == MULTI:
-                thresholds = np.broadcast_to(np.asarray(decisions.get("thresholds", 0.5)), (len(labels),))
-                results += [{"labels": [n for n, p, t in zip(labels.names, row, thresholds) if p >= t],
-                             "probabilities": {n: float(p) for n, p in zip(labels.names, row)}}
-                            for row in probabilities]
-                continue
-            records = prediction_records(probabilities, labels.names)
-            threshold = decisions.get("threshold")
-            if threshold is not None:  # binary, with a chosen threshold on the positive class (id 1)
-                for record, row in zip(records, probabilities):
-                    best = int(row[1] >= threshold)
-                    record["label"], record["score"] = labels.names[best], float(row[best])
-            results += records
-        return results
+        if not decisions.get("problem_type"):
+            decisions = {**decisions, "problem_type": getattr(model.config, "problem_type", None) or SINGLE}
+        logits = self.predict_logits(model, processor, inputs, batch_size)
+        return predictions_from_logits(logits, decisions, labels.names if labels else None)
+
+
+def predictions_from_logits(logits, decisions: dict, label_names: list[str] | None) -> list[dict]:
+    """One dict per row of `logits`: {label, score, probabilities} (single-label), {labels, probabilities}
+    (multi-label: the labels at or above their thresholds) or {score} (regression).
+
+    `decisions` are a run's `calibration.json`: its problem type, and where fitted the temperature (probabilities
+    are calibrated), the binary threshold on the positive class, per-label thresholds, or the score range. The
+    one place predictions are made from outputs, for the PyTorch model and its ONNX export alike.
+    """
+    import numpy as np
+
+    from hftl.calibration import apply_temperature
+
+    problem = decisions.get("problem_type") or SINGLE
+    if problem == REGRESSION:
+        return [{"score": float(score)} for score in regression_scores(logits, decisions.get("score_range"))]
+    probabilities = apply_temperature(logits, decisions.get("temperature") or 1.0, multi_label=problem == MULTI)
+    if problem == MULTI:
+        thresholds = np.broadcast_to(np.asarray(decisions.get("thresholds", 0.5)), (len(label_names),))
+        return [{"labels": [n for n, p, t in zip(label_names, row, thresholds) if p >= t],
+                 "probabilities": {n: float(p) for n, p in zip(label_names, row)}} for row in probabilities]
+    records = prediction_records(probabilities, label_names)
+    threshold = decisions.get("threshold")
+    if threshold is not None:  # binary, with a chosen threshold on the positive class (id 1)
+        for record, row in zip(records, probabilities):
+            best = int(row[1] >= threshold)
+            record["label"], record["score"] = label_names[best], float(row[best])
+    return records
 
 
 def _binary_cross_entropy(logits, label_ids) -> float:
