@@ -1,5 +1,6 @@
 """Prediction throughput: transformers' pipeline(), hftl's old fixed-batch loop, the evaluation inside training,
-hftl's streaming token-budget path (float32 and bf16) and ONNX Runtime, on the same model and texts.
+hftl's streaming token-budget path (float32 and bf16; the last layer at [CLS] only, and float32 with every
+position) and ONNX Runtime, on the same model and texts.
 
     .venv/bin/python benchmarks/predict_speed.py                       # packaged MiniLM, SST-2 dev+test
     .venv/bin/python benchmarks/predict_speed.py --n 2000 --repeats 3  # a random 2,000 of them
@@ -34,8 +35,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
 
-METHODS = ("pipeline", "old-loop", "trainer-eval", "trainer-eval-fp32", "hftl-fp32", "hftl-bf16", "onnx")
-BUDGETED = ("hftl-fp32", "hftl-bf16", "onnx")  # methods that batch by token budget
+METHODS = ("pipeline", "old-loop", "trainer-eval", "trainer-eval-fp32", "hftl-fp32", "hftl-fp32-all-positions",
+           "hftl-bf16", "onnx")
+BUDGETED = ("hftl-fp32", "hftl-fp32-all-positions", "hftl-bf16", "onnx")  # methods that batch by token budget
 SST2 = [REPO.parent / "shared" / "datasets" / "sst2", Path("/work/shared/datasets/sst2")]
 
 
@@ -170,11 +172,11 @@ def make_runners(args, folder: Path, model, tokenizer, workdir: Path) -> dict:
 
         return run
 
-    def hftl_runner(bf16, budget):
+    def hftl_runner(bf16, budget, first_token_last_layer=True):
         def run(texts):
             return np.concatenate([p for _, p in batch_inference.classify_texts(
                 model, tokenizer, texts, max_length=args.max_length, bf16=bf16, progress=False, token_budget=budget,
-                chunk_size=chunk_size)])
+                chunk_size=chunk_size, first_token_last_layer=first_token_last_layer)])
 
         return run
 
@@ -198,6 +200,7 @@ def make_runners(args, folder: Path, model, tokenizer, workdir: Path) -> dict:
     factories = {"pipeline": pipeline_runner, "old-loop": lambda: old_loop,
                  "trainer-eval": lambda: trainer_runner(bf16_is_fast()), "trainer-eval-fp32": lambda: trainer_runner(False),
                  "hftl-fp32": lambda budget: hftl_runner(False, budget),
+                 "hftl-fp32-all-positions": lambda budget: hftl_runner(False, budget, first_token_last_layer=False),
                  "hftl-bf16": lambda budget: hftl_runner(True, budget), "onnx": onnx_runner}
     for method in args.methods:
         if method in BUDGETED:
@@ -263,7 +266,8 @@ def main(argv=None) -> int:
         ratio = f"{rate / base:.2f}" if base else "-"
         print(f"{method:<18}{rate:>10.1f}{ratio:>12}{f'{same}/{len(texts)}':>16}{diff:>12.1e}")
     print("reference: pipeline() (float32); hftl-bf16 and trainer-eval run under bf16 autocast when bf16_is_fast "
-          "(trainer-eval as training evaluates), trainer-eval-fp32 never")
+          "(trainer-eval as training evaluates), trainer-eval-fp32 never; hftl-* compute the last layer at [CLS] "
+          "only where the architecture allows, except hftl-fp32-all-positions")
     return 0
 
 

@@ -187,9 +187,26 @@ def bf16_autocast(model, bf16: str | bool = "auto") -> bool:
     return next(model.parameters()).dtype == torch.float32 and bf16_is_fast()
 
 
-def torch_forward(model, bf16: str | bool = "auto") -> Forward:
-    """`forward(arrays) -> float32 logits` of a transformers model, under `torch.inference_mode()`."""
+def model_forward(model, bf16: str | bool = "auto", first_token_last_layer: bool = False) -> tuple[Forward, str]:
+    """(`forward(arrays) -> float32 logits`, device type) of a transformers (or peft) model (see `torch_forward`),
+    or of an ONNX Runtime model (`hftl.onnx_export.OnnxClassifier`, its own forward, run where its session is)."""
     import torch
+
+    if isinstance(model, torch.nn.Module):
+        return torch_forward(model, bf16, first_token_last_layer), next(model.parameters()).device.type
+    return model.forward, model.device_type
+
+
+def torch_forward(model, bf16: str | bool = "auto", first_token_last_layer: bool = False) -> Forward:
+    """`forward(arrays) -> float32 logits` of a transformers model, under `torch.inference_mode()`; with
+    `first_token_last_layer`, a sequence classifier's last layer computed at position 0 only where the
+    architecture allows (`hftl.speed.first_token_last_layer.first_token_in_eval`: same logits within float32
+    rounding, the model left as it was after each call)."""
+    import contextlib
+
+    import torch
+
+    from hftl.speed.first_token_last_layer import first_token_in_eval
 
     model.eval()  # dropout off: predictions must not depend on the model's last use
     device = next(model.parameters()).device
@@ -198,7 +215,8 @@ def torch_forward(model, bf16: str | bool = "auto") -> Forward:
 
     def forward(arrays: dict) -> np.ndarray:
         batch = {name: torch.from_numpy(array).to(device) for name, array in arrays.items()}
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        shortcut = first_token_in_eval(model) if first_token_last_layer else contextlib.nullcontext()
+        with shortcut, torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             return model(**batch).logits.float().cpu().numpy()
 
     return forward
@@ -207,11 +225,13 @@ def torch_forward(model, bf16: str | bool = "auto") -> Forward:
 def classify_texts(model, tokenizer, texts: Iterable[Text], *, max_length: int | None = None,
                    token_budget: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
                    bf16: str | bool = "auto", pad_to_multiple_of: int | None = None, progress: bool = True,
-                   total: int | None = None, return_logits: bool = False) -> Iterator[tuple[list, np.ndarray]]:
+                   total: int | None = None, return_logits: bool = False,
+                   first_token_last_layer: bool = True) -> Iterator[tuple[list, np.ndarray]]:
     """Class probabilities of texts (or sentence pairs), streamed chunk by chunk in input order.
 
     Args:
-        model (`PreTrainedModel` or `PeftModel`): a sequence classifier (put in eval mode here).
+        model (`PreTrainedModel`, `PeftModel` or `OnnxClassifier`): a sequence classifier (put in eval mode here),
+            or an ONNX export of one.
         tokenizer (`PreTrainedTokenizerFast`): its tokenizer, with a pad token.
         texts (`Iterable[str]` or `Iterable[tuple[str, str]]`): texts, or (text, text_pair) pairs; a generator
             is read lazily, `chunk_size` items at a time.
@@ -225,13 +245,16 @@ def classify_texts(model, tokenizer, texts: Iterable[Text], *, max_length: int |
         progress (`bool`, *optional*, defaults to `True`): a tqdm bar on stderr (hidden when not a terminal).
         total (`int`, *optional*): the number of inputs, for the bar, when `texts` has no `len()`.
         return_logits (`bool`, *optional*, defaults to `False`): yield logits instead of probabilities.
+        first_token_last_layer (`bool`, *optional*, defaults to `True`): compute the last layer at the pooled
+            position only where the architecture is known to pool position 0 (BERT, RoBERTa, ELECTRA,
+            DistilBERT; ~14% fewer FLOPs for 6 layers, same logits within float32 rounding).
 
     Yields:
         `(inputs, scores)`: a list of up to `chunk_size` inputs and a float32 array of shape (len(inputs),
         num_labels) whose row i belongs to inputs[i].
     """
-    forward = torch_forward(model, bf16)
-    token_budget = token_budget or default_token_budget(next(model.parameters()).device.type)
+    forward, device_type = model_forward(model, bf16, first_token_last_layer)
+    token_budget = token_budget or default_token_budget(device_type)
     for chunk, logits in run_batched(forward, tokenizer, texts, max_length=max_length, token_budget=token_budget,
                                      chunk_size=chunk_size, pad_to_multiple_of=pad_to_multiple_of,
                                      progress=progress, total=total):

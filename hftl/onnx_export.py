@@ -186,32 +186,43 @@ def _max_length(folder: Path) -> int | None:
 
 
 class OnnxClassifier:
-    """A text classifier exported by `export_onnx`, run with ONNX Runtime on hftl's batching path.
+    """A classifier exported by `export_onnx`, run with ONNX Runtime on hftl's batching path.
+
+    A text classifier predicts here by itself (`classify_texts`, `predict`). Either kind is also a model the
+    recipes predict with: `hftl.load(folder)` of an export of a run gives it to the run's recipe, which calls
+    `forward` where it would call the PyTorch model (`hftl.batch_inference.model_forward`).
 
     Attributes: `label_names`, `decisions` (the run's calibration.json: problem type, temperature, thresholds,
-    score range), `max_length` (the run's `data.max_length`, else the tokenizer's limit), `tokenizer`, `session`.
+    score range), `max_length` (the run's `data.max_length`, else the tokenizer's limit), `tokenizer`, `session`,
+    `config` (the model's transformers config), `logits_per` ("text" or "token"), `device_type` ("cpu").
 
     Args:
-        folder (`str` or `Path`): a folder written by `export_onnx` (text classification).
+        folder (`str` or `Path`): a folder written by `export_onnx`.
         threads (`int`, *optional*): ONNX Runtime's intra-op threads (default: one per physical core).
         providers (`list[str]`, *optional*): execution providers (default: CPU).
         spin (`bool`, *optional*, defaults to `False`): let idle worker threads spin-wait for work. Off: on a
             shared CPU spinning threads take cycles from everything else, and batches here are large enough
             that waking threads costs little.
+        expected_class (`str`, *optional*): the transformers Auto class a recipe predicts with; an export of
+            another kind is refused.
     """
 
+    device_type = "cpu"
+
     def __init__(self, folder: str | Path, *, threads: int | None = None, providers: list[str] | None = None,
-                 spin: bool = False):
+                 spin: bool = False, expected_class: str | None = None):
         onnxruntime = _import_onnxruntime()
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         self.folder = Path(folder)
         if not is_onnx_folder(self.folder):
             raise HftlError(f"{self.folder} is not an ONNX export (no {ONNX_FILE} and {EXPORT_RECORD}). Write one "
                             f"with `hftl export RUN_DIR --onnx {self.folder}`.")
         record = json.loads((self.folder / EXPORT_RECORD).read_text(encoding="utf-8"))
-        if record.get("logits_per") != "text":
-            raise HftlError(f"{self.folder} is a token classifier; OnnxClassifier predicts one label per text.")
+        self.logits_per = record.get("logits_per")
+        if expected_class and AUTO_CLASSES.get(self.logits_per) != expected_class:
+            raise HftlError(f"{self.folder} holds an ONNX {self.logits_per} classifier, not the "
+                            f"{expected_class} this run's task predicts with.")
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -223,11 +234,21 @@ class OnnxClassifier:
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.label_names = _label_names(self.folder)
         self.decisions = _decisions(self.folder)
+        self.config = AutoConfig.from_pretrained(self.folder)
         self.max_length = _max_length(self.folder)
 
     def forward(self, arrays: dict) -> np.ndarray:
         """float32 logits of one padded batch (int64 arrays by input name)."""
         return self.session.run(["logits"], {name: arrays[name] for name in self.input_names})[0]
+
+    def eval(self) -> "OnnxClassifier":
+        """Nothing to switch (an exported graph has no dropout); there for code that puts models in eval mode."""
+        return self
+
+    def _text_classifier_only(self) -> None:
+        if self.logits_per != "text":
+            raise HftlError(f"{self.folder} is a token classifier: predict with the run's recipe, "
+                            f"`hftl.load('{self.folder}').predict(...)` (or `hftl predict {self.folder}`).")
 
     def classify_texts(self, texts: Iterable, *, max_length: int | None = None,
                        token_budget: int = DEFAULT_TOKEN_BUDGET, chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -236,6 +257,7 @@ class OnnxClassifier:
         """`(inputs, probabilities)` chunk by chunk in input order; see `hftl.batch_inference.classify_texts`.
         Probabilities are the softmax of the logits, so a multi-label or regression export needs
         `return_logits=True` (or `predict`, which applies the run's decisions)."""
+        self._text_classifier_only()
         if not return_logits and self.decisions["problem_type"] != SINGLE:
             raise HftlError(f"{self.folder} is a {self.decisions['problem_type']} model: its outputs are not "
                             "softmax probabilities. Use predict(), or classify_texts(..., return_logits=True).")

@@ -21,7 +21,7 @@ from hftl.config.schema import DataConfig, RunConfig
 from hftl.data import check_source
 from hftl.data.labels import LabelMap
 from hftl.epoch import TrainingEpoch
-from hftl.errors import ConfigError, DataError
+from hftl.errors import ConfigError, DataError, HftlError
 from hftl.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -287,9 +287,13 @@ class Recipe:
         merged model a LoRA run saved beside its adapter), else the base model plus the run's LoRA adapter."""
         import transformers
 
+        from hftl.onnx_export import OnnxClassifier, is_onnx_folder
+
         labels = run.labels()
         folder = run.model_dir
         processor = self.load_trained_processor(folder)
+        if is_onnx_folder(folder):  # `hftl export RUN --onnx`: the run's records beside an ONNX Runtime model
+            return processor, OnnxClassifier(folder, expected_class=self.auto_model_class), labels
         if folder == run.path and run.is_adapter:
             from peft import PeftModel
 
@@ -313,6 +317,12 @@ class Recipe:
     def evaluate_trained(self, model, processor, labels: LabelMap | None, source: str | None = None) -> dict:
         """Metrics of a finished run's model on `source` (default: the run's test, else validation, data)."""
         import tempfile
+
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise HftlError("evaluation runs the PyTorch model through the Trainer; this is an ONNX export. "
+                            "Evaluate the run it was exported from, or predict with this folder.")
 
         from transformers import Trainer, TrainingArguments
 

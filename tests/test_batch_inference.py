@@ -120,6 +120,24 @@ def test_token_budget_respected_by_every_forward_pass(classifier):
     assert shapes[0][1] == lengths[0]  # the longest batch first, padded to its own longest row only
 
 
+def test_first_token_last_layer_in_prediction_keeps_the_probabilities(classifier):
+    """The default (last layer at [CLS] only) gives the probabilities of the full computation within float32
+    rounding, and leaves the model's layers as they were."""
+    model, tokenizer = classifier
+    texts = varied_texts(30)
+    layer = model.bert.encoder.layer[-1]
+    seen = []
+    handle = layer.register_forward_hook(lambda m, a, out: seen.append(out.shape[1]))
+    kwargs = {"max_length": 64, "token_budget": 300, "bf16": False, "progress": False}
+    _, fast = collect(classify_texts(model, tokenizer, texts, **kwargs))
+    shortcut_lengths, seen[:] = list(seen), []
+    _, full = collect(classify_texts(model, tokenizer, texts, first_token_last_layer=False, **kwargs))
+    handle.remove()
+    assert set(shortcut_lengths) == {1} and min(seen) > 1
+    np.testing.assert_allclose(fast, full, atol=1e-5)
+    assert (fast.argmax(-1) == full.argmax(-1)).all() and "forward" not in vars(layer)
+
+
 def test_default_token_budget_follows_the_models_device(classifier, monkeypatch):
     from hftl import batch_inference
 

@@ -219,3 +219,42 @@ def test_gradient_checkpointing_keeps_the_shortcut_exact():
     fast.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     assert use_first_token_last_layer(fast) is True
     _assert_same_step(stock, fast, _batch(6))
+
+
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_first_token_in_eval_for_prediction_then_the_model_as_it_was(arch):
+    """Prediction's shortcut (`first_token_in_eval`): same logits in evaluation mode, and the model unchanged after,
+    whether or not training had patched it."""
+    from hftl.speed.first_token_last_layer import first_token_in_eval
+
+    torch.manual_seed(0)
+    model = BUILDERS[arch]().eval()
+    batch = {k: v for k, v in _batch(2).items() if k != "labels"}
+    with torch.no_grad():
+        stock = model(**batch).logits
+    layer, seen = _last_layer(model), []
+    handle = layer.register_forward_hook(lambda m, a, out: seen.append(tuple(out.shape)))
+    with torch.no_grad(), first_token_in_eval(model) as applied:
+        fast = model(**batch).logits
+    assert applied and seen == [(4, 1, HIDDEN)]
+    torch.testing.assert_close(fast, stock, atol=ATOL, rtol=RTOL)
+    assert "forward" not in vars(layer)  # left as it was: the stock forward, all positions
+    with torch.no_grad():
+        model(**batch)
+    assert seen[-1] == (4, batch["input_ids"].shape[1], HIDDEN)
+    handle.remove()
+    assert use_first_token_last_layer(model)  # patched for training: stays patched, and stock in evaluation
+    with first_token_in_eval(model):
+        pass
+    assert "forward" in vars(layer) and not hasattr(layer, "_hftl_first_token_in_eval")
+
+
+def test_first_token_in_eval_leaves_other_models_alone():
+    from transformers import BertConfig, BertForTokenClassification
+
+    from hftl.speed.first_token_last_layer import first_token_in_eval
+
+    model = BertForTokenClassification(BertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                                  num_attention_heads=HEADS, intermediate_size=FFN)).eval()
+    with first_token_in_eval(model) as applied:
+        assert not applied

@@ -90,8 +90,8 @@ def test_token_classification_export(tiny_bert_dir, tmp_path):
     mask = batch["attention_mask"].numpy().astype(bool)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got[mask], expected[mask], atol=1e-4)
-    with pytest.raises(HftlError, match="is a token classifier; OnnxClassifier predicts one label per text"):
-        OnnxClassifier(out)
+    with pytest.raises(HftlError, match="is a token classifier: predict with the run's recipe"):
+        OnnxClassifier(out).predict(["a text"])
 
 
 def test_export_refuses_non_empty_output_and_non_model_folders(classifier_dir, exported, tmp_path):

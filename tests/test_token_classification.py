@@ -396,3 +396,37 @@ def test_tiny_gpt2_run(ner_config, tiny_gpt2_dir):
 
     (prediction,) = hftl.load(result.run_dir).predict([["alice", "went", "to", "paris"]])
     assert len(prediction["tags"]) == 4
+
+
+def test_onnx_export_of_a_lora_run_predicts_like_the_run(ner_config, tmp_path):
+    """`hftl export RUN --onnx OUT` of a token-classification run (LoRA, merged on export): `hftl.load(OUT)` and
+    `hftl predict OUT` give the run's entities and tags, through the same recipe code on ONNX Runtime."""
+    pytest.importorskip("onnxruntime")
+    import json
+
+    import hftl
+    from hftl.cli import main
+    from hftl.onnx_export import OnnxClassifier, export_onnx
+
+    result = _recipe(ner_config(model__strategy="lora")).run()
+    out = export_onnx(result.run_dir, tmp_path / "onnx")
+    texts = ["alice and bob smith went to new york", "Paris!! 😀 was, really, quite", "carol flew to rome"]
+    inputs = [*texts, ["the", "film", "carol", "rome"]]
+    expected = hftl.load(result.run_dir).predict(inputs)
+    exported = hftl.load(out)
+    assert isinstance(exported.model, OnnxClassifier)
+    got = exported.predict(inputs)
+    assert got[3]["tags"] == expected[3]["tags"] and got[3]["scores"] == pytest.approx(expected[3]["scores"], abs=1e-4)
+    for a, b in zip(got[:3], expected[:3]):
+        assert [(e["entity"], e["start"], e["end"]) for e in a["entities"]] == \
+               [(e["entity"], e["start"], e["end"]) for e in b["entities"]]
+        assert [e["score"] for e in a["entities"]] == pytest.approx([e["score"] for e in b["entities"]], abs=1e-4)
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert main(["predict", str(out), "--input", str(tmp_path / "texts.txt"), "--output",
+                 str(tmp_path / "out.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["input"] for row in rows] == texts
+    assert [[e["entity"] for e in row["entities"]] for row in rows] == \
+           [[e["entity"] for e in b["entities"]] for b in expected[:3]]
+    with pytest.raises(hftl.errors.HftlError, match="evaluation runs the PyTorch model"):
+        exported.evaluate()

@@ -38,10 +38,12 @@ def run(args) -> int:
     from hftl.errors import DataError
     from hftl.onnx_export import OnnxClassifier, is_onnx_folder
     from hftl.prediction_io import PredictionWriter, iter_inputs
+    from hftl.run_dir import RunDir
 
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    if is_onnx_folder(args.run_dir):  # `hftl export --onnx`: ONNX Runtime, no torch model
+    if is_onnx_folder(args.run_dir) and not RunDir(args.run_dir).config_file.is_file():
+        # `hftl export --onnx` of a plain model folder: no run's recipe, a text classifier on ONNX Runtime alone
         predictor = OnnxClassifier(args.run_dir)
         inputs = iter_inputs(args.input, args.column, None)
     else:

@@ -8,11 +8,11 @@ need that one position: for a 6-layer model ~14% fewer FLOPs, with the same logi
 
 The patch replaces the `forward` of one layer *instance* (nothing global); the model's
 `last_hidden_state` then has length 1, which is all the classification head reads. At call time the
-layer runs its stock forward in evaluation (so the metrics a run reports are exactly what its saved model
-gives later, to the last bit, where decision thresholds sit on observed probabilities) and whenever
-something else may look at its output: hidden states or
-attentions requested, a cache, cross-attention, padding-free (flattened) batches, or an attention
-implementation or mask this module was not checked with.
+layer runs its stock forward in evaluation (so the metrics a run reports are exactly what `hftl evaluate` of
+its saved model gives later, to the last bit, where decision thresholds sit on observed probabilities) unless
+inside `first_token_in_eval` (prediction, whose batches differ from the Trainer's anyway), and whenever
+something else may look at its output: hidden states or attentions requested, a cache, cross-attention,
+padding-free (flattened) batches, or an attention implementation or mask this module was not checked with.
 
 Relies on (checked with transformers 5.24): the layer classes' attribute names (`attention.self.query /
 key / value / scaling / dropout`, `attention.output`, `feed_forward_chunk` for BERT-like layers;
@@ -25,6 +25,7 @@ and leaves the model untouched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import types
@@ -42,6 +43,7 @@ _CLASSIFIERS = {
 }
 _CHECKED_ATTENTION = {"eager", "sdpa", "sdpa_cheap_dropout"}  # the last from `hftl.speed.cheap_dropout`
 _MARK = "_hftl_first_token_last_layer"
+_IN_EVAL = "_hftl_first_token_in_eval"  # set by `first_token_in_eval` only
 
 
 def use_first_token_last_layer(model) -> bool:
@@ -55,32 +57,67 @@ def use_first_token_last_layer(model) -> bool:
         configured to output hidden states or attentions, or a layer whose structure differs from the one
         this module was written against. `del layer.forward` on the last layer undoes the change.
     """
+    found = _last_layer(model)
+    if found is None:
+        return False
+    layer, kind = found
+    if not getattr(layer, _MARK, False):
+        layer.forward = types.MethodType(_bert_like_forward if kind == "bert" else _distilbert_forward, layer)
+        setattr(layer, _MARK, True)
+    return True
+
+
+@contextlib.contextmanager
+def first_token_in_eval(model):
+    """Inside: `model`'s last layer runs at position 0 only in evaluation mode too, where the architecture allows
+    (yields whether it does); on leaving, the model is as it was. For prediction, which reads the logits alone
+    and whose length-sorted batches differ from the Trainer's anyway; evaluation inside training keeps the stock
+    forward (see the module docstring)."""
+    found = _last_layer(model)
+    if found is None:
+        yield False
+        return
+    layer, _ = found
+    installed_here = not getattr(layer, _MARK, False)
+    use_first_token_last_layer(model)
+    setattr(layer, _IN_EVAL, True)
+    try:
+        yield True
+    finally:
+        delattr(layer, _IN_EVAL)
+        if installed_here:
+            del layer.forward
+            delattr(layer, _MARK)
+
+
+def _last_layer(model):
+    """(the last encoder layer, its kind) where the shortcut applies to `model`, else None."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrappers
     spec = _CLASSIFIERS.get(type(inner).__name__)
     config = getattr(inner, "config", None)
     if spec is None or config is None:
-        return False
+        return None
     if getattr(config, "output_hidden_states", False) or getattr(config, "output_attentions", False):
-        return False
+        return None
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
-        return False
+        return None
     base_attr, layers_path, kind = spec
     layers = getattr(inner, base_attr, None)
     for name in layers_path.split("."):
         layers = getattr(layers, name, None)
     if not layers or not hasattr(layers, "__getitem__"):
-        return False
+        return None
     layer = layers[-1]
-    if getattr(layer, _MARK, False):
-        return True
-    forward = _bert_like_forward if kind == "bert" else _distilbert_forward
-    if not _structure_ok(layer, kind):
+    if not getattr(layer, _MARK, False) and not _structure_ok(layer, kind):
         logger.info("first_token_last_layer: %s's last layer is not laid out as expected; left as is",
                     type(inner).__name__)
-        return False
-    layer.forward = types.MethodType(forward, layer)
-    setattr(layer, _MARK, True)
-    return True
+        return None
+    return layer, kind
+
+
+def _shortcut_wanted(layer) -> bool:
+    """In training, or in evaluation inside `first_token_in_eval`."""
+    return layer.training or getattr(layer, _IN_EVAL, False)
 
 
 def _structure_ok(layer, kind: str) -> bool:
@@ -156,7 +193,7 @@ def _bert_like_forward(self, hidden_states, attention_mask=None, encoder_hidden_
                        encoder_attention_mask=None, cache=None, **kwargs):
     """`BertLayer.forward` (and its RoBERTa / ELECTRA copies) returning position 0 only."""
     self_attention = self.attention.self
-    mask = False if cache is not None or encoder_hidden_states is not None or not self.training else \
+    mask = False if cache is not None or encoder_hidden_states is not None or not _shortcut_wanted(self) else \
         _usable(self_attention, attention_mask, kwargs)
     if mask is False:
         return type(self).forward(self, hidden_states, attention_mask, encoder_hidden_states,
@@ -172,7 +209,7 @@ def _bert_like_forward(self, hidden_states, attention_mask=None, encoder_hidden_
 def _distilbert_forward(self, hidden_states, attention_mask=None, **kwargs):
     """DistilBERT's `TransformerBlock.forward` returning position 0 only."""
     attention = self.attention
-    mask = _usable(attention, attention_mask, kwargs) if self.training else False
+    mask = _usable(attention, attention_mask, kwargs) if _shortcut_wanted(self) else False
     if mask is False:
         return type(self).forward(self, hidden_states, attention_mask, **kwargs)
     first = hidden_states[:, :1]

@@ -258,15 +258,17 @@ class TextClassificationRecipe(ClassificationRecipe):
 
     def predict_logits(self, model, tokenizer, inputs: list, batch_size: int):
         """Tokenised once, sorted by length, batched by a token budget (`hftl.batch_inference`), returned in input
-        order; float32 unless `speed.bf16: true` asks for bfloat16 (exact probabilities by default)."""
+        order; float32 unless `speed.bf16: true` asks for bfloat16 (exact probabilities by default); the last layer
+        at the pooled position only unless `speed.first_token_last_layer: false`."""
         import numpy as np
 
         from hftl.batch_inference import classify_texts
 
         texts = self._checked_inputs(inputs, 0)
+        speed = self.config.speed
         chunks = [logits for _, logits in classify_texts(
-            model, tokenizer, texts, max_length=self.config.data.max_length, bf16=self.config.speed.bf16 is True,
-            progress=False, return_logits=True)]
+            model, tokenizer, texts, max_length=self.config.data.max_length, bf16=speed.bf16 is True,
+            progress=False, return_logits=True, first_token_last_layer=speed.first_token_last_layer is not False)]
         return np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels), dtype=np.float32)
 
     def _checked_inputs(self, texts: list, first_row: int) -> list:

@@ -905,17 +905,21 @@ class TokenClassificationRecipe(Recipe):
     # -- prediction -------------------------------------------------------------------------------
     @staticmethod
     def _window_logits(model, tokenizer, encoding, batch_size: int, num_labels: int):
-        import torch
+        """Per window, per position, the label probabilities (float32, zero past a window's end) of a PyTorch model
+        or its ONNX export (`hftl.batch_inference.model_forward`)."""
+        import numpy as np
 
+        from hftl.batch_inference import model_forward, softmax
+
+        forward, _ = model_forward(model, bf16=False)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoding]
         rows, length = len(encoding["input_ids"]), max((len(ids) for ids in encoding["input_ids"]), default=0)
-        out = torch.zeros((rows, length, num_labels))
+        out = np.zeros((rows, length, num_labels), dtype=np.float32)
         for start in range(0, rows, batch_size):
-            batch = tokenizer.pad({k: encoding[k][start:start + batch_size] for k in keys}, return_tensors="pt")
-            with torch.inference_mode():
-                logits = model(**batch.to(model.device)).logits.float().cpu()
+            batch = tokenizer.pad({k: encoding[k][start:start + batch_size] for k in keys}, return_tensors="np")
+            logits = forward({k: np.asarray(v, dtype=np.int64) for k, v in batch.items()})
             out[start:start + len(logits), :logits.shape[1]] = logits
-        return out.softmax(-1).numpy()
+        return softmax(out)
 
     def predict(self, model, tokenizer, inputs: list, labels: LabelMap | None = None, batch_size: int = 64,
                 **kwargs) -> list[dict]:
