@@ -287,6 +287,9 @@ def test_config_mistakes_are_reported_together(tmp_path, image_config, image_dat
     assert "no image_column column 'file'" in message
     message = problems_of(image_config(**{"data.image_column": "picture"}))
     assert "image folder, whose columns are 'image' and 'label'" in message
+    # score_range is a setting of text regression (image classification has no problem_type to set)
+    message = problems_of(image_config(**{"data.score_range": [0, 5]}))
+    assert "score_range" in message and "problem_type" not in message
 
 
 def test_images_directly_in_the_root_folder(tmp_path, image_config):

@@ -62,11 +62,6 @@ class ClassificationData(DataConfig):
         "for single-label (the tuned binary threshold is reported beside it); 'tuned' also applies the tuned one to "
         "binary tasks; a number in (0, 1) is one fixed threshold (multi-label, or the positive class of binary tasks)"
     )
-    score_range: list[float] | None = field(
-        None, help="regression with bounded scores: [low, high]; the model predicts low + (high - low) x "
-        "sigmoid(output) and trains with binary cross-entropy on (score - low) / (high - low), as "
-        "sentence-transformers' CrossEncoder does; null = plain regression (mean squared error)"
-    )
 
     def check(self) -> list[str]:
         problems, weights = [], self.class_weights
@@ -81,7 +76,6 @@ class ClassificationData(DataConfig):
         if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
             problems.append(f"threshold: a fixed threshold must be between 0 and 1, got {self.threshold}.")
         problem = self.declared_problem_type()
-        problems += score_range_problems(self.score_range, problem)
         if problem == REGRESSION:
             used = [f"{name}: {value!r}" for name, value, default in (
                 ("class_weights", weights, "none"), ("threshold", self.threshold, "auto"),

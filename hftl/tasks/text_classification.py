@@ -34,6 +34,11 @@ class TextClassificationData(ClassificationData):
     label_separator: str | None = field(
         None, help="multi-label: the character between labels in a label cell (e.g. ',' for 'admiration,joy')"
     )
+    score_range: list[float] | None = field(
+        None, help="regression with bounded scores: [low, high]; the model predicts low + (high - low) x "
+        "sigmoid(output) and trains with binary cross-entropy on (score - low) / (high - low), as "
+        "sentence-transformers' CrossEncoder does; null = plain regression (mean squared error)"
+    )
     symmetric_pairs: bool = field(
         False, help="sentence pairs: also train on every pair in the other order, (text_pair, text), with the same "
         "label (for symmetric labels such as similarity scores; doubles the training rows; evaluation unchanged)"
@@ -51,7 +56,7 @@ class TextClassificationData(ClassificationData):
                             "remove symmetric_pairs.")
         if self.label_separator is not None and not self.label_separator:
             problems.append("label_separator: must not be empty (e.g. ',' or '|'), or null.")
-        return problems
+        return problems + score_range_problems(self.score_range, self.problem_type)
 
     def declared_problem_type(self) -> str:
         return self.problem_type
