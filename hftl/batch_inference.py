@@ -25,8 +25,8 @@ from hftl.errors import DataError
 logger = logging.getLogger(__name__)
 
 #: padded tokens per forward pass (rows x padded length) on a CPU: 16 rows of 128 tokens, or 170 of SST-2's median
-#: 12. Small enough that a batch's activations stay in the caches: on 2-core Xeons 2048 ran 1.5-1.7x faster than
-#: 8192 in float32 and bf16, for MiniLM and a BERT-base-sized model, short and longer texts (docs/benchmarks.md).
+#: 12. Small enough that a batch's activations stay near the caches: on a 2-core AMX Xeon 2048 ran 1.2-1.3x faster
+#: than 8192 in float32 and bf16, on SST-2 and GoEmotions texts (docs/benchmarks.md, "Prediction throughput").
 DEFAULT_TOKEN_BUDGET = 2048
 #: the budget on a GPU or other accelerator, where wide batches keep the device busy (not measured on one yet)
 ACCELERATOR_TOKEN_BUDGET = 8192
