@@ -20,7 +20,9 @@ def register(subparsers):
                         help="where to write the predictions (.jsonl or .csv); default: standard output")
     parser.add_argument("--format", choices=["jsonl", "csv"],
                         help="output format (default: from --output's extension, else jsonl)")
-    parser.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="inputs per forward pass of image and token classification (text classification "
+                             "batches texts of similar length by a token budget instead)")
     add_trust_arguments(parser)
     parser.set_defaults(func=run)
 
