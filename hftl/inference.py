@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hftl.onnx_export import OnnxClassifier, is_onnx_folder
 from hftl.run_dir import RunDir
 from hftl.tasks import recipe_for_run
 
@@ -12,7 +13,8 @@ class LoadedRun:
     """A trained run loaded from its folder: `.model`, `.processor`, `.labels`, `.recipe` (with the run's config).
 
     Args:
-        run_dir (`str` or `Path`): a finished run (or a folder from `hftl export`).
+        run_dir (`str` or `Path`): a finished run, or a folder from `hftl export` (`--merged`, or `--onnx`:
+            predictions with ONNX Runtime through the run's recipe; no `evaluate`).
         trust_remote_code (`bool`, *optional*, defaults to `False`): run modelling code shipped with the base
             checkpoint. Taken from the caller only, never from the run folder's config.
         allow_pickle (`bool`, *optional*, defaults to `False`): allow pickle (.bin) weights of the base checkpoint.
@@ -21,7 +23,10 @@ class LoadedRun:
     def __init__(self, run_dir: str | Path, trust_remote_code: bool = False, allow_pickle: bool = False):
         self.run_dir = Path(run_dir)
         self.recipe = recipe_for_run(self.run_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-        self.processor, self.model, self.labels = self.recipe.load_trained(RunDir(self.run_dir))
+        model = None
+        if is_onnx_folder(self.run_dir):  # `hftl export RUN --onnx`: the run's records beside an ONNX model
+            model = OnnxClassifier(self.run_dir, expected_class=self.recipe.auto_model_class)
+        self.processor, self.model, self.labels = self.recipe.load_trained(RunDir(self.run_dir), model)
         self.model.eval()
 
     def predict(self, inputs, batch_size: int = 64, **kwargs) -> list[dict]:

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from hftl.batch_inference import DEFAULT_CHUNK_SIZE, DEFAULT_TOKEN_BUDGET, run_batched, softmax
+from hftl.decisions import SINGLE, predictions_from_logits
 from hftl.errors import HftlError
 from hftl.export import prepare_export_folder
 from hftl.run_dir import RunDir
-from hftl.tasks.classification import SINGLE, predictions_from_logits
 
 logger = logging.getLogger(__name__)
 

@@ -282,18 +282,17 @@ class Recipe:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
 
-    def load_trained(self, run: RunDir):
+    def load_trained(self, run: RunDir, model=None):
         """(processor, model, labels) of a finished run, from safetensors only: a complete model (the run, or the
-        merged model a LoRA run saved beside its adapter), else the base model plus the run's LoRA adapter."""
+        merged model a LoRA run saved beside its adapter), else the base model plus the run's LoRA adapter.
+        `model`, if given, is used instead of loading one (an ONNX export's `OnnxClassifier`, `hftl.load`)."""
         import transformers
-
-        from hftl.onnx_export import OnnxClassifier, is_onnx_folder
 
         labels = run.labels()
         folder = run.model_dir
         processor = self.load_trained_processor(folder)
-        if is_onnx_folder(folder):  # `hftl export RUN --onnx`: the run's records beside an ONNX Runtime model
-            return processor, OnnxClassifier(folder, expected_class=self.auto_model_class), labels
+        if model is not None:
+            return processor, model, labels
         if folder == run.path and run.is_adapter:
             from peft import PeftModel
 

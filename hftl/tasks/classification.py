@@ -26,17 +26,17 @@ from typing import Literal
 from hftl.config.parse import field
 from hftl.config.schema import DataConfig
 from hftl.data.labels import LabelMap
+from hftl.decisions import MULTI, REGRESSION, SINGLE, predictions_from_logits, regression_scores
 from hftl.errors import ConfigError, DataError
 from hftl.metrics import (
     classification_report, logits_to_predictions, make_compute_metrics, make_multilabel_compute_metrics,
-    make_regression_compute_metrics, mean_cross_entropy, multilabel_report, prediction_records, regression_report,
+    make_regression_compute_metrics, mean_cross_entropy, multilabel_report, regression_report,
 )
 from hftl.modeling import load_pretrained_model, read_model_config
 from hftl.recipe import PreparedData, Recipe
 
 logger = logging.getLogger(__name__)
 
-SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
 PROBLEM_TYPES = (SINGLE, MULTI, REGRESSION)
 RELIABILITY_PNG = "reliability_diagram.png"
 SCATTER_PNG = "regression_scatter.png"
@@ -176,19 +176,6 @@ def outside_score_range(values, score_range) -> list[int]:
     """Indices of the regression targets in `values` that lie outside `score_range`."""
     low, high = score_range
     return [i for i, v in enumerate(values) if not low <= float(v) <= high]
-
-
-def regression_scores(logits, score_range=None):
-    """The predicted scores of a regression model's (n, 1) or (n,) outputs: the outputs themselves, or with a
-    `data.score_range` [low, high], low + (high - low) x sigmoid(output). A tuple (a model returning more than
-    its logits, as `Trainer.predict` gives it) is read from its first element."""
-    import numpy as np
-
-    logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits, dtype=np.float64).reshape(-1)
-    if not score_range:
-        return logits
-    low, high = score_range
-    return low + (high - low) / (1.0 + np.exp(-logits))
 
 
 def label_option_problems(names: list[str] | None, data, problem: str) -> list[str]:
@@ -629,8 +616,8 @@ class ClassificationRecipe(Recipe):
             saved["class_weights"] = dict(zip(labels.names, weights))
         run.write_calibration(saved)
 
-    def load_trained(self, run):
-        processor, model, labels = super().load_trained(run)
+    def load_trained(self, run, model=None):
+        processor, model, labels = super().load_trained(run, model)
         self._decisions = run.calibration() or {"problem_type": getattr(model.config, "problem_type", None) or SINGLE}
         return processor, model, labels
 
@@ -682,35 +669,6 @@ class ClassificationRecipe(Recipe):
             decisions = {**decisions, "problem_type": getattr(model.config, "problem_type", None) or SINGLE}
         logits = self.predict_logits(model, processor, inputs, batch_size)
         return predictions_from_logits(logits, decisions, labels.names if labels else None)
-
-
-def predictions_from_logits(logits, decisions: dict, label_names: list[str] | None) -> list[dict]:
-    """One dict per row of `logits`: {label, score, probabilities} (single-label), {labels, probabilities}
-    (multi-label: the labels at or above their thresholds) or {score} (regression).
-
-    `decisions` are a run's `calibration.json`: its problem type, and where fitted the temperature (probabilities
-    are calibrated), the binary threshold on the positive class, per-label thresholds, or the score range. The
-    one place predictions are made from outputs, for the PyTorch model and its ONNX export alike.
-    """
-    import numpy as np
-
-    from hftl.calibration import apply_temperature
-
-    problem = decisions.get("problem_type") or SINGLE
-    if problem == REGRESSION:
-        return [{"score": float(score)} for score in regression_scores(logits, decisions.get("score_range"))]
-    probabilities = apply_temperature(logits, decisions.get("temperature") or 1.0, multi_label=problem == MULTI)
-    if problem == MULTI:
-        thresholds = np.broadcast_to(np.asarray(decisions.get("thresholds", 0.5)), (len(label_names),))
-        return [{"labels": [n for n, p, t in zip(label_names, row, thresholds) if p >= t],
-                 "probabilities": {n: float(p) for n, p in zip(label_names, row)}} for row in probabilities]
-    records = prediction_records(probabilities, label_names)
-    threshold = decisions.get("threshold")
-    if threshold is not None:  # binary, with a chosen threshold on the positive class (id 1)
-        for record, row in zip(records, probabilities):
-            best = int(row[1] >= threshold)
-            record["label"], record["score"] = label_names[best], float(row[best])
-    return records
 
 
 def _binary_cross_entropy(logits, label_ids) -> float:
