@@ -83,11 +83,11 @@ def first_token_in_eval(model):
     setattr(layer, _IN_EVAL, True)
     try:
         yield True
-    finally:
-        delattr(layer, _IN_EVAL)
+    finally:  # pop, not del: another thread predicting with the same model may have cleaned up first
+        vars(layer).pop(_IN_EVAL, None)
         if installed_here:
-            del layer.forward
-            delattr(layer, _MARK)
+            vars(layer).pop("forward", None)
+            vars(layer).pop(_MARK, None)
 
 
 def _last_layer(model):
