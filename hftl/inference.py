@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hftl.errors import HftlError
 from hftl.onnx_export import OnnxClassifier, is_onnx_folder
 from hftl.run_dir import RunDir
 from hftl.tasks import recipe_for_run
@@ -35,6 +36,9 @@ class LoadedRun:
 
     def evaluate(self, source: str | None = None) -> dict:
         """Metrics on a data source (default: the run's configured test data)."""
+        if isinstance(self.model, OnnxClassifier):
+            raise HftlError("evaluation runs the PyTorch model through the Trainer; this is an ONNX export. "
+                            "Evaluate the run it was exported from, or predict with this folder.")
         return self.recipe.evaluate_trained(self.model, self.processor, self.labels, source)
 
 

@@ -167,15 +167,6 @@ def _label_names(folder: Path) -> list[str]:
     return [id2label[str(i)] for i in range(len(id2label))]
 
 
-def _decisions(folder: Path) -> dict:
-    """The run's calibration.json (problem type, temperature, thresholds, score range), else the model's problem
-    type, as `ClassificationRecipe.load_trained` reads them."""
-    if (folder / RunDir.CALIBRATION).is_file():
-        return json.loads((folder / RunDir.CALIBRATION).read_text(encoding="utf-8"))
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    return {"problem_type": config.get("problem_type") or SINGLE}
-
-
 def _max_length(folder: Path) -> int | None:
     import yaml
 
@@ -233,8 +224,9 @@ class OnnxClassifier:
         self.input_names = [node.name for node in self.session.get_inputs()]
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.label_names = _label_names(self.folder)
-        self.decisions = _decisions(self.folder)
         self.config = AutoConfig.from_pretrained(self.folder)
+        # as `ClassificationRecipe.load_trained` reads them: the run's calibration.json, else the model's problem type
+        self.decisions = RunDir(self.folder).calibration() or {"problem_type": self.config.problem_type or SINGLE}
         self.max_length = _max_length(self.folder)
 
     def forward(self, arrays: dict) -> np.ndarray:

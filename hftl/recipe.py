@@ -21,7 +21,7 @@ from hftl.config.schema import DataConfig, RunConfig
 from hftl.data import check_source
 from hftl.data.labels import LabelMap
 from hftl.epoch import TrainingEpoch
-from hftl.errors import ConfigError, DataError, HftlError
+from hftl.errors import ConfigError, DataError
 from hftl.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -316,12 +316,6 @@ class Recipe:
     def evaluate_trained(self, model, processor, labels: LabelMap | None, source: str | None = None) -> dict:
         """Metrics of a finished run's model on `source` (default: the run's test, else validation, data)."""
         import tempfile
-
-        import torch
-
-        if not isinstance(model, torch.nn.Module):
-            raise HftlError("evaluation runs the PyTorch model through the Trainer; this is an ONNX export. "
-                            "Evaluate the run it was exported from, or predict with this folder.")
 
         from transformers import Trainer, TrainingArguments
 
