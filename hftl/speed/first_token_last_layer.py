@@ -58,13 +58,9 @@ def use_first_token_last_layer(model) -> bool:
         this module was written against. `del layer.forward` on the last layer undoes the change.
     """
     found = _last_layer(model)
-    if found is None:
-        return False
-    layer, kind = found
-    if not getattr(layer, _MARK, False):
-        layer.forward = types.MethodType(_bert_like_forward if kind == "bert" else _distilbert_forward, layer)
-        setattr(layer, _MARK, True)
-    return True
+    if found is not None:
+        _install(*found)
+    return found is not None
 
 
 @contextlib.contextmanager
@@ -77,9 +73,9 @@ def first_token_in_eval(model):
     if found is None:
         yield False
         return
-    layer, _ = found
+    layer, kind = found
     installed_here = not getattr(layer, _MARK, False)
-    use_first_token_last_layer(model)
+    _install(layer, kind)
     setattr(layer, _IN_EVAL, True)
     try:
         yield True
@@ -88,6 +84,13 @@ def first_token_in_eval(model):
         if installed_here:
             vars(layer).pop("forward", None)
             vars(layer).pop(_MARK, None)
+
+
+def _install(layer, kind: str) -> None:
+    """Give `layer` (an instance) the position-0 forward of its kind, once."""
+    if not getattr(layer, _MARK, False):
+        layer.forward = types.MethodType(_bert_like_forward if kind == "bert" else _distilbert_forward, layer)
+        setattr(layer, _MARK, True)
 
 
 def _last_layer(model):
