@@ -8,6 +8,7 @@ A run folder holds the model (or LoRA adapter) with its processor, and the run's
     metrics.json     metrics by split
     labels.json      id2label / label2id of classification tasks
     calibration.json classification: problem type, temperature and decision thresholds fitted on validation
+    errors.jsonl     the most confident mistakes on validation and test, one JSON object a line (error analysis)
     README.md        the model card, with its figures (*.png)
     merged/          LoRA language-model runs: the merged model, a plain checkpoint
     checkpoint-N/    the Trainer's resumable checkpoints
@@ -59,6 +60,7 @@ class RunDir:
     METRICS = "metrics.json"
     LABELS = "labels.json"
     CALIBRATION = "calibration.json"
+    ERRORS = "errors.jsonl"
     CARD = "README.md"
     ADAPTER_CONFIG = "adapter_config.json"
     MODEL_CONFIG = "config.json"
@@ -191,6 +193,23 @@ class RunDir:
 
     def write_calibration(self, values: dict) -> None:
         write_json(self.path / self.CALIBRATION, values)
+
+    def errors(self) -> list[dict]:
+        """The rows of the run's error analysis (`write_errors`); [] if it has none."""
+        import json
+
+        path = self.path / self.ERRORS
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def write_errors(self, rows) -> None:
+        """Save the error analysis: one JSON object a line (e.g. split, input, gold, predicted, confidence),
+        in the order given (most confident mistakes first, by convention)."""
+        import json
+
+        write_atomic(self.path / self.ERRORS,
+                     "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
 
     def training_settings(self, config: RunConfig) -> dict:
         """The effective training settings recorded at training time; the config's own for older runs."""
