@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Recipe": "hftl.recipe",
-    "RunResult": "hftl.recipe",
+    "RunResult": "hftl.runner",
     "PreparedData": "hftl.recipe",
     "RunDir": "hftl.run_dir",
     "register_task": "hftl.tasks",

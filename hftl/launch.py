@@ -8,6 +8,7 @@ import sys
 
 from hftl.errors import HftlError
 from hftl.report import print_summary
+from hftl.runner import run_recipe
 
 
 def recipe_main(recipe_class, description: str | None = None, argv: list[str] | None = None) -> int:
@@ -19,7 +20,7 @@ def recipe_main(recipe_class, description: str | None = None, argv: list[str] | 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        result = recipe_class.from_yaml(args.config, args.overrides).run()
+        result = run_recipe(recipe_class.from_yaml(args.config, args.overrides))
     except HftlError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -1,11 +1,11 @@
-"""The recipe base class: one run from config to saved, evaluated model, on top of `transformers.Trainer`.
+"""The recipe base class: the contract of a task, which `hftl.runner.run_recipe` runs end to end.
 
 A task is a `Recipe` subclass that *declares* what differs (class attributes: data schema, Auto class, head
 modules, peft task type, pipeline tag, card template, the metrics its summary, card and model index show,
 its input column) and implements the hooks below. Hooks take values and return values: `load_data` returns a
-`PreparedData`, `evaluate_split` a metrics dict; the only state a recipe keeps is its config. `Recipe.run` is
-the whole path and reads top to bottom; loading, evaluating and predicting with a finished run are implemented
-once here, parameterised by the declaration.
+`PreparedData`, `evaluate_split` a metrics dict; the only state a recipe keeps is its config. The whole path
+(`hftl.runner.run_recipe`) reads top to bottom in the runner; loading, evaluating and predicting with a finished
+run are implemented once here, parameterised by the declaration.
 
 Imports of torch/transformers-heavy modules stay inside the methods: the task registry imports every task
 module to list them in `hftl --help`, which must stay under a second.
@@ -13,7 +13,6 @@ module to list them in `hftl --help`, which must stay under a second.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from hftl.data.labels import LabelMap
 from hftl.epoch import TrainingEpoch
 from hftl.errors import ConfigError, DataError
 from hftl.run_dir import RunDir
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,44 +39,6 @@ class PreparedData:
     sources: dict[str, str]
     fingerprints: dict[str, str] = field(default_factory=dict)
     labels: LabelMap | None = None
-
-
-@dataclass
-class RunResult:
-    """What `Recipe.run` returns: where the run was saved, its metrics by split, and the recipe that ran."""
-
-    run_dir: Path
-    metrics: dict
-    config: RunConfig
-    trainer: object = field(default=None, repr=False)
-    recipe: "Recipe" = field(default=None, repr=False)
-
-    def push_to_hub(self, repo_id: str | None = None, **kwargs):
-        """Push the run to the Hub (see `hftl.hub.push_run`)."""
-        from hftl.hub import push_run
-
-        return push_run(self.run_dir, repo_id=repo_id or self.config.hub.repo_id, **kwargs)
-
-    def predict(self, inputs, **kwargs):
-        """Predictions of the saved model (see `hftl.load`)."""
-        from hftl.inference import load
-
-        return load(self.run_dir).predict(inputs, **kwargs)
-
-
-def save_full_model(trainer, folder: Path) -> None:
-    """Save the trained model in `folder` as complete weights, from every process.
-
-    `Trainer.save_model` is called on every rank: under FSDP, gathering the full state dict is a collective (a
-    rank that skipped it would leave the others waiting), and the Trainer writes on the main process only
-    (`args.should_save`, checked in `Trainer._save`; transformers 5.24). An FSDP run checkpointing with
-    `SHARDED_STATE_DICT` gets its final save with `FULL_STATE_DICT` (accelerate's `set_state_dict_type`), for
-    which alone the Trainer writes weights: a run folder always holds a model that loads without hftl.
-    """
-    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None) if trainer.is_fsdp_enabled else None
-    if plugin is not None and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
-        plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(str(folder))
 
 
 class Recipe:
@@ -135,7 +94,7 @@ class Recipe:
             if isinstance(config, dict):
                 config = {"task": self.task, **config}
             self.config = load_config(config, overrides, recipe_cls=type(self))
-        #: the Trainer's current epoch, kept current while `run` trains (`hftl.trainer.build_trainer` adds its
+        #: the Trainer's current epoch, kept current while the runner trains (`hftl.trainer.build_trainer` adds its
         #: callback): what a task draws per (seed, epoch, example) reads it, as image augmentation and
         #: masked-LM masks do, so that a resumed or distributed run draws what one uninterrupted process draws
         self.training_epoch = TrainingEpoch()
@@ -225,52 +184,11 @@ class Recipe:
         return head_module_names(model, self.head_modules, newly_initialised)
 
     # -- the run ----------------------------------------------------------------------------------
-    def run(self) -> RunResult:
-        """Train, evaluate on validation and test, save everything in `training.output_dir`."""
-        from transformers import set_seed
+    def run(self):
+        """Train, evaluate on validation and test, save everything in `training.output_dir` (`hftl.runner.run_recipe`)."""
+        from hftl.runner import run_recipe
 
-        from hftl.card import render_run_card
-        from hftl.run_dir import training_settings
-        from hftl.strategies import apply_strategy, count_parameters
-        from hftl.trainer import build_trainer
-
-        config = self.config
-        args = self.training_arguments()  # bad arguments fail here, before loading
-        run = RunDir(config.output_dir)
-        with args.main_process_first(local=False, desc="preparing the output folder"):
-            if args.process_index == 0:  # every process runs the recipe; only one may replace the folder
-                run.prepare(config.overwrite, config.resume)
-        set_seed(args.seed)
-
-        data = self.load_data()
-        processor = self.load_processor()
-        model, newly_initialised = self.load_model(processor, data.labels)
-        model = apply_strategy(model, config.model, self.head_module_names(model, newly_initialised), self.peft_task_type)
-        parameters = count_parameters(model)
-        logger.info("trainable parameters: %(trainable_params)d of %(total_params)d (%(trainable_percent).2f%%)", parameters)
-        datasets = self.preprocess(data, processor)
-
-        trainer = build_trainer(self, model, datasets, processor, args, data.labels)
-        if trainer.is_world_process_zero():
-            run.write_record(config, data.fingerprints, training_settings(trainer.args),
-                             getattr(trainer, "applied_speedups", None))
-        before = self.evaluate_before(trainer, datasets, data.labels)
-        train_output = trainer.train(resume_from_checkpoint=run.last_checkpoint() if config.resume else None)
-        metrics = {"train": {**train_output.metrics, **parameters}, **({"before_training": before} if before else {})}
-        for split in ("validation", "test"):
-            if split in datasets:
-                metrics[split] = self.evaluate_split(trainer, split, datasets[split], data.labels)
-
-        save_full_model(trainer, run.path)
-        if trainer.is_world_process_zero():
-            trainer.save_state()
-            self.save_extras(run, trainer, processor, data.labels)
-            run.write_metrics(metrics)
-            render_run_card(run.path, self)  # README.md: the model card, with its figures
-        result = RunResult(run_dir=run.path, metrics=metrics, config=config, trainer=trainer, recipe=self)
-        if config.hub.push and trainer.is_world_process_zero():
-            result.push_to_hub(private=config.hub.private, mode=config.hub.mode)
-        return result
+        return run_recipe(self)
 
     # -- using a finished run ---------------------------------------------------------------------
     def load_trained_processor(self, folder: Path):

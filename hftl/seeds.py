@@ -47,6 +47,7 @@ def run_seeds(config, seeds: int | list[int], recipe_class=None) -> SeedsResult:
     """
     from hftl.calibration import aggregate_seeds
     from hftl.config.schema import RunConfig
+    from hftl.runner import run_recipe
     from hftl.tasks import get_recipe_class
 
     if not isinstance(config, RunConfig):
@@ -63,7 +64,7 @@ def run_seeds(config, seeds: int | list[int], recipe_class=None) -> SeedsResult:
         one.training = {**config.training, "seed": seed, "output_dir": str(out.path / f"seed-{seed}")}
         one.overwrite, one.resume = False, False
         logger.info("seed %d (%d of %d) -> %s", seed, len(runs) + 1, len(seeds), one.output_dir)
-        runs.append(recipe_class(one).run())
+        runs.append(run_recipe(recipe_class(one)))
     aggregate = aggregate_seeds([r.metrics for r in runs])
     out.write_metrics({**aggregate, "seeds": seeds, "runs": [f"seed-{s}" for s in seeds]})
     recipe = runs[-1].recipe  # its problem type is resolved: it says which metrics to show

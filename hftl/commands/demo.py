@@ -36,10 +36,11 @@ def demo_config(data_dir: Path | None, strategy: str, max_train_samples: int | N
 def run(args) -> int:
     from hftl.errors import HftlError
     from hftl.report import print_summary
+    from hftl.runner import run_recipe
     from hftl.tasks.text_classification import TextClassificationRecipe
 
     if args.data and not (args.data / "train.tsv").is_file():
         raise HftlError(f"--data {args.data}: expected a folder with train.tsv and test.tsv.")
     config = demo_config(args.data, args.strategy, args.max_train_samples, args.output_dir, args.overwrite)
-    print_summary(TextClassificationRecipe(config).run())
+    print_summary(run_recipe(TextClassificationRecipe(config)))
     return 0

@@ -17,6 +17,7 @@ def run(args) -> int:
     from hftl.errors import ConfigError
     from hftl.preflight import load_config
     from hftl.report import print_summary
+    from hftl.runner import run_recipe
     from hftl.tasks import get_recipe_class
 
     if args.seeds < 1:
@@ -29,6 +30,6 @@ def run(args) -> int:
         recipe = result.runs[-1].recipe
         print("\n".join(["", *summary_lines(result, recipe.summary_metrics)]))
         return 0
-    result = get_recipe_class(config.task)(config).run()
+    result = run_recipe(get_recipe_class(config.task)(config))
     print_summary(result)
     return 0

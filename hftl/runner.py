@@ -1,0 +1,104 @@
+"""Running a recipe end to end: config to a saved, evaluated, carded (and optionally pushed) run folder.
+
+The runner sits above the tasks: it calls a `Recipe`'s hooks in order and owns everything around them that is
+the same for every task (the run folder, the Trainer, saving the model, the card, the push). `Recipe` is the task
+contract alone: its declaration, its hooks, and using a finished run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hftl.config.schema import RunConfig
+from hftl.run_dir import RunDir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What `run_recipe` returns: where the run was saved, its metrics by split, and the recipe that ran."""
+
+    run_dir: Path
+    metrics: dict
+    config: RunConfig
+    trainer: object = field(default=None, repr=False)
+    recipe: "Recipe" = field(default=None, repr=False)  # noqa: F821 (hftl.recipe.Recipe; the runner needs no import of it)
+
+    def push_to_hub(self, repo_id: str | None = None, **kwargs):
+        """Push the run to the Hub (see `hftl.hub.push_run`)."""
+        from hftl.hub import push_run
+
+        return push_run(self.run_dir, repo_id=repo_id or self.config.hub.repo_id, **kwargs)
+
+    def predict(self, inputs, **kwargs):
+        """Predictions of the saved model (see `hftl.load`)."""
+        from hftl.inference import load
+
+        return load(self.run_dir).predict(inputs, **kwargs)
+
+
+def save_full_model(trainer, folder: Path) -> None:
+    """Save the trained model in `folder` as complete weights, from every process.
+
+    `Trainer.save_model` is called on every rank: under FSDP, gathering the full state dict is a collective (a
+    rank that skipped it would leave the others waiting), and the Trainer writes on the main process only
+    (`args.should_save`, checked in `Trainer._save`; transformers 5.24). An FSDP run checkpointing with
+    `SHARDED_STATE_DICT` gets its final save with `FULL_STATE_DICT` (accelerate's `set_state_dict_type`), for
+    which alone the Trainer writes weights: a run folder always holds a model that loads without hftl.
+    """
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None) if trainer.is_fsdp_enabled else None
+    if plugin is not None and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
+        plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(folder))
+
+
+def run_recipe(recipe) -> RunResult:
+    """Train `recipe` (a `hftl.recipe.Recipe`), evaluate on validation and test, save everything in
+    `training.output_dir`: the model, the task's extras, metrics.json, the card; push if `hub.push`."""
+    from transformers import set_seed
+
+    from hftl.card import render_run_card
+    from hftl.run_dir import training_settings
+    from hftl.strategies import apply_strategy, count_parameters
+    from hftl.trainer import build_trainer
+
+    config = recipe.config
+    args = recipe.training_arguments()  # bad arguments fail here, before loading
+    run = RunDir(config.output_dir)
+    with args.main_process_first(local=False, desc="preparing the output folder"):
+        if args.process_index == 0:  # every process runs the recipe; only one may replace the folder
+            run.prepare(config.overwrite, config.resume)
+    set_seed(args.seed)
+
+    data = recipe.load_data()
+    processor = recipe.load_processor()
+    model, newly_initialised = recipe.load_model(processor, data.labels)
+    model = apply_strategy(model, config.model, recipe.head_module_names(model, newly_initialised), recipe.peft_task_type)
+    parameters = count_parameters(model)
+    logger.info("trainable parameters: %(trainable_params)d of %(total_params)d (%(trainable_percent).2f%%)", parameters)
+    datasets = recipe.preprocess(data, processor)
+
+    trainer = build_trainer(recipe, model, datasets, processor, args, data.labels)
+    if trainer.is_world_process_zero():
+        run.write_record(config, data.fingerprints, training_settings(trainer.args),
+                         getattr(trainer, "applied_speedups", None))
+    before = recipe.evaluate_before(trainer, datasets, data.labels)
+    train_output = trainer.train(resume_from_checkpoint=run.last_checkpoint() if config.resume else None)
+    metrics = {"train": {**train_output.metrics, **parameters}, **({"before_training": before} if before else {})}
+    for split in ("validation", "test"):
+        if split in datasets:
+            metrics[split] = recipe.evaluate_split(trainer, split, datasets[split], data.labels)
+
+    save_full_model(trainer, run.path)
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        recipe.save_extras(run, trainer, processor, data.labels)
+        run.write_metrics(metrics)
+        render_run_card(run.path, recipe)  # README.md: the model card, with its figures
+    result = RunResult(run_dir=run.path, metrics=metrics, config=config, trainer=trainer, recipe=recipe)
+    if config.hub.push and trainer.is_world_process_zero():
+        result.push_to_hub(private=config.hub.private, mode=config.hub.mode)
+    return result
