@@ -1,6 +1,7 @@
 """Pre-flight: every check a run makes before any weights or data are loaded, over the whole config at once.
 
-`load_config` reads a config with the registered tasks' data classes (`hftl.config` knows no task), then
+`load_config` reads a config with the registered tasks' data classes (`hftl.config` knows no task), lets the task
+decide what the config leaves to the data (`Recipe.resolve_config`: e.g. `problem_type: auto`), then
 `validate_config` checks the output folder, the training arguments as the task builds them, the checkpoint
 (its config only, and the model on the meta device) and the task's own data checks, and raises one
 `ConfigError` listing every problem.
@@ -39,9 +40,12 @@ def load_config(source, overrides=(), check: bool = True, recipe_cls=None) -> Ru
     tasks = {recipe_cls.task: recipe_cls.data_config_class} if recipe_cls else task_data_classes()
     config, problems, failed = read_config(source, tasks, overrides, partial=True)
     if check and config.task in tasks:
-        problems += config_problems(config, recipe_cls or get_recipe_class(config.task), failed)
+        recipe_cls = recipe_cls or get_recipe_class(config.task)
+        if "data" not in failed:  # settings left to the data are decided first: every check sees the final config
+            problems += recipe_cls.resolve_config(config)
+        problems += config_problems(config, recipe_cls, failed)
     if problems:
-        raise ConfigError(problems, name)
+        raise ConfigError(list(dict.fromkeys(problems)), name)  # a check may repeat what the schema found
     return config
 
 

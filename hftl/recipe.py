@@ -118,6 +118,13 @@ class Recipe:
         return [p for name, src in data.splits().items()
                 for p in check_source(src, f"data.{name}", column_names=data.column_names)]
 
+    @classmethod
+    def resolve_config(cls, config: RunConfig) -> list[str]:
+        """Decide, in place, the settings the config leaves to the data (e.g. `data.problem_type: auto`) from a
+        cheap read of it, before anything is built: preflight calls it, so the config a run uses is final and
+        never changes afterwards. Returns problems (an unreadable source is left to `check_config`)."""
+        return []
+
     def load_data(self) -> PreparedData:
         raise NotImplementedError
 

@@ -328,11 +328,26 @@ class ClassificationRecipe(Recipe):
     _decisions: dict | None = None
 
     # -- the declaration, by problem type ---------------------------------------------------------
+    def __init__(self, config, overrides=()):
+        super().__init__(config, overrides)
+        if self._declared_problem_type() == "auto":  # a RunConfig that did not come through preflight's load_config
+            import copy
+
+            self.config = copy.deepcopy(self.config)  # the caller's object is not ours to change
+            problems = type(self).resolve_config(self.config)
+            if problems:
+                raise ConfigError(problems)
+
+    def _declared_problem_type(self) -> str:
+        declared = getattr(self.config.data, "declared_problem_type", None)  # a data class without the options
+        return declared() if declared else SINGLE
+
     @property
     def problem_type(self) -> str:
-        """The run's problem type (single-label until the data has been read when the config says 'auto')."""
-        declared = getattr(self.config.data, "declared_problem_type", None)  # a data class without the options
-        value = declared() if declared else SINGLE
+        """The run's problem type, final from preflight on (`resolve_config` decides 'auto' from the training
+        labels). Single-label only while 'auto' could not be decided because the data is unreadable: `load_data`
+        then refuses to run."""
+        value = self._declared_problem_type()
         return SINGLE if value == "auto" else value
 
     def option(self, name: str):
@@ -364,19 +379,6 @@ class ClassificationRecipe(Recipe):
         return {}
 
     # -- labels -----------------------------------------------------------------------------------
-    def resolve_problem_type(self, train_values, source: str) -> str:
-        """The problem type, detected from the training labels when the config says 'auto' (written back into the
-        config, so the saved `config.yaml` records it, and logged)."""
-        data = self.config.data
-        declared = getattr(data, "declared_problem_type", lambda: SINGLE)()
-        if declared != "auto":
-            return declared
-        problem, why = detect_problem_type(train_values, getattr(data, "label_separator", None))
-        data.problem_type = problem
-        logger.info("data.problem_type: %s (detected in %s: %s). Set data.problem_type to choose otherwise.",
-                    problem, source, why)
-        return problem
-
     def with_label_ids(self, dataset, labels: LabelMap | None, values, source: str, keep: list[str]):
         """`dataset` reduced to the `keep` columns plus `labels`: class ids, indicator rows (multi-label) or
         numbers (regression) of `values`; a bad cell (unknown label, not a number) names its row."""
@@ -418,7 +420,7 @@ class ClassificationRecipe(Recipe):
     def encode_splits(self, splits: dict, values: dict, sources: dict, keep: list[str]) -> tuple[dict, LabelMap]:
         """The label map of the training labels (None for regression), and every split with its `labels` column
         (see `with_label_ids`)."""
-        problem = self.resolve_problem_type(values["train"], sources["train"])
+        problem = self.problem_type
         labels = None
         if problem == SINGLE:
             labels = LabelMap.from_values(values["train"], source=sources["train"])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
 from hftl.config.parse import field
 from hftl.data import fingerprint, load_split, load_splits
 from hftl.data.columns import check_loaded_columns, check_sources, check_texts, require_source, split_sources
-from hftl.errors import DataError
+from hftl.errors import ConfigError, DataError
 from hftl.modeling import check_length_limit, load_tokenizer
 from hftl.recipe import PreparedData
 from hftl.tasks import register_task
@@ -16,6 +17,8 @@ from hftl.tasks.classification import (
     MULTI, REGRESSION, SINGLE, ClassificationData, ClassificationRecipe, detect_problem_type, is_label_list,
     label_option_problems, label_set, outside_score_range, score_range_problems, target_value,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,7 +107,7 @@ class TextClassificationRecipe(ClassificationRecipe):
             problem, _ = detect_problem_type(tables["train"][1], data.label_separator)
         if "train" in tables:
             problems += label_option_problems(cls._training_label_names(tables["train"][1], data, problem), data, problem)
-        if data.problem_type == "auto" and problem != REGRESSION:  # the data decided: not regression
+        if problem != REGRESSION:  # also when the data decided it (`resolve_config`); preflight drops repeats
             problems += score_range_problems(data.score_range, problem)
         if not problems:  # row-level checks (empty cells, label sets, split sizes) need readable files
             from hftl.data.checks import check_rows
@@ -118,6 +121,40 @@ class TextClassificationRecipe(ClassificationRecipe):
         if model_ok:
             problems += check_length_limit(config.model, "max_length", config.data.max_length)
         return problems
+
+    @classmethod
+    def resolve_config(cls, config) -> list[str]:
+        """`data.problem_type: auto` decided from the training labels (`detect_problem_type`) and logged: from a
+        scan of a local file, else the split as `datasets` loads (and caches) it. Unreadable data stays 'auto'
+        (`check_config` names the problem)."""
+        data = config.data
+        if data.problem_type != "auto":
+            return []
+        cells = cls._training_label_cells(data)
+        if cells is not None:
+            data.problem_type, why = detect_problem_type(cells, data.label_separator)
+            logger.info("data.problem_type: %s (detected in %s: %s). Set data.problem_type to choose otherwise.",
+                        data.problem_type, data.train, why)
+        return []
+
+    @staticmethod
+    def _training_label_cells(data) -> list | None:
+        """The label cells of the training rows the run uses (`max_train_samples`), or None if unreadable."""
+        from hftl.data.checks import read_table
+
+        if not data.train:
+            return None
+        try:
+            table = read_table(data.train, data.column_names)
+            if table is not None:
+                cells = table.values.get(data.label_column)
+            else:  # a Hub dataset or a file too large to scan: `datasets` reads it (and caches it for the run)
+                train = load_split(data.train, data.dataset_config, split="train", column_names=data.column_names)
+                cells = train[data.label_column] if data.label_column in train.column_names else None
+        except Exception as err:  # any failure to read is reported by the source checks, with its fix
+            logger.debug("data.problem_type left undecided: %s", err)
+            return None
+        return None if cells is None else list(cells)[: data.max_train_samples]
 
     @staticmethod
     def _label_tables(data) -> dict:
@@ -206,13 +243,10 @@ class TextClassificationRecipe(ClassificationRecipe):
 
     def load_data(self) -> PreparedData:
         data = self.config.data
-        problem = data.problem_type
-        if problem == "auto":  # stratifying the held-out split and checking label sets need class names
-            train = load_split(data.train, data.dataset_config, split="train", column_names=data.column_names)
-            self._check_split(train, split_sources(data)["train"])
-            cells = train[data.label_column][: data.max_train_samples]
-            problem = self.resolve_problem_type(cells, split_sources(data)["train"])
-        splits = load_splits(data, seed=self.config.seed, stratify=problem == SINGLE)
+        if data.problem_type == "auto":  # preflight decides it; only unreadable training data leaves it open
+            raise ConfigError([f"data.problem_type: 'auto' could not be decided from {data.train} (its label column "
+                               f"'{data.label_column}' could not be read). Fix data.train, or set data.problem_type."])
+        splits = load_splits(data, seed=self.config.seed, stratify=data.problem_type == SINGLE)
         sources = split_sources(data)
         for name, dataset in splits.items():
             self._check_split(dataset, sources[name])
