@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hftl.errors import HftlError
+from hftl.modeling import quiet_loading
 from hftl.onnx_export import OnnxClassifier, is_onnx_folder
 from hftl.run_dir import RunDir
 from hftl.tasks import recipe_for_run
@@ -27,7 +28,8 @@ class LoadedRun:
         model = None
         if is_onnx_folder(self.run_dir):  # `hftl export RUN --onnx`: the run's records beside an ONNX model
             model = OnnxClassifier(self.run_dir, expected_class=self.recipe.auto_model_class)
-        self.processor, self.model, self.labels = self.recipe.load_trained(RunDir(self.run_dir), model)
+        with quiet_loading():  # what a load prints is the user's business only when it fails
+            self.processor, self.model, self.labels = self.recipe.load_trained(RunDir(self.run_dir), model)
         self.model.eval()
 
     def predict(self, inputs, batch_size: int = 64, **kwargs) -> list[dict]:

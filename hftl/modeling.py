@@ -175,17 +175,47 @@ def dense_from_gguf(model) -> None:
     model.config._is_quantized = False
 
 
+class _DropLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
 @contextlib.contextmanager
 def quiet_load_report():
     """Silence transformers' load report (logged as a warning by `transformers.modeling_utils`) for a load whose
-    "MISSING ... newly initialized" weights are restored right after, e.g. the head of a LoRA run's base model."""
+    "MISSING ... newly initialized" weights are restored right after, e.g. the head of a LoRA run's base model.
+
+    A filter on that logger, not a higher level: transformers 5.25 verifies a tensor-parallel plan at load whenever
+    that logger's own level is WARNING or above (`_load_pretrained_model`), and logs every layer of a model it does
+    not shard ("The following layers were not sharded: ...") through another logger."""
     log = logging.getLogger("transformers.modeling_utils")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    drop = _DropLoadReport()
+    log.addFilter(drop)
     try:
         yield
     finally:
-        log.setLevel(level)
+        log.removeFilter(drop)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Loading a finished run shows nothing but errors: no weight-loading progress bar, and not the FutureWarning
+    peft 0.x raises by reading the deprecated `PreTrainedModel.is_gradient_checkpointing` when it wraps a model.
+    The bar's switch is global in transformers (`utils.logging`): it is restored on leaving."""
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    bar_was_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        if bar_was_on:
+            transformers_logging.enable_progress_bar()
 
 
 def load_tokenizer(config: ModelConfig):
