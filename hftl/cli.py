@@ -12,7 +12,7 @@ from hftl.errors import HftlError
 from hftl.tasks import registered_tasks
 
 #: subcommand modules, in the order `hftl --help` lists them
-COMMANDS = ["train", "validate", "evaluate", "demo", "models", "generate", "predict", "card", "push", "export"]
+COMMANDS = ["train", "validate", "evaluate", "demo", "models", "generate", "predict", "card", "push", "export", "compare"]
 
 EPILOG = """examples:
   hftl demo                                          fine-tune the packaged MiniLM on the bundled demo set
@@ -20,6 +20,7 @@ EPILOG = """examples:
   hftl train recipes/configs/sst2_minilm_lora.yaml --set training.learning_rate=1e-4
   hftl validate recipes/configs/sst2_minilm_lora.yaml   check a config and its data without training
   hftl evaluate runs/sst2-minilm-lora --data test.tsv   metrics of a finished run on new data
+  hftl compare runs/a runs/b                         a table of two runs, their config diff and curves
   accelerate launch recipes/text_classification.py --config recipes/configs/sst2_minilm_lora.yaml
 """
 
