@@ -2,7 +2,7 @@
 
 Public API (imported lazily, so `import hftl` and `hftl --help` stay fast):
     the recipe class of every registered task (`hftl.<Name>Recipe`, found through the task registry,
-    so a new task needs no line here), Recipe and register_task (to add a task), load_config, load (a finished
+    so a new task needs no line here), Recipe and register_task (to add a task), run_recipe (train one), load_config, load (a finished
     run), RunDir (a run folder's layout), __version__
 """
 
@@ -15,9 +15,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "Recipe": "hftl.recipe",
     "RunResult": "hftl.runner",
+    "run_recipe": "hftl.runner",
     "PreparedData": "hftl.recipe",
     "RunDir": "hftl.run_dir",
-    "register_task": "hftl.tasks",
+    "register_task": "hftl.recipe",
     "load_config": "hftl.preflight",
     "load": "hftl.inference",
     "RunConfig": "hftl.config",

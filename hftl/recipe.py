@@ -89,11 +89,11 @@ class Recipe:
         if isinstance(config, RunConfig):
             self.config = config
         else:
-            from hftl.preflight import load_config
+            from hftl.checks import read_checked_config
 
             if isinstance(config, dict):
                 config = {"task": self.task, **config}
-            self.config = load_config(config, overrides, recipe_cls=type(self))
+            self.config = read_checked_config(config, {self.task: type(self)}, overrides)
         #: the Trainer's current epoch, kept current while the runner trains (`hftl.trainer.build_trainer` adds its
         #: callback): what a task draws per (seed, epoch, example) reads it, as image augmentation and
         #: masked-LM masks do, so that a resumed or distributed run draws what one uninterrupted process draws
@@ -190,13 +190,6 @@ class Recipe:
 
         return head_module_names(model, self.head_modules, newly_initialised)
 
-    # -- the run ----------------------------------------------------------------------------------
-    def run(self):
-        """Train, evaluate on validation and test, save everything in `training.output_dir` (`hftl.runner.run_recipe`)."""
-        from hftl.runner import run_recipe
-
-        return run_recipe(self)
-
     # -- using a finished run ---------------------------------------------------------------------
     def load_trained_processor(self, folder: Path):
         """The processor saved with a finished run (the tokenizer, by default)."""
@@ -258,3 +251,19 @@ class Recipe:
     def predict(self, model, processor, inputs: list, labels: LabelMap | None = None, batch_size: int = 64, **kwargs) -> list[dict]:
         """Predictions for raw inputs, one dict each."""
         raise NotImplementedError
+
+
+#: task name -> recipe class, filled by `register_task`; `hftl.tasks` (the registry) imports the task modules
+#: and reads it. It lives here, below the task modules, so that registering imports nothing above them.
+_REGISTERED: dict[str, type] = {}
+
+
+def register_task(recipe_class: type) -> type:
+    """Register `recipe_class` (a `Recipe` subclass) under its `task` name; usable as a decorator. A task module
+    ends with this one line; `hftl.tasks` finds the modules of its package, a task defined elsewhere (a plugin, a
+    test) calls it itself."""
+    name = getattr(recipe_class, "task", "")
+    if not name:
+        raise TypeError(f"{recipe_class.__name__} declares no task name (class attribute `task`).")
+    _REGISTERED[name] = recipe_class
+    return recipe_class

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from hftl import TextClassificationRecipe
+from hftl.runner import run_recipe
 from hftl.speed.cheap_dropout import (
     ATTENTION_NAME,
     CheapDropout,
@@ -121,7 +122,7 @@ def test_runs_use_it_on_cpu_unless_switched_off(text_config, setting, monkeypatc
 
     monkeypatch.setattr(hftl.trainer, "build_trainer", spy)
     config = text_config(**{"speed.cheap_dropout": setting, "training.num_train_epochs": 1})
-    result = TextClassificationRecipe(config).run()
+    result = run_recipe(TextClassificationRecipe(config))
     assert seen["cheap"] is (setting == "auto")
     assert math.isfinite(result.metrics["train"]["train_loss"])
     manifest = json.loads((result.run_dir / "manifest.json").read_text())

@@ -18,6 +18,7 @@ from hftl.tasks.classification import (
     label_set, regression_scores,
 )
 from hftl.data.labels import LabelMap
+from hftl.runner import run_recipe
 
 WORDS = {"joy": ["great", "lovely", "happy"], "anger": ["awful", "furious", "dismal"], "fear": ["scary", "afraid"]}
 
@@ -227,7 +228,7 @@ def test_regression_sentence_pairs(tmp_path, tiny_bert_dir):
     files = {name: write_tsv(tmp_path / f"{name}.tsv", _pair_rows(n, seed), header=header)
              for name, n, seed in (("train", 64, 1), ("validation", 24, 2), ("test", 24, 3))}
     config = _config(tmp_path, tiny_bert_dir, files, text_pair_column="sentence2")
-    result = TextClassificationRecipe(config).run()
+    result = run_recipe(TextClassificationRecipe(config))
     run = result.run_dir
     assert result.recipe.problem_type == REGRESSION  # detected: scores that are not whole numbers
     test = result.metrics["test"]
@@ -254,7 +255,7 @@ def test_bounded_regression_scores_stay_in_range(tmp_path, tiny_bert_dir):
              for name, n, seed in (("train", 64, 1), ("validation", 24, 2), ("test", 24, 3))}
     config = _config(tmp_path, tiny_bert_dir, files, text_pair_column="sentence2", problem_type="regression",
                      score_range=[0, 5])
-    result = TextClassificationRecipe(config).run()
+    result = run_recipe(TextClassificationRecipe(config))
     test = result.metrics["test"]
     assert all(0.0 <= v <= 5.0 for v in test["points"]["predicted"])
     assert json.loads((result.run_dir / "calibration.json").read_text())["score_range"] == [0.0, 5.0]
@@ -295,7 +296,7 @@ def test_multilabel_thresholds_saved_and_used_by_predict(tmp_path, tiny_bert_dir
              for name, n, seed in (("train", 96, 1), ("validation", 48, 2), ("test", 32, 3))}
     config = _config(tmp_path, tiny_bert_dir, files, label_separator=",", class_weights="auto")
     config["training"]["num_train_epochs"] = 4
-    result = TextClassificationRecipe(config).run()
+    result = run_recipe(TextClassificationRecipe(config))
     run = result.run_dir
     test = result.metrics["test"]
     for key in ("f1_micro", "f1_macro", "f1_samples", "subset_accuracy", "hamming_loss", "per_label",
@@ -325,7 +326,7 @@ def test_multilabel_thresholds_saved_and_used_by_predict(tmp_path, tiny_bert_dir
 
 
 def test_binary_calibration_and_threshold(text_config):
-    result = TextClassificationRecipe(text_config(**{"data.threshold": "tuned"})).run()
+    result = run_recipe(TextClassificationRecipe(text_config(**{"data.threshold": "tuned"})))
     test, run = result.metrics["test"], result.run_dir
     saved = json.loads((run / "calibration.json").read_text())
     assert saved["threshold"] == saved["tuned_threshold"]
@@ -341,7 +342,7 @@ def test_early_stopping_stops_when_the_metric_stalls(text_config):
     # learning rate ~0: the first evaluation sets the best macro-F1, the second does not improve it: stop there
     config = text_config(**{"training.learning_rate": 1e-12, "training.num_train_epochs": 5,
                             "training.early_stopping_patience": 1})
-    result = TextClassificationRecipe(config).run()
+    result = run_recipe(TextClassificationRecipe(config))
     state = json.loads((result.run_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 2 * 6  # 96 rows / batch 16 = 6 steps per epoch; stopped after epoch 2 of 5
     assert [e["epoch"] for e in state["log_history"] if "eval_f1" in e] == [1.0, 2.0]

@@ -49,6 +49,7 @@ from conftest import make_sentences, write_tsv
 from faults import signal_at_step
 from hftl.cli import main as hftl_main
 from hftl.run_dir import RunDir
+from hftl.runner import run_recipe
 from hftl.tasks import registered_tasks
 from test_image_classification import COLOURS, colour_image, tiny_vit_dir  # noqa: F401  (a fixture)
 from test_token_classification import make_sentences as ner_sentences, write_conll
@@ -221,7 +222,7 @@ def _row(task: str, name: str) -> Row:
 
 
 def _train(recipe_class, config: dict):
-    return recipe_class(config).run()
+    return run_recipe(recipe_class(config))
 
 
 _SINGLE: dict = {}
@@ -358,7 +359,7 @@ def _train_and_sigkill(recipe_class, config: dict, step: int) -> int:
     if pid == 0:  # the child: never returns into pytest
         try:
             signal_at_step(signal.SIGKILL, step)
-            recipe_class(config).run()
+            run_recipe(recipe_class(config))
         finally:
             os._exit(3)  # not killed: the test fails on the status
     _, status = os.waitpid(pid, 0)

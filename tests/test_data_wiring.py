@@ -7,6 +7,7 @@ import yaml
 
 from hftl import TextClassificationRecipe
 from hftl.cli import main
+from hftl.runner import run_recipe
 from conftest import make_sentences
 
 
@@ -23,7 +24,7 @@ def test_headerless_tsv_validates_trains_and_evaluates(tmp_path, text_config, ca
     path = tmp_path / "headerless.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
-    result = TextClassificationRecipe.from_yaml(path).run()
+    result = run_recipe(TextClassificationRecipe.from_yaml(path))
     assert result.metrics["test"]["num_examples"] == 16  # the first line is a row, not a header
     from hftl.inference import load
 

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from hftl import TextClassificationRecipe
+from hftl.runner import run_recipe
 
 VOLATILE = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
 
@@ -23,7 +24,7 @@ def _run(text_config, name: str, seed: int = 42):
     })
     del config["data"]["validation"]
     config["data"]["validation_fraction"] = 0.25
-    return TextClassificationRecipe(config).run()
+    return run_recipe(TextClassificationRecipe(config))
 
 
 def _comparable(metrics: dict) -> dict:

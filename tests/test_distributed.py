@@ -25,6 +25,7 @@ import yaml
 from safetensors.torch import load_file
 
 from hftl import TextClassificationRecipe
+from hftl.runner import run_recipe
 from tests.conftest import make_sentences, write_tsv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,7 +123,7 @@ def test_two_process_ddp_matches_one_process(ddp_setup):
     assert proc.returncode == 0, proc.stderr[-4000:]
     torch.set_num_threads(1)
     try:
-        single = TextClassificationRecipe(make_config("single", per_device_batch=16)).run()
+        single = run_recipe(TextClassificationRecipe(make_config("single", per_device_batch=16)))
     finally:
         torch.set_num_threads(os.cpu_count() or 1)
     ddp_dir, single_dir = tmp_path / "ddp", single.run_dir

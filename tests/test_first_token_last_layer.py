@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 
+from hftl.runner import run_recipe
 from hftl.speed.first_token_last_layer import use_first_token_last_layer
 
 ATOL, RTOL = 1e-5, 1e-4
@@ -206,7 +207,7 @@ def test_speed_switch_patches_the_trained_model(text_config, monkeypatch, switch
     original = module.use_first_token_last_layer
     monkeypatch.setattr(module, "use_first_token_last_layer", lambda model: results.append(original(model)) or True)
     config = text_config(**{"training.num_train_epochs": 1, "speed.first_token_last_layer": switch})
-    metrics = TextClassificationRecipe(config).run().metrics
+    metrics = run_recipe(TextClassificationRecipe(config)).metrics
     assert results == ([True] if switch == "auto" else [])
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
 

@@ -17,6 +17,7 @@ from hftl import ImageClassificationRecipe
 from hftl import load_config
 from hftl.errors import ConfigError, DataError
 from hftl.inference import load
+from hftl.runner import run_recipe
 from hftl.tasks.image_classification import random_resized_crop, to_rgb
 from conftest import with_changes
 
@@ -97,7 +98,7 @@ def problems_of(config: dict) -> str:
 @pytest.mark.parametrize("strategy", ["full", "freeze", "lora"])
 def test_strategies_train_save_reload(image_config, image_data, strategy):
     config = image_config(**{"model.strategy": strategy, "model.lora": {"r": 4, "alpha": 8, "dropout": 0.0}})
-    result = ImageClassificationRecipe(config).run()
+    result = run_recipe(ImageClassificationRecipe(config))
     run_dir = result.run_dir
     for name in ("config.yaml", "manifest.json", "metrics.json", "labels.json", "preprocessor_config.json",
                  "confusion_matrix_test.png", "confusion_matrix_validation.png"):
@@ -130,12 +131,12 @@ def test_strategies_train_save_reload(image_config, image_data, strategy):
 
 
 def test_full_finetune_learns(image_config):
-    result = ImageClassificationRecipe(image_config(**{"training.num_train_epochs": 8})).run()
+    result = run_recipe(ImageClassificationRecipe(image_config(**{"training.num_train_epochs": 8})))
     assert result.metrics["test"]["accuracy"] >= 0.9
 
 
 def test_lora_merged_equals_adapter(image_config, image_data):
-    result = ImageClassificationRecipe(image_config(**{"model.strategy": "lora"})).run()
+    result = run_recipe(ImageClassificationRecipe(image_config(**{"model.strategy": "lora"})))
     loaded = load(result.run_dir)
     images = [to_rgb(Image.open(p)) for p in sorted((image_data["test"] / "green").glob("*.png"))]
     pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]
@@ -170,7 +171,7 @@ def test_other_backbones(tmp_path, image_config, kind, strategy):
     model_dir = save_backbone(kind, tmp_path / kind)
     config = image_config(**{"model.name_or_path": str(model_dir), "model.strategy": strategy,
                              "training.num_train_epochs": 1})
-    result = ImageClassificationRecipe(config).run()
+    result = run_recipe(ImageClassificationRecipe(config))
     assert result.metrics["test"]["num_examples"] == 18
     train = result.metrics["train"]
     if strategy == "freeze":
@@ -193,7 +194,7 @@ def test_csv_of_image_paths_with_mixed_modes(tmp_path, image_config):
     (tmp_path / "train.csv").write_text("file,kind\n" + "".join(rows))
     config = image_config(**{"data.train": str(tmp_path / "train.csv"), "data.test": str(tmp_path / "train.csv"),
                              "data.image_column": "file", "data.label_column": "kind", "training.num_train_epochs": 1})
-    result = ImageClassificationRecipe(config).run()
+    result = run_recipe(ImageClassificationRecipe(config))
     assert result.metrics["test"]["num_examples"] == 24
 
 
@@ -259,7 +260,7 @@ def test_corrupt_image_fails_before_training_naming_the_file(image_config, image
     truncated.write_bytes((image_data["train"] / "blue" / "0.png").read_bytes()[:120])
     recipe = ImageClassificationRecipe(image_config())
     with pytest.raises(DataError, match="not a readable image") as err:
-        recipe.run()
+        run_recipe(recipe)
     assert "broken.png" in str(err.value) or "cut.png" in str(err.value)
     assert not (Path(recipe.config.output_dir) / "config.yaml").exists()  # failed before the run started
 

@@ -8,6 +8,7 @@ import torch
 from hftl import CausalLMRecipe, MaskedLMRecipe, TextClassificationRecipe
 from hftl.errors import ConfigError, DataError
 from hftl.inference import load
+from hftl.runner import run_recipe
 from conftest import make_sentences, write_tsv, with_changes
 
 
@@ -62,7 +63,7 @@ def _logits(model, tokenizer, texts=("the film was great", "it felt really borin
 
 # -- causal LM ------------------------------------------------------------------------------------
 def test_causal_lm_full_halves_perplexity(lm_config):
-    result = CausalLMRecipe(lm_config()).run()
+    result = run_recipe(CausalLMRecipe(lm_config()))
     before = result.metrics["before_training"]["test"]["perplexity"]
     after = result.metrics["test"]["perplexity"]
     assert after * 2 <= before, (before, after)
@@ -83,7 +84,7 @@ def test_causal_lm_lora_merged_equals_adapter(lm_config, tiny_gpt2_dir):
 
     config = lm_config(**{"model.strategy": "lora", "model.lora": {"r": 8, "alpha": 16, "dropout": 0.0},
                           "training.learning_rate": 2e-2})
-    result = CausalLMRecipe(config).run()
+    result = run_recipe(CausalLMRecipe(config))
     train = result.metrics["train"]
     assert 0 < train["trainable_params"] < 0.2 * train["total_params"]
     assert result.metrics["test"]["perplexity"] < result.metrics["before_training"]["test"]["perplexity"]
@@ -103,7 +104,7 @@ def test_causal_lm_lora_merged_equals_adapter(lm_config, tiny_gpt2_dir):
 
 
 def test_causal_lm_freeze_trains_head_and_top_block(lm_config):
-    result = CausalLMRecipe(lm_config(**{"model.strategy": "freeze", "model.trainable_layers": 1})).run()
+    result = run_recipe(CausalLMRecipe(lm_config(**{"model.strategy": "freeze", "model.trainable_layers": 1})))
     model = result.trainer.model
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     # GPT-2's LM head is tied to the token embeddings: training the head trains them (one shared matrix)
@@ -117,7 +118,7 @@ def test_generate_greedy_and_seeded_sampling(lm_config, capsys):
     from hftl.cli import main
     from hftl.generation import generate
 
-    result = CausalLMRecipe(lm_config(**{"data.baseline": False, "training.num_train_epochs": 2})).run()
+    result = run_recipe(CausalLMRecipe(lm_config(**{"data.baseline": False, "training.num_train_epochs": 2})))
     assert "before_training" not in result.metrics
     loaded = load(result.run_dir)
     prompt = "the film was"
@@ -133,7 +134,7 @@ def test_generate_greedy_and_seeded_sampling(lm_config, capsys):
 
 # -- masked LM and the chain ----------------------------------------------------------------------
 def test_masked_lm_adapts_and_chains_into_classification(lm_config, text_config, tiny_bert_dir, tmp_path):
-    result = MaskedLMRecipe(lm_config("masked-lm", **{"training.num_train_epochs": 6})).run()
+    result = run_recipe(MaskedLMRecipe(lm_config("masked-lm", **{"training.num_train_epochs": 6})))
     before = result.metrics["before_training"]["test"]
     after = result.metrics["test"]
     assert after["loss"] < 0.8 * before["loss"], (before, after)
@@ -147,7 +148,7 @@ def test_masked_lm_adapts_and_chains_into_classification(lm_config, text_config,
     runs = {}
     for name, model_dir in (("adapted", mlm_dir), ("original", tiny_bert_dir)):
         config = text_config(model_dir=model_dir, **{"training.output_dir": str(tmp_path / f"cls-{name}")})
-        runs[name] = TextClassificationRecipe(config).run()
+        runs[name] = run_recipe(TextClassificationRecipe(config))
     assert {"accuracy", "f1"} <= set(runs["adapted"].metrics["test"]) and {"accuracy", "f1"} <= set(runs["original"].metrics["test"])
     assert runs["adapted"].metrics["test"]["accuracy"] >= 0.5  # the adapted encoder is a working starting point
     # the classifier is new; the encoder weights are the adapted ones, not the original ones
@@ -164,7 +165,7 @@ def test_masked_lm_adapts_and_chains_into_classification(lm_config, text_config,
 def test_masked_lm_lora_saves_merged_checkpoint_usable_for_classification(lm_config, text_config, tmp_path):
     config = lm_config("masked-lm", **{"model.strategy": "lora", "data.whole_word_masking": True,
                                        "training.num_train_epochs": 1})
-    result = MaskedLMRecipe(config).run()
+    result = run_recipe(MaskedLMRecipe(config))
     merged = result.run_dir / "merged"
     assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
     assert not (merged / "adapter_config.json").exists()
@@ -172,7 +173,7 @@ def test_masked_lm_lora_saves_merged_checkpoint_usable_for_classification(lm_con
     assert loaded.evaluate()["pseudo_perplexity"] == pytest.approx(result.metrics["test"]["pseudo_perplexity"], rel=0.05)
     fills = loaded.predict(["the film was [MASK]"])
     assert len(fills[0]["masks"]) == 1 and len(fills[0]["masks"][0]) == 5
-    cls = TextClassificationRecipe(text_config(model_dir=merged, **{"training.num_train_epochs": 1})).run()
+    cls = run_recipe(TextClassificationRecipe(text_config(model_dir=merged, **{"training.num_train_epochs": 1})))
     assert "accuracy" in cls.metrics["test"]
 
 
@@ -207,14 +208,14 @@ def test_blank_lines_only_is_reported(lm_config, tmp_path):
     blank = tmp_path / "blank.txt"
     blank.write_text("\n  \n\n", encoding="utf-8")
     with pytest.raises(DataError, match="no text|no rows"):
-        CausalLMRecipe(lm_config(**{"data.train": str(blank)})).run()
+        run_recipe(CausalLMRecipe(lm_config(**{"data.train": str(blank)})))
 
 
 def test_text_shorter_than_one_block_is_reported(lm_config, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("the film\nwas great\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"fewer than one block of data.block_size=32.*lower data.block_size"):
-        CausalLMRecipe(lm_config(**{"data.validation": str(short)})).run()
+        run_recipe(CausalLMRecipe(lm_config(**{"data.validation": str(short)})))
 
 
 def test_missing_text_column_is_reported(lm_config, lm_data):
@@ -227,7 +228,7 @@ def test_non_text_column_is_reported(lm_config, tmp_path):
     config = lm_config(**{"data.train": str(numbers), "data.validation": str(numbers), "data.test": None,
                           "data.text_column": "label"})
     with pytest.raises(DataError, match="column 'label' holds .* not text"):
-        CausalLMRecipe(config).run()
+        run_recipe(CausalLMRecipe(config))
 
 
 def test_tokenizer_without_mask_token_is_reported(lm_config, tiny_bert_dir, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hftl import CausalLMRecipe, MaskedLMRecipe
+from hftl.runner import run_recipe
 from conftest import make_sentences
 
 
@@ -34,7 +35,7 @@ def test_gradient_accumulation_keeps_the_loss_scale(recipe_class, fixture, tmp_p
     model_dir = request.getfixturevalue(fixture)
     losses = []
     for batch, accumulation in ((8, 1), (4, 2)):
-        result = recipe_class(_config(tmp_path, model_dir, f"b{batch}", batch, accumulation)).run()
+        result = run_recipe(recipe_class(_config(tmp_path, model_dir, f"b{batch}", batch, accumulation)))
         history = result.trainer.state.log_history
         losses.append(next(entry["loss"] for entry in history if "loss" in entry))
     assert losses[1] == pytest.approx(losses[0], rel=0.25)
@@ -64,7 +65,7 @@ def test_masked_lm_evaluation_loss_does_not_depend_on_the_evaluation_batch(tiny_
         config = _config(tmp_path, tiny_bert_dir, f"eval{eval_batch}", 8, 1)
         config["data"]["test"] = config["data"]["train"]
         config["training"]["per_device_eval_batch_size"] = eval_batch
-        losses.append(MaskedLMRecipe(config).run().metrics["test"]["loss"])
+        losses.append(run_recipe(MaskedLMRecipe(config)).metrics["test"]["loss"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
@@ -73,7 +74,7 @@ def test_causal_lm_evaluation_loss_equals_the_models_own(tiny_gpt2_dir, tmp_path
     batch: the label shift is right."""
     config = _config(tmp_path, tiny_gpt2_dir, "clm", 8, 1)
     config["data"]["test"] = config["data"]["train"]
-    result = CausalLMRecipe(config).run()
+    result = run_recipe(CausalLMRecipe(config))
     trainer, dataset = result.trainer, result.trainer.eval_dataset
     recipe_loss = result.recipe.evaluate_split(trainer, "validation", dataset)["loss"]
     batch = trainer.data_collator([dataset[i] for i in range(len(dataset))])

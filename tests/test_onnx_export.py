@@ -12,6 +12,7 @@ pytest.importorskip("onnxruntime")
 from hftl.batch_inference import classify_texts  # noqa: E402
 from hftl.errors import HftlError, OutputExistsError  # noqa: E402
 from hftl.onnx_export import EXPORT_RECORD, OnnxClassifier, export_onnx, is_onnx_folder  # noqa: E402
+from hftl.runner import run_recipe
 from tests.test_batch_inference import varied_texts  # noqa: E402
 
 
@@ -127,7 +128,7 @@ def test_onnx_predict_applies_the_runs_decisions(kind, tmp_path, tiny_bert_dir):
                          score_range=[0, 5])
         inputs = [("great film", "lovely story"), ("awful plot", "awful plot"), ("happy end", "dismal acting")]
     config["training"]["num_train_epochs"] = 1
-    run = TextClassificationRecipe(config).run().run_dir
+    run = run_recipe(TextClassificationRecipe(config)).run_dir
     expected = load(run).predict(inputs)
     got = OnnxClassifier(export_onnx(run, tmp_path / "onnx")).predict(inputs)
     assert [set(row) for row in got] == [set(row) for row in expected]

@@ -6,6 +6,7 @@ from transformers import Trainer
 
 from hftl import TextClassificationRecipe
 from hftl.config.schema import SpeedConfig
+from hftl.runner import run_recipe
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def test_reuse_final_eval_runs_validation_once_with_the_same_result(text_config,
         count_eval_loops.clear()
         config = text_config(**{"training.num_train_epochs": 1, "speed.reuse_final_eval": reuse,
                                 "training.output_dir": text_config()["training"]["output_dir"] + str(reuse)})
-        metrics[reuse] = TextClassificationRecipe(config).run().metrics
+        metrics[reuse] = run_recipe(TextClassificationRecipe(config)).metrics
         # in-training evaluation of validation, the report's validation, the report's test
         assert len(count_eval_loops) == (2 if reuse else 3)
     for split in ("validation", "test"):
@@ -91,7 +92,7 @@ def test_length_buckets_batches_similar_lengths_and_keeps_every_example():
 def test_length_buckets_switch_trains_with_the_bucket_sampler(text_config):
     from hftl.speed.samplers import LengthBucketSampler
 
-    result = TextClassificationRecipe(text_config(**{"speed.length_buckets": True, "training.max_steps": 2})).run()
+    result = run_recipe(TextClassificationRecipe(text_config(**{"speed.length_buckets": True, "training.max_steps": 2})))
     assert isinstance(result.trainer._get_train_sampler(), LengthBucketSampler)
     assert result.trainer.state.global_step == 2
 

@@ -73,11 +73,11 @@ class FirstWordRecipe(ClassificationRecipe):
 
 @pytest.fixture
 def toy_task():
-    from hftl.tasks import _REGISTRY
+    from hftl.recipe import _REGISTERED
 
     register_task(FirstWordRecipe)  # the one registration line
     yield FirstWordRecipe
-    _REGISTRY.pop(TOY)
+    _REGISTERED.pop(TOY)
 
 
 def test_a_task_declared_in_a_test_module_works_end_to_end(toy_task, tmp_path, tiny_bert_dir, text_data, capsys):

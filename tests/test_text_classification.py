@@ -7,12 +7,13 @@ import torch
 
 from hftl import TextClassificationRecipe
 from hftl.inference import load
+from hftl.runner import run_recipe
 
 
 @pytest.mark.parametrize("strategy", ["full", "freeze", "lora"])
 def test_strategies_train_save_reload(text_config, strategy):
     config = text_config(**{"model.strategy": strategy, "model.lora": {"r": 4, "alpha": 8, "dropout": 0.0}})
-    result = TextClassificationRecipe(config).run()
+    result = run_recipe(TextClassificationRecipe(config))
     run_dir = result.run_dir
     for name in ("config.yaml", "manifest.json", "metrics.json", "labels.json", "tokenizer.json"):
         assert (run_dir / name).is_file(), name
@@ -45,12 +46,12 @@ def test_strategies_train_save_reload(text_config, strategy):
 
 
 def test_full_finetune_learns(text_config):
-    result = TextClassificationRecipe(text_config(**{"training.num_train_epochs": 6})).run()
+    result = run_recipe(TextClassificationRecipe(text_config(**{"training.num_train_epochs": 6})))
     assert result.metrics["test"]["accuracy"] >= 0.8
 
 
 def test_lora_merged_equals_adapter(text_config):
-    result = TextClassificationRecipe(text_config(**{"model.strategy": "lora"})).run()
+    result = run_recipe(TextClassificationRecipe(text_config(**{"model.strategy": "lora"})))
     loaded = load(result.run_dir)
     batch = loaded.processor(["the film was great", "it was really awful and boring"], padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -62,7 +63,7 @@ def test_lora_merged_equals_adapter(text_config):
 
 def test_decoder_lora_padding_does_not_change_predictions(text_config, tiny_gpt2_dir):
     config = text_config(model_dir=tiny_gpt2_dir, **{"model.strategy": "lora"})
-    result = TextClassificationRecipe(config).run()
+    result = run_recipe(TextClassificationRecipe(config))
     loaded = load(result.run_dir)
     assert loaded.processor.pad_token is not None
     texts = ["great", "the film was really quite boring and the plot was tedious"]
@@ -74,7 +75,7 @@ def test_decoder_lora_padding_does_not_change_predictions(text_config, tiny_gpt2
 
 
 def test_string_labels_map_is_sorted_and_saved(text_config):
-    result = TextClassificationRecipe(text_config()).run()
+    result = run_recipe(TextClassificationRecipe(text_config()))
     labels = json.loads((result.run_dir / "labels.json").read_text())
     assert labels["label2id"] == {"neg": 0, "pos": 1}
     model_config = json.loads((result.run_dir / "config.json").read_text())

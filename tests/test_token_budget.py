@@ -15,6 +15,7 @@ from hftl.cli import main
 from hftl.config.schema import SpeedConfig
 from faults import signal_at_step
 from hftl.epoch import TrainingEpoch, epoch_callback
+from hftl.runner import run_recipe
 from hftl.speed.samplers import TokenBudgetSampler, budget_batches, padded_length
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -163,7 +164,7 @@ def _last_step(run) -> int:
 
 def test_the_trainers_dataloader_gives_the_samplers_batches_within_budget(text_config):
     recipe = TextClassificationRecipe(text_config(**{"speed.token_budget": BUDGET, "training.max_steps": 1}))
-    trainer = recipe.run().trainer
+    trainer = run_recipe(recipe).trainer
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler, TokenBudgetSampler)
     loader = trainer.get_train_dataloader()
@@ -179,7 +180,7 @@ def test_without_the_batch_sampler_path_it_warns_and_trains_fixed_batches(text_c
 
     monkeypatch.setattr(token_budget, "trainer_sampler_class", lambda: None)
     config = text_config(**{"speed.token_budget": BUDGET, "training.max_steps": 1})
-    trainer = TextClassificationRecipe(config).run().trainer
+    trainer = run_recipe(TextClassificationRecipe(config)).trainer
     assert "no batch-sampler path" in caplog.text
     assert trainer.applied_speedups["token_budget"] is False
     assert not isinstance(trainer._get_train_sampler(), TokenBudgetSampler)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hftl.errors import ConfigError, DataError
+from hftl.runner import run_recipe
 from hftl.tasks.token_classification import (
     IGNORE, align_labels, b_to_i_map, check_tag_sets, decode_entities, encode_windows, entities_from_words,
     entity_confusion_matrix, read_conll, stitch_windows, token_classification_report, tokenize_and_align,
@@ -334,7 +335,7 @@ def test_tiny_run_trains_saves_reloads_and_predicts_the_same(ner_config, strateg
     import hftl
 
     config = ner_config(model__strategy=strategy)
-    result = _recipe(config).run()
+    result = run_recipe(_recipe(config))
     test = result.metrics["test"]
     for key in ("precision", "recall", "f1", "f1_macro", "accuracy", "per_type", "entity_confusion_matrix", "loss"):
         assert key in test
@@ -390,7 +391,7 @@ def test_predict_matches_the_transformers_pipeline(tmp_path, tiny_bert_dir, ner_
 
 
 def test_tiny_gpt2_run(ner_config, tiny_gpt2_dir):
-    result = _recipe(ner_config(model_dir=tiny_gpt2_dir)).run()
+    result = run_recipe(_recipe(ner_config(model_dir=tiny_gpt2_dir)))
     assert 0.0 <= result.metrics["test"]["accuracy"] <= 1.0
     import hftl
 
@@ -408,7 +409,7 @@ def test_onnx_export_of_a_lora_run_predicts_like_the_run(ner_config, tmp_path):
     from hftl.cli import main
     from hftl.onnx_export import OnnxClassifier, export_onnx
 
-    result = _recipe(ner_config(model__strategy="lora")).run()
+    result = run_recipe(_recipe(ner_config(model__strategy="lora")))
     out = export_onnx(result.run_dir, tmp_path / "onnx")
     texts = ["alice and bob smith went to new york", "Paris!! 😀 was, really, quite", "carol flew to rome"]
     inputs = [*texts, ["the", "film", "carol", "rome"]]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_sentences, write_tsv, with_changes
+from hftl.runner import run_recipe
 
 TEXTS = ["the film was great", "it was really awful and boring", "a lovely and charming story", "dismal plot"]
 
@@ -29,4 +30,4 @@ def train_tiny_run(tmp: Path, model_dir: Path, **changes):
     with_changes(config, changes)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_DATASETS_CACHE", str(tmp / "datasets_cache"))
-        return TextClassificationRecipe(config).run()
+        return run_recipe(TextClassificationRecipe(config))

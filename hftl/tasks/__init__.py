@@ -1,7 +1,8 @@
 """The task registry: task name -> recipe class.
 
 A task is one module in this package whose recipe class declares everything that differs between tasks and
-ends with one line, `register_task(MyRecipe)`. Shared code asks the registry and never names a task. The
+ends with one line, `register_task(MyRecipe)` (from `hftl.recipe`, below the task modules: a task module
+never imports this registry, which imports it). Shared code asks the registry and never names a task. The
 modules are found on first use, so adding a module here is all it takes; a task defined elsewhere (a plugin,
 a test) calls `register_task` itself.
 """
@@ -16,19 +17,10 @@ from pathlib import Path
 from hftl.config import read_config
 from hftl.config.parse import did_you_mean
 from hftl.errors import ConfigError
+from hftl.recipe import _REGISTERED, register_task  # noqa: F401 (hftl.tasks.register_task, as before)
 from hftl.run_dir import RunDir
 
-_REGISTRY: dict[str, type] = {}
 _discovered = False
-
-
-def register_task(recipe_class: type) -> type:
-    """Register `recipe_class` (a `hftl.recipe.Recipe` subclass) under its `task` name; usable as a decorator."""
-    name = getattr(recipe_class, "task", "")
-    if not name:
-        raise TypeError(f"{recipe_class.__name__} declares no task name (class attribute `task`).")
-    _REGISTRY[name] = recipe_class
-    return recipe_class
 
 
 def _discover() -> None:
@@ -43,7 +35,7 @@ def _discover() -> None:
 def registered_tasks() -> dict[str, type]:
     """Task name -> recipe class, for every registered task, by name (whatever order they were imported in)."""
     _discover()
-    return dict(sorted(_REGISTRY.items()))
+    return dict(sorted(_REGISTERED.items()))
 
 
 def task_names() -> list[str]:

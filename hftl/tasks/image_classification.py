@@ -22,8 +22,7 @@ from hftl.data.loading import source_kind
 from hftl.epoch import TrainingEpoch
 from hftl.errors import DataError
 from hftl.modeling import load_kwargs, read_model_config, resolve_checkpoint
-from hftl.recipe import PreparedData
-from hftl.tasks import register_task
+from hftl.recipe import PreparedData, register_task
 from hftl.tasks.classification import ClassificationData, ClassificationRecipe
 
 logger = logging.getLogger(__name__)
@@ -62,8 +61,8 @@ class ImageClassificationRecipe(ClassificationRecipe):
 
     Example:
         ```python
-        from hftl import ImageClassificationRecipe
-        result = ImageClassificationRecipe.from_yaml("recipes/configs/digits_vit_lora.yaml").run()
+        from hftl import ImageClassificationRecipe, run_recipe
+        result = run_recipe(ImageClassificationRecipe.from_yaml("recipes/configs/digits_vit_lora.yaml"))
         result.metrics["test"]["accuracy"]
         ```
     """

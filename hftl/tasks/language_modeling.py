@@ -34,9 +34,8 @@ from hftl.data.columns import check_sources, check_text_column, require_source, 
 from hftl.epoch import example_seed
 from hftl.errors import DataError
 from hftl.modeling import check_length_limit, load_kwargs, load_pretrained_model, load_tokenizer, resolve_checkpoint
-from hftl.recipe import PreparedData, Recipe
+from hftl.recipe import PreparedData, Recipe, register_task
 from hftl.run_dir import RunDir
-from hftl.tasks import register_task
 
 logger = logging.getLogger(__name__)
 
@@ -248,8 +247,8 @@ class CausalLMRecipe(LanguageModelingRecipe):
 
     Example:
         ```python
-        from hftl import CausalLMRecipe
-        result = CausalLMRecipe.from_yaml("recipes/configs/sst2_smollm2_clm_lora.yaml").run()
+        from hftl import CausalLMRecipe, run_recipe
+        result = run_recipe(CausalLMRecipe.from_yaml("recipes/configs/sst2_smollm2_clm_lora.yaml"))
         result.metrics["before_training"]["test"]["perplexity"], result.metrics["test"]["perplexity"]
         ```
     """
@@ -301,8 +300,8 @@ class MaskedLMRecipe(LanguageModelingRecipe):
 
     Example:
         ```python
-        from hftl import MaskedLMRecipe
-        result = MaskedLMRecipe.from_yaml("recipes/configs/sst2_minilm_mlm.yaml").run()
+        from hftl import MaskedLMRecipe, run_recipe
+        result = run_recipe(MaskedLMRecipe.from_yaml("recipes/configs/sst2_minilm_mlm.yaml"))
         ```
     """
 

@@ -11,8 +11,7 @@ from hftl.data import fingerprint, load_split, load_splits
 from hftl.data.columns import check_loaded_columns, check_sources, check_texts, require_source, split_sources
 from hftl.errors import ConfigError, DataError
 from hftl.modeling import check_length_limit, load_tokenizer
-from hftl.recipe import PreparedData
-from hftl.tasks import register_task
+from hftl.recipe import PreparedData, register_task
 from hftl.tasks.classification import (
     MULTI, REGRESSION, SINGLE, ClassificationData, ClassificationRecipe, detect_problem_type, is_label_list,
     label_option_problems, label_set, outside_score_range, score_range_problems, target_value,
@@ -73,8 +72,8 @@ class TextClassificationRecipe(ClassificationRecipe):
 
     Example:
         ```python
-        from hftl import TextClassificationRecipe
-        result = TextClassificationRecipe.from_yaml("recipes/configs/sst2_minilm_lora.yaml").run()
+        from hftl import TextClassificationRecipe, run_recipe
+        result = run_recipe(TextClassificationRecipe.from_yaml("recipes/configs/sst2_minilm_lora.yaml"))
         result.metrics["test"]["f1"]
         ```
     """

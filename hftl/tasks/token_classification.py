@@ -34,8 +34,7 @@ from hftl.data.holdout import holdout_indices
 from hftl.data.loading import FILE_FORMATS, source_kind
 from hftl.errors import DataError, HftlError
 from hftl.modeling import check_length_limit, load_kwargs, load_pretrained_model, load_tokenizer, resolve_checkpoint
-from hftl.recipe import PreparedData, Recipe
-from hftl.tasks import register_task
+from hftl.recipe import PreparedData, Recipe, register_task
 
 logger = logging.getLogger(__name__)
 
@@ -682,8 +681,8 @@ class TokenClassificationRecipe(Recipe):
 
     Example:
         ```python
-        from hftl import TokenClassificationRecipe
-        result = TokenClassificationRecipe.from_yaml("recipes/configs/wnut17_minilm_lora.yaml").run()
+        from hftl import TokenClassificationRecipe, run_recipe
+        result = run_recipe(TokenClassificationRecipe.from_yaml("recipes/configs/wnut17_minilm_lora.yaml"))
         result.metrics["test"]["f1"]  # entity-level, strict IOB2
         ```
     """
