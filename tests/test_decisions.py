@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hftl.run_dir import RunDir
+from hftl.runner import run_recipe
 
 
 def test_errors_jsonl_round_trip(tmp_path):
@@ -58,7 +59,7 @@ def test_auto_multilabel_run_with_early_stopping(tmp_path, tiny_bert_dir):
     config["training"].update(early_stopping_patience=1, num_train_epochs=2)
     recipe = TextClassificationRecipe(config)
     before = recipe.config.data.problem_type
-    result = recipe.run()
+    result = run_recipe(recipe)
     assert before == result.config.data.problem_type == "multi_label_classification"  # not changed mid-run
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert saved["data"]["problem_type"] == "multi_label_classification"
