@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from hftl.cli import main as hftl_main  # noqa: E402
+from hftl.runner import run_recipe  # noqa: E402
 from tiny_runs import TEXTS, train_tiny_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,12 +173,12 @@ def test_token_classification_run(tiny_bert_dir, tmp_path):
 
     data = {name: str(write_conll(tmp_path / f"{name}.txt", make_sentences(n, seed=seed)))
             for name, n, seed in (("train", 32, 1), ("validation", 11, 2), ("test", 13, 3))}
-    result = TokenClassificationRecipe({
+    result = run_recipe(TokenClassificationRecipe({
         "model": {"name_or_path": str(tiny_bert_dir), "strategy": "full"},
         "data": {**data, "max_length": 32, "stride": 8},
         "training": {"output_dir": str(tmp_path / "run"), "max_steps": 6, "learning_rate": 5e-3,
                      "per_device_train_batch_size": 16, "seed": 42},
-        "speed": {"bf16": False}}).run()
+        "speed": {"bf16": False}}))
     figures = export_int8(result.run_dir, tmp_path / "int8", max_drop=None)
     assert figures["metric"] == "f1" and figures["split"] == "test"
     assert figures["models"]["float32 (PyTorch)"]["metric"] == pytest.approx(result.metrics["test"]["f1"])
