@@ -12,7 +12,8 @@ from hftl.errors import HftlError
 from hftl.tasks import registered_tasks
 
 #: subcommand modules, in the order `hftl --help` lists them
-COMMANDS = ["train", "validate", "evaluate", "demo", "models", "generate", "predict", "card", "push", "export", "compare"]
+COMMANDS = ["train", "validate", "evaluate", "demo", "models", "generate", "chat", "predict", "card", "push", "export",
+            "compare"]
 
 EPILOG = """examples:
   hftl demo                                          fine-tune the packaged MiniLM on the bundled demo set

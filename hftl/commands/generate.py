@@ -1,13 +1,19 @@
-"""`hftl generate RUN_DIR --prompt TEXT`: continue a prompt with a fine-tuned causal-LM run."""
+"""`hftl generate RUN_DIR --prompt TEXT` (continue text) or `--message TEXT` / `--messages FILE` (chat runs: a
+reply rendered with the run's chat template, as in training)."""
 
 from hftl.commands import add_trust_arguments, trust_of
 
 
 def register(subparsers):
-    parser = subparsers.add_parser("generate", help="continue a prompt with a language-model run (greedy or sampled)",
-                                   description="Load a finished text-generating run (full, frozen or LoRA) and print continuations.")
+    parser = subparsers.add_parser("generate", help="continue a prompt, or reply to messages, with a run (greedy or sampled)",
+                                   description="Load a finished text-generating run (full, frozen or LoRA) and print "
+                                   "continuations, or replies of a chat run.")
     parser.add_argument("run_dir", help="the output_dir of a finished run of a text-generating task")
-    parser.add_argument("--prompt", action="append", required=True, help="text to continue (repeatable)")
+    parser.add_argument("--prompt", action="append", default=[], help="text to continue (repeatable)")
+    parser.add_argument("--message", action="append", default=[],
+                        help="chat runs: a user message to reply to (repeatable; each is its own conversation)")
+    parser.add_argument("--messages", default=None,
+                        help="chat runs: a JSON file holding one conversation, a list of {\"role\", \"content\"}")
     parser.add_argument("--max-new-tokens", type=int, default=50, help="the most tokens to add (default 50)")
     parser.add_argument("--sample", action="store_true", help="sample (temperature, top-p) instead of greedy decoding")
     parser.add_argument("--seed", type=int, default=None, help="seed for --sample: the same seed gives the same text")
@@ -17,22 +23,59 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
+def _load_generating(run_dir, trust: dict):
     from hftl.errors import HftlError
-    from hftl.generation import generate
     from hftl.inference import load
 
-    loaded = load(args.run_dir, **trust_of(args))
+    loaded = load(run_dir, **trust)
     if not loaded.recipe.generates_text:
         from hftl.tasks import registered_tasks
 
         generating = [name for name, recipe in registered_tasks().items() if recipe.generates_text]
-        raise HftlError(f"{args.run_dir} is a '{loaded.recipe.task}' run; generate needs a run of a task that "
+        raise HftlError(f"{run_dir} is a '{loaded.recipe.task}' run; generate needs a run of a task that "
                         f"generates text ({', '.join(generating)}).")
+    return loaded
+
+
+def load_chat_run(run_dir, trust: dict):
+    """A finished run whose task renders chat messages (its recipe declares `chat = True`)."""
+    from hftl.errors import HftlError
+
+    loaded = _load_generating(run_dir, trust)
+    if not getattr(loaded.recipe, "chat", False):
+        raise HftlError(f"{run_dir} is a '{loaded.recipe.task}' run, which continues text: use --prompt.")
+    return loaded
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    from hftl.errors import HftlError
+
     if args.max_new_tokens < 1:
         raise HftlError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
+    if not (args.prompt or args.message or args.messages):
+        raise HftlError("give --prompt TEXT (continue text), or --message TEXT / --messages FILE (chat runs).")
+    options = dict(max_new_tokens=args.max_new_tokens, sample=args.sample, seed=args.seed,
+                   temperature=args.temperature, top_p=args.top_p)
+    if args.message or args.messages:
+        from hftl.chat import generate
+
+        loaded = load_chat_run(args.run_dir, trust_of(args))
+        conversations = [[{"role": "user", "content": text}] for text in args.message]
+        if args.messages:
+            try:
+                conversations.append(json.loads(Path(args.messages).read_text(encoding="utf-8")))
+            except (OSError, ValueError) as err:
+                raise HftlError(f"--messages {args.messages}: not a readable JSON list of messages ({err}).") from None
+        for messages in conversations:
+            print(generate(loaded.model, loaded.processor, messages, **options)["text"])
+        return 0
+    from hftl.generation import generate
+
+    loaded = _load_generating(args.run_dir, trust_of(args))
     for prompt in args.prompt:
-        text = generate(loaded.model, loaded.processor, prompt, max_new_tokens=args.max_new_tokens, sample=args.sample,
-                        seed=args.seed, temperature=args.temperature, top_p=args.top_p)
+        text = generate(loaded.model, loaded.processor, prompt, **options)
         print(f"{prompt}{text}")
     return 0

@@ -1,4 +1,8 @@
-"""`hftl validate CONFIG`: every check `train` makes before loading a model, and nothing else."""
+"""`hftl validate CONFIG`: every check `train` makes before loading a model, and nothing else.
+
+`--show-example N` also prints training example N as the model will see it, for tasks that can show one (the
+recipe's `describe_example`): the rendered text with the trained tokens marked, and the training set's lengths.
+"""
 
 from hftl.commands import add_config_arguments, overrides_of
 
@@ -7,12 +11,23 @@ def register(subparsers):
     parser = subparsers.add_parser("validate", help="check a config and its data without training",
                                    description="Run all config and data checks; exit 2 listing every problem.")
     add_config_arguments(parser)
+    parser.add_argument("--show-example", type=int, default=None, metavar="N",
+                        help="also print training example N as the model sees it (trained tokens between [[ ]]), "
+                        "with the token-length histogram of the training set (chat tasks)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from hftl.errors import HftlError
     from hftl.preflight import load_config
+    from hftl.tasks import get_recipe_class
 
     config = load_config(args.config, overrides_of(args))
     print(f"{args.config}: OK (task {config.task}, model {config.model.name_or_path}, strategy {config.model.strategy})")
+    if args.show_example is not None:
+        recipe = get_recipe_class(config.task)(config)
+        describe = getattr(recipe, "describe_example", None)
+        if describe is None:
+            raise HftlError(f"--show-example: task '{config.task}' has no example view.")
+        print(describe(args.show_example))
     return 0

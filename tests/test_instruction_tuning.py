@@ -1,0 +1,232 @@
+"""Instruction tuning: masks on two template families, end of turn trained, no double BOS, packing without
+contamination, one rendering for training and inference, bad conversations reported at once, and a tiny run
+through the CLI (train, validate --show-example, generate with messages, the merged export in a pipeline)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from chat_fixtures import build_model_dir, build_tokenizer, chat_rows, write_jsonl
+from hftl.chat import IGNORE, encode, marked_text, prompt_ids, stop_token_ids
+from hftl.data.conversations import Conversation
+from hftl.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+MESSAGES = [{"role": "system", "content": "you are a bot"}, {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "positive answer"}, {"role": "user", "content": "was it boring"},
+            {"role": "assistant", "content": "negative"}]
+
+
+def conversation(messages=MESSAGES):
+    return Conversation([dict(m) for m in messages], [m["role"] == "assistant" for m in messages], where="test")
+
+
+def trained_pieces(tokenizer, encoded) -> list[str]:
+    """The decoded runs of consecutive trained tokens."""
+    pieces, current = [], []
+    for token, label in zip(encoded.input_ids, encoded.labels):
+        if label != IGNORE:
+            current.append(token)
+        elif current:
+            pieces.append(tokenizer.decode(current))
+            current = []
+    if current:
+        pieces.append(tokenizer.decode(current))
+    return pieces
+
+
+@pytest.mark.parametrize("family, end", [("chatml", "<|im_end|>\n"), ("llama3", "<|eot_id|>")])
+def test_masks_train_exactly_the_replies_and_their_end_of_turn(family, end):
+    tokenizer = build_tokenizer(family)
+    encoded = encode(tokenizer, conversation())
+    assert trained_pieces(tokenizer, encoded) == [f"positive answer{end}", f"negative{end}"]
+    assert all(label in (IGNORE, token) for token, label in zip(encoded.input_ids, encoded.labels))
+    assert "[[negative" in marked_text(tokenizer, encoded)
+
+
+def test_masks_are_the_same_with_and_without_generation_tags():
+    """The template with {% generation %} tags gives transformers' own assistant mask: ours equals it, and ours
+    is the same on the template without tags."""
+    tagged = build_tokenizer("chatml", tags=True)
+    reference = tagged.apply_chat_template(MESSAGES, return_assistant_tokens_mask=True, return_dict=True)
+    ours_tagged = encode(tagged, conversation())
+    ours_plain = encode(build_tokenizer("chatml"), conversation())
+    mask = [int(label != IGNORE) for label in ours_tagged.labels]
+    assert ours_tagged.input_ids == reference["input_ids"]
+    assert mask == reference["assistant_masks"]
+    assert [int(label != IGNORE) for label in ours_plain.labels] == mask
+
+
+@pytest.mark.parametrize("family", ["chatml", "llama3"])
+def test_end_of_turn_is_trained_and_generation_stops_at_it(family):
+    tokenizer = build_tokenizer(family)
+    encoded = encode(tokenizer, conversation())
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>" if family == "chatml" else "<|eot_id|>")
+    trained = [t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE]
+    assert trained.count(end_of_turn) == 2  # one per assistant turn, although pad = EOS for ChatML
+    assert end_of_turn in stop_token_ids(tokenizer)
+    if family == "llama3":
+        assert tokenizer.eos_token_id != end_of_turn and tokenizer.eos_token_id in stop_token_ids(tokenizer)
+
+
+def test_no_double_bos_where_template_and_tokenizer_both_add_one():
+    tokenizer = build_tokenizer("llama3")
+    assert tokenizer("hello")["input_ids"][0] == tokenizer.bos_token_id  # the tokenizer adds one by itself
+    encoded = encode(tokenizer, conversation())
+    assert encoded.input_ids.count(tokenizer.bos_token_id) == 1 and encoded.input_ids[0] == tokenizer.bos_token_id
+    assert prompt_ids(tokenizer, MESSAGES[:2]).count(tokenizer.bos_token_id) == 1
+
+
+@pytest.mark.parametrize("family", ["chatml", "llama3"])
+def test_training_and_inference_render_the_same_prompt(family):
+    """The tokens a reply is trained after are the tokens the model is prompted with (hftl generate / chat)."""
+    tokenizer = build_tokenizer(family)
+    encoded = encode(tokenizer, conversation())
+    for turn in (2, 4):
+        prompt = prompt_ids(tokenizer, MESSAGES[:turn])
+        assert encoded.input_ids[:len(prompt)] == prompt
+        assert encoded.labels[len(prompt) - 1] == IGNORE and encoded.labels[len(prompt)] != IGNORE
+
+
+def test_plain_prompt_completion_trains_completion_and_eos():
+    tokenizer = build_tokenizer("chatml")
+    encoded = encode(tokenizer, Conversation(prompt="the film was ", completion="great"))
+    assert trained_pieces(tokenizer, encoded) == ["great<|im_end|>"]
+
+
+def test_train_on_all_trains_every_token():
+    encoded = encode(build_tokenizer("chatml"), conversation(), train_on="all")
+    assert encoded.labels == encoded.input_ids
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_packed_loss_equals_unpacked_loss(tmp_path, attention):
+    """Padding-free packing: one row, positions restart, attention kept inside each example: the loss of the
+    packed batch equals that of the padded batch (same targets, same logits)."""
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
+
+    from hftl.tasks.instruction_tuning import packing_collator
+
+    folder = build_model_dir(tmp_path / "llama", "llama3")
+    tokenizer = build_tokenizer("llama3")
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=attention).eval()
+    rows = [encode(tokenizer, conversation(m["messages"]), train_on="all") for m in chat_rows(3)]
+    rows.append(encode(tokenizer, conversation()))
+    features = [{"input_ids": r.input_ids, "labels": r.labels} for r in rows]
+    tokenizer.pad_token = tokenizer.eos_token
+    padded = DataCollatorForSeq2Seq(tokenizer, padding=True)(features)
+    packed = packing_collator()(features)
+    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+    with torch.no_grad():
+        loss_padded = model(**padded).loss
+        loss_packed = model(**packed).loss
+        # attention that crossed examples (no restarted positions, or a cache: transformers then ignores them)
+        # changes the logits of every example after the first
+        crossed = model(**{**packed, "use_cache": True}).loss
+    torch.testing.assert_close(loss_packed, loss_padded, atol=1e-5, rtol=1e-5)
+    assert abs(float(crossed) - float(loss_padded)) > 1e-3
+
+
+def test_bad_conversations_are_reported_all_at_once_with_lines(tmp_path):
+    from hftl.data.conversations import read_conversations
+    from hftl.tasks.instruction_tuning import InstructionData
+
+    rows = chat_rows(2)
+    rows.append({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]})  # line 3
+    rows.append({"messages": [{"role": "assistant", "content": "y"}, {"role": "user", "content": "x"}]})  # line 4
+    rows.append({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]})  # line 5
+    rows += chat_rows(1)
+    rows.append({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                              {"role": "user", "content": "z"}]})  # line 7
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(DataError) as err:
+        read_conversations(str(path), InstructionData(train=str(path)), "train")
+    message = str(err.value)
+    assert "4 problem(s)" in message
+    for line, words in ((3, "unknown role 'robot'"), (4, "turns out of order"), (5, "empty assistant turn"),
+                        (7, "ends without an assistant turn")):
+        assert f"bad.jsonl: line {line}: " in message and words in message
+
+
+def test_instruction_columns_and_prompt_completion_layouts(tmp_path):
+    from hftl.data.conversations import read_conversations
+    from hftl.tasks.instruction_tuning import InstructionData
+
+    alpaca = write_jsonl(tmp_path / "alpaca.jsonl", [{"q": "classify", "ctx": "a lovely story", "a": "positive"},
+                                                     {"q": "say hi", "ctx": "", "a": "hi"}])
+    data = InstructionData(train=str(alpaca), instruction_column="q", input_column="ctx", output_column="a")
+    first, second = read_conversations(str(alpaca), data, "train")
+    assert first.messages == [{"role": "user", "content": "classify\n\na lovely story"},
+                              {"role": "assistant", "content": "positive"}] and first.trained == [False, True]
+    assert second.messages[0]["content"] == "say hi"
+    chat = write_jsonl(tmp_path / "pc.jsonl", [{"prompt": [{"role": "user", "content": "hi"}],
+                                                "completion": [{"role": "assistant", "content": "yo"}]}])
+    (pc,) = read_conversations(str(chat), InstructionData(train=str(chat)), "train")
+    assert pc.trained == [False, True] and pc.reference() == "yo"
+
+
+# -- a tiny run, end to end -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A full fine-tuning run of the tiny ChatML GPT-2 on a learnable chat task, through `hftl train`."""
+    import yaml
+
+    from hftl.cli import main
+
+    root = tmp_path_factory.mktemp("sft")
+    model = build_model_dir(root / "model", "chatml")
+    data = {name: write_jsonl(root / f"{name}.jsonl", chat_rows(n, offset)) for name, n, offset in
+            (("train", 48, 0), ("validation", 6, 1), ("test", 6, 2))}
+    config = {"task": "instruction-tuning",
+              "model": {"name_or_path": str(model), "strategy": "full"},
+              "data": {"train": str(data["train"]), "validation": str(data["validation"]), "test": str(data["test"]),
+                       "max_length": 64, "answer_labels": ["positive", "negative"], "generation_max_new_tokens": 12},
+              "training": {"output_dir": str(root / "run"), "max_steps": 40, "learning_rate": 5e-3,
+                           "per_device_train_batch_size": 8, "logging_steps": 5, "eval_strategy": "no",
+                           "save_strategy": "no", "seed": 1},
+              "speed": {"bf16": False}}
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path)]) == 0
+    return root, path
+
+
+def test_tiny_run_learns_the_replies_and_records_generation_metrics(tiny_run):
+    root, _ = tiny_run
+    metrics = json.loads((root / "run" / "metrics.json").read_text())
+    before, after = metrics["before_training"]["test"], metrics["test"]
+    assert after["loss"] < before["loss"]
+    assert after["accuracy"] >= 0.8 and after["stopped"] == 1.0
+    assert {"accuracy", "f1", "unparseable", "samples"} <= set(after)
+    assert len(after["samples"]) == 5
+
+
+def test_validate_show_example_marks_trained_tokens(tiny_run, capsys):
+    from hftl.cli import main
+
+    root, path = tiny_run
+    assert main(["validate", str(path), "--show-example", "0", "--set", "overwrite=true"]) == 0
+    out = capsys.readouterr().out
+    print(out)
+    assert "<|im_start|>assistant\n[[positive<|im_end|>\n]]" in out
+    assert "BOS tokens at the start: 1 " in out and "end of turn trained: yes" in out
+    assert "exceed max_length" in out
+
+
+def test_generate_with_messages_matches_the_merged_export_in_a_pipeline(tiny_run, capsys, tmp_path):
+    from transformers import pipeline
+
+    from hftl.cli import main
+    from hftl.export import export_merged
+
+    root, _ = tiny_run
+    assert main(["generate", str(root / "run"), "--message", "was it boring", "--max-new-tokens", "12"]) == 0
+    ours = capsys.readouterr().out.strip().splitlines()[-1]
+    out = export_merged(root / "run", tmp_path / "merged", card=False)
+    chat = pipeline("text-generation", model=str(out))
+    theirs = chat([{"role": "user", "content": "was it boring"}], max_new_tokens=12, do_sample=False)
+    assert theirs[0]["generated_text"][-1]["content"].strip() == ours.strip()
