@@ -34,8 +34,7 @@ from hftl.config.schema import DataConfig
 from hftl.data.conversations import FORMATS, format_problem, read_conversations
 from hftl.data.loading import check_source, fingerprint
 from hftl.errors import DataError
-from hftl.recipe import PreparedData
-from hftl.tasks import register_task
+from hftl.recipe import PreparedData, register_task
 from hftl.tasks.language_modeling import LanguageModelingRecipe
 
 logger = logging.getLogger(__name__)
@@ -119,8 +118,9 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
 
     Example:
         ```python
+        import hftl
         from hftl import InstructionTuningRecipe
-        result = InstructionTuningRecipe.from_yaml("recipes/configs/dolly_smollm2_lora.yaml").run()
+        result = hftl.run_recipe(InstructionTuningRecipe.from_yaml("recipes/configs/dolly_smollm2_lora.yaml"))
         ```
     """
 
