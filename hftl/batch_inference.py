@@ -259,12 +259,3 @@ def classify_texts(model, tokenizer, texts: Iterable[Text], *, max_length: int |
                                      chunk_size=chunk_size, pad_to_multiple_of=pad_to_multiple_of,
                                      progress=progress, total=total):
         yield chunk, logits if return_logits else softmax(logits)
-
-
-def prediction_rows(chunks: Iterable[tuple[list, np.ndarray]], label_names: Sequence[str]) -> Iterator[dict]:
-    """One {"input", "label", "score", "probabilities"} row per input, from `classify_texts`'s chunks."""
-    from hftl.metrics import prediction_records
-
-    for chunk, probabilities in chunks:
-        for item, record in zip(chunk, prediction_records(probabilities, label_names)):
-            yield {"input": item if isinstance(item, str) else list(item), **record}

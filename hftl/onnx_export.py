@@ -23,6 +23,7 @@ import numpy as np
 
 from hftl.batch_inference import DEFAULT_CHUNK_SIZE, DEFAULT_TOKEN_BUDGET, run_batched, softmax
 from hftl.decisions import SINGLE, predictions_from_logits
+from hftl.data.labels import LabelMap
 from hftl.errors import HftlError
 from hftl.export import prepare_export_folder
 from hftl.run_dir import RunDir
@@ -33,8 +34,6 @@ ONNX_FILE = "model.onnx"
 EXPORT_RECORD = "onnx_export.json"
 #: what the one `logits` output is given for -> the transformers Auto class exported
 AUTO_CLASSES = {"text": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification"}
-#: run records copied beside the model, so the folder still says what the run was
-RECORDS = (RunDir.CONFIG, RunDir.LABELS, RunDir.CALIBRATION, RunDir.METRICS, RunDir.MANIFEST)
 #: traced at batch 2 (a size-1 axis would be specialised to 1), the second row padded
 EXAMPLE = ["an example sentence to trace the model with", "and a shorter one"]
 #: checked after the export: a batch of another size and length than the traced one
@@ -113,7 +112,7 @@ def _export(source: Path, out: Path, per: str, opset: int | None, atol: float, r
                       external_data=not one_file, opset_version=opset, verbose=False)
     tokenizer.save_pretrained(out)
     model.config.save_pretrained(out)
-    for name in RECORDS:
+    for name in (RunDir.CONFIG, *RunDir.RECORDS):  # the run's records: the folder still says what the run was
         if (records_from / name).is_file():
             shutil.copyfile(records_from / name, out / name)
     difference, scale = _max_difference(model, tokenizer, out, names)
@@ -159,21 +158,15 @@ def is_onnx_folder(folder: str | Path) -> bool:
     return (Path(folder) / ONNX_FILE).is_file() and (Path(folder) / EXPORT_RECORD).is_file()
 
 
-def _label_names(folder: Path) -> list[str]:
-    if (folder / RunDir.LABELS).is_file():
-        id2label = json.loads((folder / RunDir.LABELS).read_text(encoding="utf-8"))["id2label"]
-    else:
-        id2label = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("id2label", {})
-    return [id2label[str(i)] for i in range(len(id2label))]
+def _label_names(folder: Path, model_config) -> list[str]:
+    """The run's labels (labels.json), else the exported model's own `id2label`."""
+    labels = RunDir(folder).labels() or LabelMap.from_model_config(model_config)
+    return list(labels.names)
 
 
 def _max_length(folder: Path) -> int | None:
-    import yaml
-
-    if (folder / RunDir.CONFIG).is_file():
-        config = yaml.safe_load((folder / RunDir.CONFIG).read_text(encoding="utf-8")) or {}
-        return (config.get("data") or {}).get("max_length")
-    return None
+    """The run's `data.max_length` (None for a folder exported from a plain model, without config.yaml)."""
+    return (RunDir(folder).saved_config().get("data") or {}).get("max_length")
 
 
 class OnnxClassifier:
@@ -223,8 +216,8 @@ class OnnxClassifier:
                                                     providers=providers or ["CPUExecutionProvider"])
         self.input_names = [node.name for node in self.session.get_inputs()]
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self.label_names = _label_names(self.folder)
         self.config = AutoConfig.from_pretrained(self.folder)
+        self.label_names = _label_names(self.folder, self.config)
         # as `ClassificationRecipe.load_trained` reads them: the run's calibration.json, else the model's problem type
         self.decisions = RunDir(self.folder).calibration() or {"problem_type": self.config.problem_type or SINGLE}
         self.max_length = _max_length(self.folder)

@@ -99,10 +99,17 @@ class RunDir:
     def config_file(self) -> Path:
         return self.path / self.CONFIG
 
+    def saved_config(self) -> dict:
+        """The run's config.yaml as saved, unparsed ({} if the folder has none): for reading a value or two
+        without the task's schema (`hftl.config.read_config` parses it)."""
+        if not self.config_file.is_file():
+            return {}
+        data = yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}
+        return data if isinstance(data, dict) else {}
+
     def task_name(self) -> str | None:
         """The task the run's config names (read without parsing the rest of the config)."""
-        data = yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}
-        return data.get("task") if isinstance(data, dict) else None
+        return self.saved_config().get("task")
 
     @property
     def is_adapter(self) -> bool:
@@ -118,9 +125,6 @@ class RunDir:
         """Where the complete model is: `merged/` where a LoRA run saved one, else the folder itself."""
         merged = self.merged_dir
         return merged if (merged / self.MODEL_CONFIG).is_file() else self.path
-
-    def figure(self, name: str, folder: str | Path | None = None) -> Path:
-        return Path(folder or self.path) / name
 
     # -- starting a run -----------------------------------------------------------------------------
     def prepare(self, overwrite: bool, resume: bool) -> None:

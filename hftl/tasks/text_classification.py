@@ -321,12 +321,6 @@ class TextClassificationRecipe(ClassificationRecipe):
             raise DataError(f"inputs {first_row + 1}-{first_row + len(texts)}: a pair must hold two texts.")
         return [tuple(t) if isinstance(t, (list, tuple)) else t for t in texts]
 
-    def encode_inputs(self, tokenizer, texts: list, first_row: int):
-        texts = self._checked_inputs(texts, first_row)
-        columns = [list(column) for column in zip(*texts)] if texts and isinstance(texts[0], tuple) else [texts]
-        return tokenizer(*columns, truncation=True, max_length=self.config.data.max_length, padding=True,
-                         return_tensors="pt")
-
 
 def both_orders(dataset, first: str, second: str):
     """`dataset` followed by a copy with the `first` and `second` text columns swapped (`data.symmetric_pairs`)."""
