@@ -33,7 +33,7 @@ from hftl.data.columns import split_sources
 from hftl.data.holdout import holdout_indices
 from hftl.data.loading import FILE_FORMATS, source_kind
 from hftl.errors import DataError, HftlError
-from hftl.modeling import check_length_limit, load_kwargs, load_pretrained_model, load_tokenizer, resolve_checkpoint
+from hftl.modeling import check_length_limit, load_pretrained_model, load_tokenizer
 from hftl.recipe import PreparedData, Recipe, register_task
 
 logger = logging.getLogger(__name__)
@@ -278,6 +278,61 @@ def read_local_rows(source: str, data: TokenClassificationData, problems: list[s
                              table.unit, data.label_names, problems)
 
 
+# -- the tokenizer: words given one by one become the pieces a text gives ---------------------------------------
+#: words without punctuation that the word path and the text path must split alike (`words_as_in_text`)
+PROBE_WORDS = ("Alice", "met", "Bob", "Smith", "in", "Paris", "on", "Monday")
+
+
+def _byte_level_parts(pre_tokenizer) -> list:
+    """The `tokenizers.pre_tokenizers.ByteLevel` parts of a backend pre-tokenizer (itself, or inside a Sequence)."""
+    from tokenizers import pre_tokenizers
+
+    if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel):
+        return [pre_tokenizer]
+    parts = []
+    if isinstance(pre_tokenizer, pre_tokenizers.Sequence):
+        index = 0
+        while True:
+            try:
+                part = pre_tokenizer[index]
+            except IndexError:
+                break
+            parts += _byte_level_parts(part)
+            index += 1
+    return parts
+
+
+def words_as_in_text(tokenizer, name: str):
+    """`tokenizer` set up so that words given one by one (`is_split_into_words`, how sentences are trained and
+    tagged) become the pieces the same words give inside a text (how raw text is predicted), checked on a probe.
+
+    Byte-level BPE (GPT-2, RoBERTa, Llama-3) marks a word's leading space in its first piece (`Ġ`): a word
+    given alone has no space before it unless the pre-tokenizer adds one, so `add_prefix_space` is switched on
+    in the backend's ByteLevel pre-tokenizer itself (transformers 5's generic backend only stores the attribute
+    when the tokenizer is loaded with it). Raw text then gets the space before its first word too.
+
+    Raises:
+        `HftlError` naming the tokenizer, where the probe's two paths still give different pieces.
+    """
+    backend = tokenizer.backend_tokenizer
+    for part in _byte_level_parts(backend.pre_tokenizer):
+        part.add_prefix_space = True  # changes the backend in place (a view of its pre-tokenizer)
+        tokenizer.add_prefix_space = True
+    words = list(PROBE_WORDS)
+    by_word = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    in_text = tokenizer(" ".join(words), add_special_tokens=False)
+    if by_word["input_ids"] != in_text["input_ids"] or by_word.word_ids() != in_text.word_ids():
+        raise HftlError(
+            f"model.name_or_path: {name}: its tokenizer ({type(tokenizer).__name__}, pre-tokenizer "
+            f"{backend.pre_tokenizer!r}) splits words given one by one differently from the same words in a "
+            f"text: {by_word.tokens()} against {in_text.tokens()} for {' '.join(words)!r}. Token classification "
+            "trains on words and predicts on texts, so it would serve pieces it never trained on. Use a checkpoint "
+            "whose tokenizer splits text into words before its sub-tokens (BERT, RoBERTa, GPT-2, Llama and "
+            "SentencePiece models do), or fix the pre_tokenizer in its tokenizer.json.")
+    tokenizer.padding_side = "right"  # predictions are read back at each sub-token's unpadded position
+    return tokenizer
+
+
 # -- sub-token alignment and windows -------------------------------------------------------------------------
 def word_starts(word_ids: list) -> list[bool]:
     """True at the first sub-token of each word of one sequence (`word_ids` of a fast tokenizer's encoding)."""
@@ -507,6 +562,19 @@ def decode_entities(text: str, spans: list[tuple[int, int] | None], tags: list[s
     return entities
 
 
+def word_span(text: str, span: tuple[int, int] | None) -> tuple[int, int] | None:
+    """`span` without the whitespace at its ends: byte-level BPE pieces carry the space before a word, and their
+    offsets cover it. None for a span of whitespace only (a run of spaces the tokenizer keeps as a word)."""
+    if span is None:
+        return None
+    start, end = span
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if start < end else None
+
+
 def entities_from_words(texts: list[str], windows: dict, probabilities, names: list[str]) -> tuple[list[dict], list]:
     """Entities of texts from their windows (`encode_windows` with offsets) and per-sub-token probabilities.
 
@@ -536,7 +604,7 @@ def entities_from_words(texts: list[str], windows: dict, probabilities, names: l
         probs = [None if p is None else np.asarray(p) for p in per_word[doc]]
         tags = [names[int(p.argmax())] if p is not None else "O" for p in probs]
         scores = [float(p.max()) if p is not None else 0.0 for p in probs]
-        word_spans = [spans[doc].get(w) for w in range(num_words[doc])]
+        word_spans = [word_span(texts[doc], spans[doc].get(w)) for w in range(num_words[doc])]
         results.append(decode_entities(texts[doc], word_spans, tags, scores))
     return results, per_word
 
@@ -803,23 +871,10 @@ class TokenClassificationRecipe(Recipe):
         if not tokenizer.is_fast:
             raise HftlError(f"model.name_or_path: {self.config.model.name_or_path} has no fast tokenizer "
                             "(tokenizer.json); token classification needs one to map sub-tokens to words.")
-        if getattr(tokenizer, "add_prefix_space", None) is False and _byte_level(tokenizer):
-            # byte-level BPE (GPT-2, RoBERTa) encodes a word differently without its leading space: words given
-            # one by one (is_split_into_words) must get the space they have inside a sentence.
-            from transformers import AutoTokenizer
-
-            path, _ = resolve_checkpoint(self.config.model)
-            pad = tokenizer.pad_token
-            tokenizer = AutoTokenizer.from_pretrained(path, add_prefix_space=True, **load_kwargs(self.config.model))
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = pad
-        tokenizer.padding_side = "right"  # predictions are read back at each sub-token's unpadded position
-        return tokenizer
+        return words_as_in_text(tokenizer, self.config.model.name_or_path)
 
     def load_trained_processor(self, folder):
-        tokenizer = super().load_trained_processor(folder)
-        tokenizer.padding_side = "right"
-        return tokenizer
+        return words_as_in_text(super().load_trained_processor(folder), str(folder))
 
     def _windows(self, sentences, tokenizer, labels: LabelMap, name: str):
         """Model inputs of a split's sentences (windows of at most max_length sub-tokens), with the bookkeeping to
@@ -971,12 +1026,6 @@ def _first_windows(docs: list[int]):
     for doc in docs:
         yield doc, doc != previous
         previous = doc
-
-
-def _byte_level(tokenizer) -> bool:
-    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
-    pre = getattr(backend, "pre_tokenizer", None)
-    return pre is not None and "ByteLevel" in repr(pre)
 
 
 register_task(TokenClassificationRecipe)
