@@ -70,7 +70,7 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
     """The `Trainer` of a run: hftl's Trainer class, callbacks and speed switches, around `recipe`'s hooks."""
     speed = recipe.config.speed
     # a task's own loss (e.g. class weights), given to the Trainer as `compute_loss_func`; None: the model's loss
-    trainer = trainer_class()(
+    kwargs = dict(
         model=model,
         args=args,
         train_dataset=datasets["train"],
@@ -80,6 +80,10 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
         compute_metrics=recipe.compute_metrics(labels),
         compute_loss_func=recipe.loss_function(datasets["train"], labels),
     )
+    # a task built on another library's Trainer subclass (TRL's DPOTrainer) makes it from hftl's class and these
+    # arguments; the callbacks and switches below apply to it all the same
+    create = getattr(recipe, "create_trainer", None)
+    trainer = create(trainer_class(), kwargs) if create else trainer_class()(**kwargs)
     add_default_callbacks(trainer)  # clean stop on SIGINT/SIGTERM, stop on non-finite loss
     training = recipe.config.training
     if training.get("early_stopping_patience"):

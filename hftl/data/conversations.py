@@ -214,3 +214,62 @@ def raise_problems(problems: list[str], source: str) -> None:
     shown = "\n".join(f"  - {p}" for p in problems[:SHOWN])
     more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
     raise DataError(f"{len(problems)} problem(s) in {source}:\n{shown}{more}\nFix or remove these rows.")
+
+
+@dataclass
+class Pair:
+    """A preference pair: a conversation up to the user's last turn, and a better and a worse assistant reply."""
+
+    prompt: list[dict]
+    chosen: list[dict]
+    rejected: list[dict]
+    where: str = ""
+
+    def conversation(self, which: str) -> Conversation:
+        """prompt + the chosen or rejected reply, the reply trained (what `hftl.chat.encode` takes)."""
+        reply = self.chosen if which == "chosen" else self.rejected
+        return Conversation(self.prompt + reply, [False] * len(self.prompt) + [True] * len(reply), where=self.where)
+
+
+def to_pair(row: dict, data, where: str, problems: list[str]) -> Pair | None:
+    """One row of TRL's conversational preference format as a `Pair`; problems appended to `problems`."""
+    found = []
+    prompt = row.get(data.prompt_column)
+    if not isinstance(prompt, list):
+        found.append(f"'{data.prompt_column}' must be a list of messages (TRL's conversational preference format), "
+                     f"got {type(prompt).__name__}")
+    replies = {}
+    for name in (data.chosen_column, data.rejected_column):
+        reply = row.get(name)
+        if isinstance(prompt, list):
+            messages = _check_messages(prompt + (reply if isinstance(reply, list) else [reply]),
+                                       f"'{data.prompt_column}' + '{name}'", found, True)
+            if messages is not None:
+                if not isinstance(reply, list) or any(m["role"] != "assistant" for m in messages[len(prompt):]):
+                    found.append(f"'{name}' must hold the assistant's reply only")
+                else:
+                    replies[name] = messages
+    problems.extend(f"{where}: {p}" for p in dict.fromkeys(found))
+    if found:
+        return None
+    n = len(prompt)
+    return Pair(replies[data.chosen_column][:n], replies[data.chosen_column][n:], replies[data.rejected_column][n:],
+                where)
+
+
+def read_pairs(source: str, data, split: str, limit: int | None = None) -> list[Pair]:
+    """Every row of `source` as a `Pair`; one `DataError` lists every problem of every row."""
+    rows, places = read_rows(source, data.dataset_config, split)
+    if limit is not None:
+        rows, places = rows[:limit], places[:limit]
+    if not rows:
+        raise DataError(f"{source}: no rows. Add examples.")
+    columns = list(dict.fromkeys(key for row in rows[:100] for key in row))
+    missing = [c for c in (data.prompt_column, data.chosen_column, data.rejected_column) if c not in columns]
+    if missing:
+        raise DataError(f"data.{split}: {source} lacks the column(s) {', '.join(missing)} (it has {', '.join(columns)}); "
+                        "set data.prompt_column / chosen_column / rejected_column.")
+    problems: list[str] = []
+    pairs = [to_pair(row, data, where, problems) for row, where in zip(rows, places)]
+    raise_problems(problems, source)
+    return pairs

@@ -81,6 +81,20 @@ class InstructionData(DataConfig):
         return problems
 
 
+def hold_out(splits: dict, sources: dict, data, seed: int) -> None:
+    """Without validation data, hold out a seeded `data.validation_fraction` of train (in place)."""
+    from hftl.data.holdout import holdout_indices
+
+    if "validation" in splits:
+        return
+    train = splits["train"]
+    held = set(int(i) for i in holdout_indices(len(train), max(1, round(len(train) * data.validation_fraction)),
+                                               seed).validation)
+    splits["validation"] = [c for i, c in enumerate(train) if i in held]
+    splits["train"] = [c for i, c in enumerate(train) if i not in held]
+    sources["validation"] = f"{sources['train']} (held-out share {data.validation_fraction})"
+
+
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F1 over lower-cased alphanumeric words (rouge_score's default tokenisation, no stemming)."""
     import re
@@ -167,22 +181,13 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
 
     def load_data(self) -> PreparedData:
         """Every split as a list of `Conversation`s (checked whole); validation: a seeded share of train if none."""
-        from hftl.data.holdout import holdout_indices
-
         data = self.config.data
         splits, sources = {}, {}
         for name, source in data.splits().items():
             limit = data.max_train_samples if name == "train" else data.max_eval_samples
             splits[name] = read_conversations(source, data, name, limit)
             sources[name] = source
-        if "validation" not in splits:
-            train = splits["train"]
-            n_val = max(1, round(len(train) * data.validation_fraction))
-            held = holdout_indices(len(train), n_val, self.config.seed)
-            rows = set(int(i) for i in held.validation)
-            splits["validation"] = [c for i, c in enumerate(train) if i in rows]
-            splits["train"] = [c for i, c in enumerate(train) if i not in rows]
-            sources["validation"] = f"{sources['train']} (held-out share {data.validation_fraction})"
+        hold_out(splits, sources, data, self.config.seed)
         fingerprints = {name: fingerprint(src) for name, src in data.splits().items()}
         return PreparedData(splits, sources, fingerprints)
 
@@ -191,7 +196,7 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
 
         tokenizer = super().load_processor()
         data = self.config.data
-        if data.format == "prompt-completion" and not data.chat_template and not getattr(tokenizer, "chat_template", None):
+        if getattr(data, "format", None) == "prompt-completion" and not data.chat_template and not getattr(tokenizer, "chat_template", None):
             return tokenizer  # plain prompt-completion needs no template
         set_chat_template(tokenizer, data.chat_template)
         problems = template_problems(tokenizer, {"system", "user", "assistant"} if data.system_prompt else {"user", "assistant"})
@@ -272,7 +277,7 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
     def load_model(self, tokenizer, labels=None):
         model, new = super().load_model(tokenizer, labels)
         attention = getattr(model.config, "_attn_implementation", None)
-        if self.config.data.packing and attention not in PACKING_ATTENTION:
+        if getattr(self.config.data, "packing", False) and attention not in PACKING_ATTENTION:
             raise DataError(f"data.packing: the model uses attention '{attention}', on which hftl cannot keep packed "
                             f"examples apart ({', '.join(PACKING_ATTENTION)} can). Turn packing off.")
         from hftl.chat import stop_token_ids

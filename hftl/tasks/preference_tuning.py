@@ -1,0 +1,327 @@
+"""Preference tuning: DPO (and the other pairwise losses of TRL's `DPOTrainer`) on conversational pairs.
+
+Data: TRL's conversational preference format, `prompt` (messages up to the user's last turn), `chosen` and
+`rejected` (the assistant's reply), every problem of every row reported at once with file and line. The
+conversation is rendered by `hftl.chat` with the run's template (the tokenizer's own or `data.chat_template`),
+as in instruction tuning; the reply and its end-of-turn token are the trained (scored) tokens.
+
+The training loop is TRL's `DPOTrainer`, on top of hftl's Trainer class (`create_trainer`: hftl's callbacks, fault
+handling, resume and run record apply), with three things hftl adds:
+
+* The reference model. With `strategy: lora` it is the base model with the adapter disabled (no second copy;
+  TRL's extra "ref" adapter is removed). With `full` / `freeze`, a frozen copy of the starting weights (TRL would
+  reload it from `name_or_path`, which fails for GGUF and packaged checkpoints, or precompute log-probs before a
+  resumed run restores its weights).
+* TRL tokenises the pairs itself; hftl checks, before training, that its tokens are the ones `hftl.chat` renders
+  for every pair (prompt, reply, end of turn), and stops the run if not: training and inference cannot differ.
+* Length: pairs longer than `data.max_length` are dropped or truncated as `data.too_long` says, counted in the log.
+
+Evaluation (test and validation, and the base model before training): `preference_accuracy` (the model's own
+preference: the chosen reply has the higher mean log-probability per token), `logp_accuracy` (summed), DPO's
+implicit reward `reward_accuracy` and `reward_margin` (beta x (policy - reference) log-ratio, chosen minus rejected;
+zero before training by definition), the `length_baseline` (the chosen reply is the longer one) and the
+accuracies on pairs whose replies are of similar length (within 20%).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from hftl.config.parse import field
+from hftl.config.schema import DataConfig
+from hftl.data.conversations import read_pairs
+from hftl.data.loading import check_source, fingerprint
+from hftl.errors import DataError
+from hftl.recipe import PreparedData, register_task
+from hftl.tasks.instruction_tuning import InstructionTuningRecipe, hold_out
+
+logger = logging.getLogger(__name__)
+
+#: TRL DPOTrainer losses offered (`loss_type`): sigmoid is DPO
+LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down")
+#: two replies are of similar length when they differ by at most this share of the longer one
+SIMILAR_LENGTH = 0.2
+
+
+@dataclass
+class PreferenceData(DataConfig):
+    prompt_column: str = field("prompt", help="messages up to the user's last turn")
+    chosen_column: str = field("chosen", help="the better assistant reply (a list with one assistant message)")
+    rejected_column: str = field("rejected", help="the worse assistant reply")
+    system_prompt: str | None = field(None, help="a system message put first in every prompt that has none")
+    chat_template: str | None = field(None, help="a Jinja chat template file; default: the tokenizer's own")
+    loss_type: str = field("sigmoid", help=f"TRL DPOTrainer loss: {', '.join(LOSS_TYPES)} (sigmoid = DPO, ipo = IPO)")
+    beta: float = field(0.1, help="DPO's beta: how far the policy may move from the reference")
+    max_length: int = field(1024, help="the most tokens of prompt + reply")
+    too_long: Literal["drop", "truncate"] = field(
+        "drop", help="pairs longer than max_length: drop them, or truncate the reply end (counted in the log)")
+    baseline: bool = field(True, help="also evaluate the untouched checkpoint before training")
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.loss_type not in LOSS_TYPES:
+            problems.append(f"loss_type: must be one of {', '.join(LOSS_TYPES)}, got '{self.loss_type}'.")
+        if self.beta <= 0:
+            problems.append(f"beta: must be positive, got {self.beta}.")
+        if self.max_length < 8:
+            problems.append(f"max_length: must be at least 8 tokens, got {self.max_length}.")
+        return problems
+
+
+@dataclass
+class EncodedPair:
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+
+
+class PreferenceTuningRecipe(InstructionTuningRecipe):
+    """Align a chat model with preference pairs (DPO through TRL).
+
+    Example:
+        ```python
+        import hftl
+        from hftl import PreferenceTuningRecipe
+        result = hftl.run_recipe(PreferenceTuningRecipe.from_yaml("recipes/configs/oasst_smollm2_dpo.yaml"))
+        ```
+    """
+
+    task = "preference-tuning"
+    title = "Preference tuning (DPO)"
+    summary_metrics = ("preference_accuracy", "reward_accuracy", "reward_margin", "length_baseline")
+    card_metrics = ("preference_accuracy", "logp_accuracy", "reward_accuracy", "reward_margin", "length_baseline",
+                    "similar_length_preference_accuracy")
+    index_metrics = {"preference_accuracy": ("accuracy", "Preference accuracy", None)}
+    data_config_class = PreferenceData
+    input_column = "prompt_column"
+    loss_is_token_mean = False  # DPO's loss is a mean over pairs
+
+    @classmethod
+    def check_config(cls, config, model_ok: bool) -> list[str]:
+        from hftl.data.loading import read_columns
+
+        data = config.data
+        problems = []
+        for name, source in data.splits().items():
+            found = check_source(source, f"data.{name}")
+            problems += found
+            if not found:
+                try:
+                    columns = read_columns(source)
+                except DataError as err:
+                    problems.append(f"data.{name}: {err}")
+                    continue
+                missing = [c for c in (data.prompt_column, data.chosen_column, data.rejected_column)
+                           if columns and c not in columns]
+                if missing:
+                    problems.append(f"data.{name}: {source} lacks the column(s) {', '.join(missing)}.")
+        if data.chat_template and not os.path.isfile(data.chat_template):
+            problems.append(f"data.chat_template: {data.chat_template} is not a file. Give a Jinja template file.")
+        return problems
+
+    def load_data(self) -> PreparedData:
+        data = self.config.data
+        splits, sources = {}, {}
+        for name, source in data.splits().items():
+            limit = data.max_train_samples if name == "train" else data.max_eval_samples
+            splits[name] = read_pairs(source, data, name, limit)
+            sources[name] = source
+            if data.system_prompt:
+                for pair in splits[name]:
+                    if pair.prompt[0]["role"] != "system":
+                        pair.prompt.insert(0, {"role": "system", "content": data.system_prompt})
+        hold_out(splits, sources, data, self.config.seed)
+        return PreparedData(splits, sources, {name: fingerprint(src) for name, src in data.splits().items()})
+
+    def encode_pairs(self, pairs, tokenizer, name: str) -> tuple[list, list]:
+        """(kept pairs, their tokens by `hftl.chat`), after the `too_long` rule; refuses replies with no token."""
+        from hftl.chat import encode, prompt_ids, template_problems
+
+        data = self.config.data
+        problems = template_problems(tokenizer, {m["role"] for p in pairs for m in p.prompt} | {"assistant"})
+        if problems:
+            raise DataError("\n".join(problems))
+        kept, encoded, too_long, empty = [], [], [], []
+        for pair in pairs:
+            prompt = prompt_ids(tokenizer, pair.prompt)
+            replies = []
+            for which in ("chosen", "rejected"):
+                ids = encode(tokenizer, pair.conversation(which)).input_ids
+                if ids[:len(prompt)] != prompt:
+                    raise DataError(f"{pair.where}: the chat template renders the prompt differently alone and "
+                                    "followed by the reply; use another template (data.chat_template).")
+                replies.append(ids[len(prompt):])
+            if len(prompt) + max(map(len, replies)) > data.max_length:
+                too_long.append(pair.where)
+                if data.too_long == "drop":
+                    continue
+                replies = [r[:max(0, data.max_length - len(prompt))] for r in replies]
+            if not all(replies):
+                empty.append(pair.where)
+                continue
+            kept.append(pair)
+            encoded.append(EncodedPair(prompt, *replies))
+        if empty:
+            shown = "; ".join(empty[:20])
+            raise DataError(f"data.{name}: {len(empty)} pair(s) keep no reply token after truncation to "
+                            f"data.max_length={data.max_length} (the prompt fills it): {shown}. Raise max_length "
+                            "or use too_long: drop.")
+        if not kept:
+            raise DataError(f"data.{name}: no pair is left: all exceed data.max_length={data.max_length}.")
+        if too_long:
+            logger.warning("data.%s: %d of %d pairs exceed max_length=%d and were %s (first: %s)", name, len(too_long),
+                           len(pairs), data.max_length, "dropped" if data.too_long == "drop" else "truncated",
+                           too_long[0])
+        return kept, encoded
+
+    def preprocess(self, data: PreparedData, tokenizer) -> dict:
+        import datasets
+
+        out = {}
+        for name, pairs in data.splits.items():
+            kept, encoded = self.encode_pairs(pairs, tokenizer, name)
+            dataset = datasets.Dataset.from_dict({"prompt": [p.prompt for p in kept],
+                                                  "chosen": [p.chosen for p in kept],
+                                                  "rejected": [p.rejected for p in kept]})
+            dataset.encoded = encoded  # hftl's tokens: checked against TRL's, and scored by evaluate_split
+            out[name] = dataset
+        return out
+
+    def prepare_source(self, source: str, tokenizer, labels=None):
+        pairs = read_pairs(source, self.config.data, "test", self.config.data.max_eval_samples)
+        return self.preprocess(PreparedData({"test": pairs}, {"test": source}), tokenizer)["test"]
+
+    def describe_example(self, index: int) -> str:
+        raise DataError("--show-example: not available for preference pairs yet; the rendering is that of "
+                        "instruction tuning (hftl.chat).")
+
+    def data_collator(self, tokenizer):
+        return None  # DPOTrainer's own (prompt + chosen and prompt + rejected, padded)
+
+    def training_defaults(self) -> dict:
+        # TRL's pairs have no input_ids column to group by length
+        return {"train_sampling_strategy": "random"}
+
+    def training_arguments(self):
+        """hftl's `TrainingArguments` as TRL's `DPOConfig`, with the data section's DPO settings."""
+        import dataclasses
+
+        from trl import DPOConfig
+
+        args = super().training_arguments()
+        names = {f.name for f in dataclasses.fields(DPOConfig) if f.init}
+        values = {k: v for k, v in args.to_dict().items() if k in names}
+        data = self.config.data
+        # the lengths were applied already (too_long); TRL's truncation is a no-op kept as a guard
+        return DPOConfig(**values, beta=data.beta, loss_type=[data.loss_type], max_length=data.max_length,
+                         truncation_mode="keep_start", precompute_ref_log_probs=False, disable_dropout=True)
+
+    def create_trainer(self, base_class, kwargs: dict):
+        """TRL's DPOTrainer on hftl's Trainer class; the reference as the module docstring says; tokens checked."""
+        import copy
+
+        from trl import DPOTrainer
+
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # TRL pings usage data otherwise; hftl never does
+        kwargs = dict(kwargs)
+        kwargs.pop("compute_loss_func", None)
+        model = kwargs["model"]
+        is_peft = hasattr(model, "disable_adapter")
+        ref_model = None
+        if not is_peft:
+            ref_model = copy.deepcopy(model).eval()
+            ref_model.requires_grad_(False)
+        trainer_class = type("HftlDPOTrainer", (DPOTrainer, base_class), {})
+        trainer = trainer_class(ref_model=ref_model, **kwargs)
+        if is_peft and "ref" in trainer.model.peft_config:
+            trainer.model.delete_adapter("ref")  # the reference is the base: adapter disabled (TRL's use_adapter)
+            trainer.model.set_adapter("default")
+        for split, theirs in (("train", trainer.train_dataset), ("validation", trainer.eval_dataset)):
+            ours = kwargs["train_dataset"] if split == "train" else kwargs.get("eval_dataset")
+            if ours is not None and theirs is not None:
+                check_same_tokens(ours.encoded, theirs, split)
+        return trainer
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate_split(self, trainer, name: str, dataset, labels=None) -> dict:
+        return preference_metrics(trainer, dataset.encoded, self.config.data.beta, reference=True)
+
+    def evaluate_before(self, trainer, datasets: dict, labels=None) -> dict:
+        if not self.config.data.baseline or self.config.resume:
+            return {}
+        return {split: preference_metrics(trainer, datasets[split].encoded, self.config.data.beta, reference=False)
+                for split in ("validation", "test") if split in datasets}
+
+
+def check_same_tokens(encoded: list, prepared, split: str, count: int = 16) -> None:
+    """TRL's tokens of the first `count` pairs must be hftl's (`hftl.chat`): else stop, naming the pair."""
+    for i in range(min(count, len(encoded))):
+        row = prepared[i]
+        ours = encoded[i]
+        if (list(row["prompt_ids"]) + list(row["chosen_ids"]) != ours.prompt + ours.chosen
+                or list(row["prompt_ids"]) + list(row["rejected_ids"]) != ours.prompt + ours.rejected):
+            raise DataError(f"data.{split}: pair {i + 1}: TRL's DPOTrainer tokenised it differently from hftl's chat "
+                            "rendering; training would not match inference. Report this with the template used.")
+
+
+def sequence_logps(model, rows: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 8) -> list[tuple]:
+    """(sum of log-probabilities of the reply tokens, their count) for each (prompt, reply)."""
+    import torch
+
+    out = []
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+    results: list = [None] * len(rows)
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        seqs = [rows[i][0] + rows[i][1] for i in chunk]
+        width = max(map(len, seqs))
+        ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], device=model.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=model.device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+        logps = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        for row, i in enumerate(chunk):
+            p, r = len(rows[i][0]), len(rows[i][1])
+            results[i] = (float(logps[row, p - 1:p - 1 + r].sum()), r)
+    out.extend(results)
+    return out
+
+
+def preference_metrics(trainer, encoded: list, beta: float, reference: bool) -> dict:
+    """The metrics of the module docstring on pairs `encoded`, for the trainer's model (and its reference)."""
+    import contextlib
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    pad = trainer.processing_class.pad_token_id or 0
+    rows = [(e.prompt, e.chosen) for e in encoded] + [(e.prompt, e.rejected) for e in encoded]
+    policy = sequence_logps(model, rows, pad)
+    n = len(encoded)
+    chosen, rejected = policy[:n], policy[n:]
+    similar = [i for i in range(n) if abs(chosen[i][1] - rejected[i][1]) <= SIMILAR_LENGTH * max(chosen[i][1], rejected[i][1])]
+    mean_wins = [chosen[i][0] / chosen[i][1] > rejected[i][0] / rejected[i][1] for i in range(n)]
+    metrics = {"pairs": n, "preference_accuracy": sum(mean_wins) / n,
+               "logp_accuracy": sum(chosen[i][0] > rejected[i][0] for i in range(n)) / n,
+               "length_baseline": sum(chosen[i][1] > rejected[i][1] for i in range(n)) / n,
+               "similar_length_pairs": len(similar),
+               "similar_length_preference_accuracy": (sum(mean_wins[i] for i in similar) / len(similar)
+                                                      if similar else None)}
+    if reference:
+        ref_model = getattr(trainer, "ref_model", None)
+        if ref_model is not None:
+            ref = sequence_logps(trainer.accelerator.unwrap_model(ref_model), rows, pad)
+        else:
+            context = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+            with context:
+                ref = sequence_logps(model, rows, pad)
+        margins = [beta * ((chosen[i][0] - ref[i][0]) - (rejected[i][0] - ref[n + i][0])) for i in range(n)]
+        metrics.update(reward_accuracy=sum(m > 0 for m in margins) / n, reward_margin=sum(margins) / n,
+                       similar_length_reward_accuracy=(sum(margins[i] > 0 for i in similar) / len(similar)
+                                                       if similar else None))
+    return metrics
+
+
+register_task(PreferenceTuningRecipe)
