@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import types
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -45,6 +44,21 @@ def _check_average(average: str) -> str:
     return average
 
 
+@functools.cache
+def metric_cache_dir() -> str:
+    """A temporary folder of this process, removed at exit: the `cache_dir` of in-memory metrics, under which
+    `evaluate.EvaluationModule.__init__` creates a folder per metric even with `keep_in_memory=True` (evaluate 0.4),
+    instead of the user's ~/.cache/huggingface/metrics."""
+    import tempfile
+
+    folder = tempfile.TemporaryDirectory(prefix="hftl-metrics-")
+    _TEMPORARY.append(folder)  # removed when the interpreter finalises it
+    return folder.name
+
+
+_TEMPORARY: list = []
+
+
 @functools.lru_cache(maxsize=None)
 def _metric_classes() -> types.SimpleNamespace:
     import datasets
@@ -61,18 +75,15 @@ def _metric_classes() -> types.SimpleNamespace:
         _format = "numpy"
 
         def __init__(self, **kwargs):
-            # In-memory Arrow buffer: nothing is written to the HF metrics cache and no file locks are taken.
+            # In-memory Arrow buffer: nothing is written to the HF metrics cache and no file locks are taken. The
+            # base class still creates a folder under `cache_dir` (public argument): a temporary one of this process
             kwargs.setdefault("keep_in_memory", True)
+            kwargs.setdefault("cache_dir", metric_cache_dir())
             super().__init__(**kwargs)
 
         def _info(self):
             return evaluate.MetricInfo(description=self.__doc__ or "", citation="", features=self._features,
                                        format=self._format, inputs_description=self._inputs)
-
-        def _build_data_dir(self):
-            # The base class runs os.makedirs(~/.cache/huggingface/metrics/...) even when keep_in_memory=True.
-            path = os.path.join(self._data_dir_root, self.name, self.config_name)
-            return path if self.keep_in_memory else super()._build_data_dir()
 
     class _SklearnMetric(_Module):
         """Single-label base: `labels` and `average` given here are defaults that `compute(...)` kwargs override."""

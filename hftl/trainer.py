@@ -8,7 +8,9 @@ import os
 from hftl.callbacks import add_default_callbacks
 from hftl.config.validate import HFTL_TRAINING_KEYS
 from hftl.epoch import epoch_callback
-from hftl.speed.trainer import speedups_supported, trainer_class
+from hftl.speed import private_hooks
+from hftl.speed.private_hooks import check_private_hooks
+from hftl.speed.trainer import speedup_available, trainer_class
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ def training_arguments(config, task_defaults: dict | None = None, auto_eval_batc
 def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
     """The `Trainer` of a run: hftl's Trainer class, callbacks and speed switches, around `recipe`'s hooks."""
     speed = recipe.config.speed
+    turned_off = check_private_hooks()  # every private API a trick relies on, checked once per process (logged)
     # a task's own loss (e.g. class weights), given to the Trainer as `compute_loss_func`; None: the model's loss
     kwargs = dict(
         model=model,
@@ -100,26 +103,33 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
         # masked-LM head: a plain mean) must not be treated so; whether a loss uses it is measured per model.
         trainer.model_accepts_loss_kwargs = recipe.loss_is_token_mean and loss_uses_num_items(
             model, sample_batch(trainer.data_collator, datasets["train"], model.device))
+    single_process = args.world_size == 1  # the length-sorted samplers below do not shard across processes
     # Trainer's eval loss is a mean of batch means: for token-mean losses (language models) sorting
     # would change which tokens share a batch and so the reported loss; per-example losses are unaffected.
-    supported = speedups_supported()
-    trainer.sort_eval_by_length = supported and speed.sort_eval_by_length and not recipe.loss_is_token_mean
+    evaluated = datasets.get("validation") or datasets.get("test")
+    trainer.sort_eval_by_length = (speed.sort_eval_by_length and speedup_available("sort_eval_by_length")
+                                   and not recipe.loss_is_token_mean and single_process and _has_token_ids(evaluated))
     if speed.token_budget is not None:
         from hftl.speed.token_budget import token_budget_applies
 
-        if supported and token_budget_applies(datasets["train"]):
+        if speedup_available("token_budget") and token_budget_applies(datasets["train"]):
             trainer.token_budget = speed.token_budget  # batches by padded tokens; supersedes length_buckets
-    trainer.length_buckets = supported and speed.length_buckets and not trainer.token_budget
+    trainer.length_buckets = (speed.length_buckets and speedup_available("length_buckets") and not trainer.token_budget
+                              and single_process and _has_token_ids(datasets["train"]))
     # the length-sorted samplers, image augmentation and masked-LM masks draw from (seed, epoch): resume-exact
     trainer.training_epoch = recipe.training_epoch
     trainer.add_callback(epoch_callback(recipe.training_epoch))
     # with load_best_model_at_end the weights change after the last evaluation: nothing to reuse
-    trainer.reuse_final_eval = supported and speed.reuse_final_eval and not args.load_best_model_at_end
-    # what actually ran, recorded in the run's manifest (a switch can be on and not apply to a model)
+    trainer.reuse_final_eval = (speed.reuse_final_eval and speedup_available("reuse_final_eval")
+                                and not args.load_best_model_at_end)
+    # what actually ran, recorded in the run's manifest (a switch can be on and not apply to a model), and the
+    # private APIs found changed, with the tricks they turned off
     trainer.applied_speedups = {"sort_eval_by_length": trainer.sort_eval_by_length,
                                 "length_buckets": trainer.length_buckets, "reuse_final_eval": trainer.reuse_final_eval,
                                 "cheap_dropout": False, "first_token_last_layer": False,
-                                "token_budget": trainer.token_budget or False}
+                                "token_budget": trainer.token_budget or False,
+                                "turned_off": {name: {"tricks": private_hooks.HOOKS[name].trick, "reason": reason}
+                                               for name, reason in turned_off.items()}}
     if speed.cheap_dropout is True or (speed.cheap_dropout == "auto" and args.device.type == "cpu"):
         from hftl.speed.cheap_dropout import use_cheap_dropout
 
@@ -135,6 +145,10 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
         elif speed.first_token_last_layer is True:
             logger.warning("speed.first_token_last_layer: not applicable to this model; it runs unchanged")
     return trainer
+
+
+def _has_token_ids(dataset) -> bool:
+    return "input_ids" in (getattr(dataset, "column_names", None) or ())
 
 
 def token_cross_entropy(outputs, labels, num_items_in_batch=None):

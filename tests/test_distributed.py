@@ -151,6 +151,12 @@ def test_two_process_ddp_matches_one_process(ddp_setup):
         assert got["accuracy"] == pytest.approx(want["accuracy"])
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
 
+    # The manifest lists the speed-ups that ran: length-sorted evaluation is skipped under DDP.
+    ddp_speedups = json.loads((ddp_dir / "manifest.json").read_text())["speedups"]
+    single_speedups = json.loads((single_dir / "manifest.json").read_text())["speedups"]
+    assert ddp_speedups["sort_eval_by_length"] is False and single_speedups["sort_eval_by_length"] is True
+    assert json.loads((ddp_dir / "manifest.json").read_text())["training"]["world_size"] == 2
+
     # Only rank 0 wrote to the run folder (rank 1: its RNG state in the checkpoint, for resuming).
     rank0 = json.loads((tmp_path / "audit" / "writes-0.json").read_text())
     rank1 = json.loads((tmp_path / "audit" / "writes-1.json").read_text())

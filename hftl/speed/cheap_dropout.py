@@ -21,12 +21,13 @@ import warnings
 
 import torch
 from torch import nn
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from hftl.speed import private_hooks
 
 ATTENTION_NAME = "sdpa_cheap_dropout"
-# Private torch API: the math kernel of CPU SDPA, which takes a precomputed dropout mask (checked on torch
-# 2.13.0). Where a torch lacks it, attention dropout runs through transformers' own sdpa function unchanged.
-_SDPA_MATH = getattr(torch, "_scaled_dot_product_attention_math", None)
+# The private APIs of the attention part (torch's CPU SDPA math kernel, which takes a precomputed dropout mask, and
+# transformers' attention registries) are checked by `hftl.speed.private_hooks` ("sdpa_math_dropout"); without
+# them the model keeps its attention function and only its `nn.Dropout` layers change.
 _RESOLUTION = 1 << 16  # p is quantised to 1/65536: each mask element gets 16 random bits
 
 
@@ -74,9 +75,10 @@ def sdpa_cheap_dropout(module, query, key, value, attention_mask, dropout: float
     the result is what SDPA computes, with this module's random stream. Anything else (no dropout,
     GPUs, position biases, GQA) goes to transformers' own `sdpa_attention_forward` unchanged.
     """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
     plain = (
-        _SDPA_MATH is None
-        or not module.training
+        not module.training
         or not _cheap_applies(dropout, query)
         or query.shape[1] != key.shape[1]  # grouped-query attention: leave head bookkeeping to transformers
         or kwargs.get("position_bias") is not None
@@ -93,7 +95,7 @@ def sdpa_cheap_dropout(module, query, key, value, attention_mask, dropout: float
     mask = keep_mask((batch, heads, q_length, key.shape[2]), dropout, query.device)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Dropout mask should only be used for testing")
-        output, _ = _SDPA_MATH(
+        output, _ = torch._scaled_dot_product_attention_math(
             query, key, value, attention_mask, effective_p(dropout), is_causal, mask, scale=kwargs.get("scaling")
         )
     return output.transpose(1, 2).contiguous(), None
@@ -115,14 +117,12 @@ def use_cheap_dropout(model: nn.Module) -> int:
 
 
 def _use_cheap_attention(model: nn.Module) -> None:
-    """Point the model's attention at `sdpa_cheap_dropout`. Relies on transformers' attention registries and the
-    private `PretrainedConfig._attn_implementation_internal` (checked on transformers 5.x); without them the
-    model keeps its attention and only the `nn.Dropout` modules change."""
-    try:
-        from transformers import AttentionInterface, PreTrainedModel
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-    except ImportError:
+    """Point the model's attention at `sdpa_cheap_dropout` where the private APIs it relies on are as checked
+    (`private_hooks`, "sdpa_math_dropout"); else the model keeps its attention."""
+    if not private_hooks.available("sdpa_math_dropout"):
         return
+    from transformers import AttentionInterface, PreTrainedModel
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
     if ATTENTION_NAME not in ALL_MASK_ATTENTION_FUNCTIONS:
         AttentionInterface.register(ATTENTION_NAME, sdpa_cheap_dropout)

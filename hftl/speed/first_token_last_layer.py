@@ -18,9 +18,10 @@ Relies on (checked with transformers 5.24): the layer classes' attribute names (
 key / value / scaling / dropout`, `attention.output`, `feed_forward_chunk` for BERT-like layers;
 `attention.q_lin / k_lin / v_lin / out_lin`, `sa_layer_norm`, `ffn`, `output_layer_norm` for
 DistilBERT's `TransformerBlock`), each modeling module's `eager_attention_forward`, 4-D eager / SDPA
-masks of shape (batch, 1, query, key), and (optionally) the output collector of
-`transformers.utils.output_capturing`. Anything missing: `use_first_token_last_layer` returns False
-and leaves the model untouched.
+masks of shape (batch, 1, query, key), and the output collector of `transformers.utils.output_capturing`, the
+only way a layer can tell that hidden states are being collected (`hftl.speed.private_hooks`,
+"output_collector"). Anything missing: `use_first_token_last_layer` returns False and leaves the model
+untouched; a patched layer that cannot read the collector at call time runs its stock forward.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import contextlib
 import logging
 import sys
 import types
+
+from hftl.speed import private_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ def _last_layer(model):
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrappers
     spec = _CLASSIFIERS.get(type(inner).__name__)
     config = getattr(inner, "config", None)
-    if spec is None or config is None:
+    if spec is None or config is None or not private_hooks.available("output_collector"):
         return None
     if getattr(config, "output_hidden_states", False) or getattr(config, "output_attentions", False):
         return None
@@ -149,9 +152,10 @@ def _outputs_requested(config, kwargs) -> bool:
         return True
     try:  # transformers 5.24's capture_outputs collects through this context variable (private)
         from transformers.utils.output_capturing import _active_collector
-    except ImportError:
-        return False
-    return bool(_active_collector.get())
+
+        return bool(_active_collector.get())
+    except (ImportError, AttributeError):
+        return True  # cannot tell: as if requested, so the layer computes every position
 
 
 def _first_query_mask(attention_mask):

@@ -17,10 +17,11 @@ batches (the list wraps around to its start, as `DistributedSampler` pads, or dr
 `training.dataloader_drop_last`).
 
 The sampler reaches the `DataLoader` as a `batch_sampler` through transformers' own path: `Trainer._get_dataloader`
-(transformers 5.24) passes a sampler that is a `trainer_pt_utils.BatchRebalanceSampler` as `batch_sampler` and
+(transformers 5.24, 5.25) passes a sampler that is a `trainer_pt_utils.BatchRebalanceSampler` as `batch_sampler` and
 turns accelerate's `BatchSamplerShard` into a pass-through, the sampler being rank-aware. `trainer_sampler_class()`
-subclasses it for that `isinstance` check only; `batch_sampler_base()` returns None (a warning, fixed batches)
-where a transformers version lacks that path.
+subclasses it for that `isinstance` check only. `hftl.speed.private_hooks` ("batch_sampler_path") runs that path
+once on a stand-in Trainer; where it does not batch by such a sampler, `trainer_sampler_class()` returns None (a
+warning, fixed batches).
 """
 
 from __future__ import annotations
@@ -28,35 +29,24 @@ from __future__ import annotations
 import functools
 import logging
 
+from hftl.speed import private_hooks
 from hftl.speed.samplers import TokenBudgetSampler, padded_length, sampler_seed
 
 logger = logging.getLogger(__name__)
 
 
-@functools.cache
-def batch_sampler_base():
-    """The class the Trainer hands to its `DataLoader` as `batch_sampler`, or None where this transformers has no such
-    path. Relies on `Trainer._get_dataloader` testing `isinstance(sampler, BatchRebalanceSampler)` (transformers 5.24);
-    checked in its source, since a sampler given as a plain `sampler` would break the DataLoader."""
-    import inspect
-
-    try:
-        from transformers import Trainer
-        from transformers.trainer_pt_utils import BatchRebalanceSampler
-
-        source = inspect.getsource(Trainer._get_dataloader)
-    except (ImportError, AttributeError, OSError, TypeError):
-        return None
-    return BatchRebalanceSampler if "isinstance(sampler, BatchRebalanceSampler)" in source else None
-
-
-@functools.cache
 def trainer_sampler_class():
     """`TokenBudgetSampler` made a `BatchRebalanceSampler` for the Trainer's `isinstance` check (none of that class's
     methods run: `TokenBudgetSampler`'s come first), or None where this transformers has no batch-sampler path."""
-    base = batch_sampler_base()
-    if base is None:
+    if not private_hooks.available("batch_sampler_path"):
         return None
+    from transformers.trainer_pt_utils import BatchRebalanceSampler
+
+    return _subclass(BatchRebalanceSampler)
+
+
+@functools.cache
+def _subclass(base):
     # no `batch_size` attribute: accelerate's BatchSamplerShard would then keep only batches of that size
     return type("TrainerTokenBudgetSampler", (TokenBudgetSampler, base), {})
 
@@ -82,8 +72,8 @@ def token_budget_applies(train_dataset) -> bool:
         return False
     if trainer_sampler_class() is None:
         logger.warning("speed.token_budget: this transformers' Trainer has no batch-sampler path "
-                       "(Trainer._get_dataloader and BatchRebalanceSampler, checked on 5.24); training uses fixed "
-                       "batches of per_device_train_batch_size")
+                       "(Trainer._get_dataloader and BatchRebalanceSampler; see hftl.speed.private_hooks); training "
+                       "uses fixed batches of per_device_train_batch_size")
         return False
     return True
 

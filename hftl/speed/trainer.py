@@ -1,38 +1,37 @@
 """`HftlTrainer`: `transformers.Trainer` plus hftl's sampler and evaluation speed-ups, each off unless
 `hftl.trainer.build_trainer` switches it on (`speed.*` in the config).
 
-They override private Trainer methods, checked against transformers 5.x (the version pinned in pyproject):
-`_get_train_sampler(train_dataset)`, `_get_eval_sampler(eval_dataset)` and `evaluation_loop(...)`. Where a
-transformers version lacks one of them, `trainer_class` says so in the log and the switches that rely on it
-stay off: the stock Trainer path runs.
+They override private Trainer methods, listed with the versions they were checked on in
+`hftl.speed.private_hooks`: `_get_train_sampler(train_dataset)`, `_get_eval_sampler(eval_dataset)` and
+`evaluation_loop(...)`. Where a transformers version changed one of them, its override is left out of the class
+(`trainer_class`), the switches that rely on it stay off (`speedup_available`), and the log says why.
 
 Two fixes are always on, overriding private methods of transformers 5.24's Trainer: `_load_from_checkpoint`
 restores a checkpoint saved under the original weight names (see `load_renamed_checkpoint`), and `_save` keeps
-tied weights saved once when given a gathered state dict (FSDP; see `share_tied_weights`).
+tied weights saved once when given a gathered state dict (FSDP; see `share_tied_weights`). They too are left out,
+with a logged reason, where those methods changed.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+
+from hftl.speed import private_hooks
 
 logger = logging.getLogger(__name__)
 
-#: the private `Trainer` methods the speed-ups override
-PRIVATE_HOOKS = ("_get_train_sampler", "_get_eval_sampler", "evaluation_loop")
+#: each private `Trainer` method overridden here -> its entry in `private_hooks.HOOKS`
+OVERRIDES = {"_get_train_sampler": "train_sampler", "_get_eval_sampler": "eval_sampler",
+             "evaluation_loop": "evaluation_loop", "_save": "save", "_load_from_checkpoint": "load_from_checkpoint"}
+#: each speed switch the Trainer runs -> the private hooks it needs
+SWITCH_HOOKS = {"sort_eval_by_length": ("eval_sampler",), "length_buckets": ("train_sampler",),
+                "token_budget": ("train_sampler", "batch_sampler_path"), "reuse_final_eval": ("evaluation_loop",)}
 
 
-def speedups_supported() -> bool:
-    """True where this transformers' `Trainer` has every private method the speed-ups override."""
-    from transformers import Trainer
-
-    missing = [name for name in PRIVATE_HOOKS if not callable(getattr(Trainer, name, None))]
-    if missing:
-        logger.warning("this transformers' Trainer lacks %s: hftl's sampler and evaluation speed-ups stay off",
-                       ", ".join(missing))
-    return not missing
-
-
-_TRAINER_CLASS = None
+def speedup_available(switch: str) -> bool:
+    """Whether the private Trainer methods speed switch `switch` relies on are as checked (else it stays off)."""
+    return all(private_hooks.available(hook) for hook in SWITCH_HOOKS[switch])
 
 
 def trainer_class():
@@ -42,10 +41,14 @@ def trainer_class():
       `predict` returns its rows in the dataset's order again.
     - `reuse_final_eval`: the evaluation run at the end of training (eval_strategy "epoch") and the
       recipe's evaluation of the same split right after give the same result: compute it once.
+
+    An override whose private method changed in this transformers is left out: the stock method runs.
     """
-    global _TRAINER_CLASS
-    if _TRAINER_CLASS is not None:
-        return _TRAINER_CLASS
+    return _trainer_class(frozenset(name for name, hook in OVERRIDES.items() if not private_hooks.available(hook)))
+
+
+@functools.cache
+def _trainer_class(left_out: frozenset):
     import numpy as np
     from transformers import Trainer
 
@@ -128,7 +131,8 @@ def trainer_class():
             return output._replace(predictions=_take_rows(output.predictions, inverse),
                                    label_ids=_take_rows(output.label_ids, inverse))
 
-    _TRAINER_CLASS = HftlTrainer
+    for name in left_out:
+        delattr(HftlTrainer, name)
     return HftlTrainer
 
 
