@@ -49,14 +49,13 @@ def metric_cache_dir() -> str:
     """A temporary folder of this process, removed at exit: the `cache_dir` of in-memory metrics, under which
     `evaluate.EvaluationModule.__init__` creates a folder per metric even with `keep_in_memory=True` (evaluate 0.4),
     instead of the user's ~/.cache/huggingface/metrics."""
+    import atexit
+    import shutil
     import tempfile
 
-    folder = tempfile.TemporaryDirectory(prefix="hftl-metrics-")
-    _TEMPORARY.append(folder)  # removed when the interpreter finalises it
-    return folder.name
-
-
-_TEMPORARY: list = []
+    folder = tempfile.mkdtemp(prefix="hftl-metrics-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 @functools.lru_cache(maxsize=None)

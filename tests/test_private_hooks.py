@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from hftl import TextClassificationRecipe
+from hftl.runner import run_recipe
 from hftl.speed import private_hooks
 from tests.test_first_token_last_layer import _batch, _bert, _last_layer
 
@@ -103,14 +104,14 @@ def test_changed_eval_sampler_turns_sorted_evaluation_off_and_the_run_matches_th
         monkeypatch, caplog, text_config, tmp_path):
     from transformers import Trainer
 
-    stock = TextClassificationRecipe(text_config(**{"speed.sort_eval_by_length": False,
-                                                    "training.output_dir": str(tmp_path / "stock")})).run()
+    stock = run_recipe(TextClassificationRecipe(text_config(**{"speed.sort_eval_by_length": False,
+                                                               "training.output_dir": str(tmp_path / "stock")})))
     original = Trainer._get_eval_sampler
     monkeypatch.setattr(Trainer, "_get_eval_sampler", lambda self, eval_dataset, shuffle=False: original(
         self, eval_dataset))
     private_hooks.recheck()
     with caplog.at_level(logging.WARNING):
-        result = TextClassificationRecipe(text_config(**{"speed.sort_eval_by_length": True})).run()
+        result = run_recipe(TextClassificationRecipe(text_config(**{"speed.sort_eval_by_length": True})))
     assert "speed.sort_eval_by_length: off" in caplog.text and "Trainer._get_eval_sampler takes" in caplog.text
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["speedups"]["sort_eval_by_length"] is False
@@ -132,8 +133,8 @@ def test_token_budget_off_where_the_trainer_tests_for_another_batch_sampler_clas
     from hftl.speed.samplers import TokenBudgetSampler
 
     with caplog.at_level(logging.WARNING):
-        trainer = TextClassificationRecipe(text_config(**{"speed.token_budget": 256,
-                                                          "training.max_steps": 1})).run().trainer
+        trainer = run_recipe(TextClassificationRecipe(text_config(**{"speed.token_budget": 256,
+                                                                     "training.max_steps": 1}))).trainer
     assert "speed.token_budget: off" in caplog.text  # the probe's batches were not the sampler's
     assert trainer.applied_speedups["token_budget"] is False
     assert not isinstance(trainer._get_train_sampler(), TokenBudgetSampler)
