@@ -3,7 +3,8 @@
 Inputs: one per line of a text file or standard input (`-`, blank lines skipped), or one column (two for
 sentence pairs) of a CSV (standard quoting), TSV (no quoting, as hftl's data files) or JSONL file. A `.json`
 file (one JSON list) is read whole, since JSON has no line structure to stream.
-Outputs: JSONL (one object a line), or CSV/TSV with the probabilities spread over `prob_<label>` columns.
+Outputs: JSONL (one object a line), or CSV/TSV with the probabilities spread over `prob_<label>` columns (and a
+sentence pair's texts over `input` and `input_pair`).
 """
 
 from __future__ import annotations
@@ -52,12 +53,16 @@ def iter_inputs(source: str, column: str | None = None, default_column: str | No
         default_column (`str`, *optional*): used when `column` is not given and the file has it (the run's text column).
         pair_column (`str`, *optional*): the column of the second text of sentence pairs.
     """
+    path = Path(source)
+    suffix = path.suffix.lower() if source != "-" else ""
+    if pair_column and suffix not in (*TABULAR, ".jsonl", ".json"):
+        raise DataError(f"--input {source}: this run reads sentence pairs, two texts an input: give a .csv, .tsv, "
+                        f".jsonl or .json file with columns '{column or default_column}' and '{pair_column}' "
+                        "(--column and --pair-column name others).")
     if source == "-":
         return _lines(sys.stdin)
-    path = Path(source)
     if not path.is_file():
         raise DataError(f"--input {source}: no such file. Give a file of inputs, or - to read standard input.")
-    suffix = path.suffix.lower()
     if suffix == ".json":
         return iter(_json_list(path, column, default_column, pair_column))
     handle = path.open(encoding="utf-8", newline="")
@@ -168,6 +173,8 @@ def _flat(row: dict) -> dict:
     for key, value in row.items():
         if key == "probabilities" and isinstance(value, dict):
             flat.update({f"prob_{label}": p for label, p in value.items()})
+        elif key == "input" and isinstance(value, tuple):  # a sentence pair: one column per text
+            flat["input"], flat["input_pair"] = value
         else:
             flat[key] = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
     return flat

@@ -71,6 +71,9 @@ class Recipe:
     curve_metrics: tuple[str, ...] = ()
     #: the `data` field naming the column `hftl predict` reads from tabular input (e.g. "text_column")
     input_column: str | None = None
+    #: the `data` field naming the column of the second text of sentence pairs (e.g. "text_pair_column"): where a
+    #: run sets it, `hftl predict` reads (text, text_pair) from it beside `input_column`
+    input_pair_column: str | None = None
     #: predict takes file paths (read relative to the input file), not raw values
     inputs_are_paths: bool = False
     #: the task's models continue text (`hftl generate`)

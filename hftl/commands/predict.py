@@ -16,6 +16,9 @@ def register(subparsers):
                              "or - for standard input; image runs take image paths")
     parser.add_argument("--column",
                         help="column to read from a CSV/TSV/JSON(L) input (default: the run's text or image column)")
+    parser.add_argument("--pair-column", metavar="COLUMN",
+                        help="column of the second text, for a run trained on sentence pairs (default: the run's "
+                             "data.text_pair_column)")
     parser.add_argument("--output", default="-",
                         help="where to write the predictions (.jsonl or .csv); default: standard output")
     parser.add_argument("--format", choices=["jsonl", "csv"],
@@ -47,14 +50,14 @@ def run(args) -> int:
     if is_onnx_folder(args.run_dir) and not RunDir(args.run_dir).config_file.is_file():
         # `hftl export --onnx` of a plain model folder: no run's recipe, a text classifier on ONNX Runtime alone
         predictor = OnnxClassifier(args.run_dir)
-        inputs = iter_inputs(args.input, args.column, None)
+        inputs = iter_inputs(args.input, args.column, None, pair_column=args.pair_column)
     else:
         from hftl.inference import load
 
         predictor = load(args.run_dir, **trust_of(args))
         recipe = predictor.recipe
         default_column = getattr(recipe.config.data, recipe.input_column) if recipe.input_column else None
-        inputs = iter_inputs(args.input, args.column, default_column)
+        inputs = iter_inputs(args.input, args.column, default_column, pair_column=_pair_column(args, recipe))
         if recipe.inputs_are_paths and args.input != "-":
             base = Path(args.input).resolve().parent  # paths are relative to the input file
             inputs = (str(base / p) if not Path(p).is_absolute() and (base / p).exists() else p for p in inputs)
@@ -69,3 +72,14 @@ def run(args) -> int:
     if args.output != "-":
         print(f"{writer.count} predictions written to {args.output}", file=sys.stderr)
     return 0
+
+
+def _pair_column(args, recipe) -> str | None:
+    """The column of the second text: `--pair-column`, else the run's own (a run trained on sentence pairs)."""
+    from hftl.errors import DataError
+
+    run_pair = getattr(recipe.config.data, recipe.input_pair_column) if recipe.input_pair_column else None
+    if args.pair_column and not run_pair:
+        raise DataError(f"--pair-column: {args.run_dir} was trained on single inputs, not sentence pairs; "
+                        "drop --pair-column.")
+    return args.pair_column or run_pair

@@ -86,6 +86,7 @@ class TextClassificationRecipe(ClassificationRecipe):
     peft_task_type = "SEQ_CLS"
     pipeline_tag = "text-classification"
     input_column = "text_column"
+    input_pair_column = "text_pair_column"
 
     @classmethod
     def required_columns(cls, data: TextClassificationData, with_label=True) -> dict[str, str]:
