@@ -289,6 +289,7 @@ def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: s
         "metric_columns": columns,
         "metric_rows": rows,
         "images": images,
+        "errors": run.errors(),  # the most confident mistakes (errors.jsonl), for the task's card
         "versions": {"hftl": __version__, **manifest.get("packages", {}), "python": manifest.get("python")},
         "seed": manifest.get("seed"),
         "created": manifest.get("created"),

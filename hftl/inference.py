@@ -28,12 +28,17 @@ class LoadedRun:
         model = None
         if is_onnx_folder(self.run_dir):  # `hftl export RUN --onnx`: the run's records beside an ONNX model
             model = OnnxClassifier(self.run_dir, expected_class=self.recipe.auto_model_class)
+        run = RunDir(self.run_dir)
         with quiet_loading():  # what a load prints is the user's business only when it fails
-            self.processor, self.model, self.labels = self.recipe.load_trained(RunDir(self.run_dir), model)
+            self.processor, self.model, self.labels = self.recipe.load_trained(run, model)
         self.model.eval()
+        #: what the run fitted on validation (a classifier's temperature, thresholds...), or None
+        self.decisions = self.recipe.load_decisions(run, self.model)
 
     def predict(self, inputs, batch_size: int = 64, **kwargs) -> list[dict]:
         """Predictions for raw inputs (texts for text tasks, image paths for image tasks)."""
+        if self.decisions is not None:
+            kwargs["decisions"] = self.decisions
         return self.recipe.predict(self.model, self.processor, list(inputs), self.labels, batch_size=batch_size, **kwargs)
 
     def evaluate(self, source: str | None = None) -> dict:
@@ -41,7 +46,7 @@ class LoadedRun:
         if isinstance(self.model, OnnxClassifier):
             raise HftlError("evaluation runs the PyTorch model through the Trainer; this is an ONNX export. "
                             "Evaluate the run it was exported from, or predict with this folder.")
-        return self.recipe.evaluate_trained(self.model, self.processor, self.labels, source)
+        return self.recipe.evaluate_trained(self.model, self.processor, self.labels, source, decisions=self.decisions)
 
 
 def load(run_dir: str | Path, trust_remote_code: bool = False, allow_pickle: bool = False) -> LoadedRun:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hftl.batch_inference import DEFAULT_CHUNK_SIZE, DEFAULT_TOKEN_BUDGET, run_batched, softmax
-from hftl.decisions import SINGLE, predictions_from_logits
+from hftl.decisions import SINGLE, Decisions
 from hftl.data.labels import LabelMap
 from hftl.errors import HftlError
 from hftl.export import prepare_export_folder
@@ -219,7 +219,7 @@ class OnnxClassifier:
         self.config = AutoConfig.from_pretrained(self.folder)
         self.label_names = _label_names(self.folder, self.config)
         # as `ClassificationRecipe.load_trained` reads them: the run's calibration.json, else the model's problem type
-        self.decisions = RunDir(self.folder).calibration() or {"problem_type": self.config.problem_type or SINGLE}
+        self.decisions = Decisions.load(RunDir(self.folder), self.config.problem_type or SINGLE)
         self.max_length = _max_length(self.folder)
 
     def forward(self, arrays: dict) -> np.ndarray:
@@ -243,8 +243,8 @@ class OnnxClassifier:
         Probabilities are the softmax of the logits, so a multi-label or regression export needs
         `return_logits=True` (or `predict`, which applies the run's decisions)."""
         self._text_classifier_only()
-        if not return_logits and self.decisions["problem_type"] != SINGLE:
-            raise HftlError(f"{self.folder} is a {self.decisions['problem_type']} model: its outputs are not "
+        if not return_logits and self.decisions.problem_type != SINGLE:
+            raise HftlError(f"{self.folder} is a {self.decisions.problem_type} model: its outputs are not "
                             "softmax probabilities. Use predict(), or classify_texts(..., return_logits=True).")
         for chunk, logits in run_batched(self.forward, self.tokenizer, texts, max_length=max_length or self.max_length,
                                          token_budget=token_budget, chunk_size=chunk_size, progress=progress,
@@ -253,9 +253,9 @@ class OnnxClassifier:
 
     def predict(self, texts: Iterable, batch_size: int | None = None, **kwargs) -> list[dict]:
         """One dict per text, as `hftl.load(run).predict` gives it: the run's temperature, thresholds and score
-        range applied (`predictions_from_logits`). Batches are formed by token budget: `batch_size` is accepted
+        range applied (`Decisions.apply`). Batches are formed by token budget: `batch_size` is accepted
         for that interface and not used."""
         chunks = [logits for _, logits in self.classify_texts(texts, progress=False, return_logits=True, **kwargs)]
         if not chunks:
             return []
-        return predictions_from_logits(np.concatenate(chunks), self.decisions, self.label_names)
+        return self.decisions.apply(np.concatenate(chunks), self.label_names)

@@ -41,6 +41,22 @@ class PreparedData:
     labels: LabelMap | None = None
 
 
+@dataclass
+class Evaluation:
+    """What evaluating a trained model on validation and test returns (`Recipe.evaluate_splits`).
+
+    Args:
+        metrics (`dict`): the report of each split (`validation`, `test`).
+        decisions (*optional*): what the task fitted on validation and applied to test (a classifier's
+            `hftl.decisions.Decisions`), saved with the run and applied by predict and evaluate; None if nothing.
+        errors (`list[dict]`): the most confident mistakes, one row each (the run's `errors.jsonl`).
+    """
+
+    metrics: dict
+    decisions: object | None = None
+    errors: list[dict] = field(default_factory=list)
+
+
 class Recipe:
     """Base of every task recipe. Subclasses set the declaration and implement the hooks below."""
 
@@ -172,8 +188,25 @@ class Recipe:
         return training_arguments(self.config, self.training_defaults(), self.auto_eval_batch_size_factor)
 
     def evaluate_split(self, trainer, name: str, dataset, labels: LabelMap | None) -> dict:
-        """Metrics of the trainer's model on one split."""
+        """Metrics of the trainer's model on one split (a task with decisions also takes `decisions=`)."""
         return trainer.evaluate(dataset)
+
+    def evaluate_splits(self, trainer, datasets: dict, labels: LabelMap | None) -> Evaluation:
+        """The trained model on validation, then test: their metrics, and what validation fitted (returned, not
+        kept: the recipe holds no state but its config)."""
+        return Evaluation({split: self.evaluate_split(trainer, split, datasets[split], labels)
+                           for split in ("validation", "test") if split in datasets})
+
+    def save_evaluation(self, run: RunDir, evaluation: Evaluation) -> None:
+        """Save what `evaluate_splits` fitted and found beside the model: its decisions, its errors."""
+        if evaluation.decisions is not None:
+            evaluation.decisions.save(run)
+        if evaluation.errors:
+            run.write_errors(evaluation.errors)
+
+    def load_decisions(self, run: RunDir, model=None):
+        """What a finished run fitted on validation (`Evaluation.decisions`), for predict and evaluate; None."""
+        return None
 
     def evaluate_before(self, trainer, datasets: dict, labels: LabelMap | None) -> dict:
         """Metrics of the untrained model by split (saved as metrics['before_training']); {} to skip."""
@@ -234,8 +267,10 @@ class Recipe:
             raise DataError("no data to evaluate: give --data FILE (the run has no test or validation data).")
         return source
 
-    def evaluate_trained(self, model, processor, labels: LabelMap | None, source: str | None = None) -> dict:
-        """Metrics of a finished run's model on `source` (default: the run's test, else validation, data)."""
+    def evaluate_trained(self, model, processor, labels: LabelMap | None, source: str | None = None,
+                         decisions=None) -> dict:
+        """Metrics of a finished run's model on `source` (default: the run's test, else validation, data), with
+        the run's `decisions` (`load_decisions`) where it has them."""
         import tempfile
 
         from transformers import Trainer, TrainingArguments
@@ -249,7 +284,8 @@ class Recipe:
                 prediction_loss_only=defaults.get("prediction_loss_only", False),
             )
             trainer = Trainer(model=model, args=args, data_collator=self.data_collator(processor))
-            return self.evaluate_split(trainer, "test", dataset, labels)
+            with_decisions = {} if decisions is None else {"decisions": decisions}
+            return self.evaluate_split(trainer, "test", dataset, labels, **with_decisions)
 
     def predict(self, model, processor, inputs: list, labels: LabelMap | None = None, batch_size: int = 64, **kwargs) -> list[dict]:
         """Predictions for raw inputs, one dict each."""

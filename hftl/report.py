@@ -15,6 +15,17 @@ def format_split(name: str, metrics: dict, columns: tuple[str, ...]) -> str:
             lines.append(f"  {label:<{width}}  {cells[0]}     {cells[1]}  {cells[2]}  {row['support']}")
     if metrics.get("absent_classes"):
         lines.append(f"  absent from this split: {', '.join(metrics['absent_classes'])} (left out of the macro averages)")
+    baseline = metrics.get("baseline")
+    if baseline:
+        lines.append(f"  baseline, {baseline['name']}: " + "  ".join(
+            f"{k} {baseline[k]:.4f}" for k in columns if isinstance(baseline.get(k), (int, float))))
+    if metrics.get("positive_label"):
+        lines.append(f"  positive class: {metrics['positive_label']}")
+    in_sample = metrics.get("with_fitted_decisions")
+    if in_sample and any(k in in_sample for k in columns):
+        lines.append("  with the decisions fitted on it (in-sample): " + "  ".join(
+            f"{k} {in_sample[k]:.4f}" for k in columns if k in in_sample))
+    lines += [f"  WARNING {warning}" for warning in metrics.get("warnings", [])]
     return "\n".join(lines)
 
 

@@ -88,14 +88,14 @@ def run_recipe(recipe) -> RunResult:
     before = recipe.evaluate_before(trainer, datasets, data.labels)
     train_output = trainer.train(resume_from_checkpoint=run.last_checkpoint() if config.resume else None)
     metrics = {"train": {**train_output.metrics, **parameters}, **({"before_training": before} if before else {})}
-    for split in ("validation", "test"):
-        if split in datasets:
-            metrics[split] = recipe.evaluate_split(trainer, split, datasets[split], data.labels)
+    evaluation = recipe.evaluate_splits(trainer, datasets, data.labels)  # what validation fits, test is scored with
+    metrics.update(evaluation.metrics)
 
     save_full_model(trainer, run.path)
     if trainer.is_world_process_zero():
         trainer.save_state()
         recipe.save_extras(run, trainer, processor, data.labels)
+        recipe.save_evaluation(run, evaluation)
         run.write_metrics(metrics)
         render_run_card(run.path, recipe)  # README.md: the model card, with its figures
     result = RunResult(run_dir=run.path, metrics=metrics, config=config, trainer=trainer, recipe=recipe)

@@ -3,6 +3,7 @@ temperature scaling, early stopping, the checks `hftl validate` makes, and multi
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,23 +129,33 @@ def test_class_weight_settings():
     assert multi == pytest.approx([1 / 3, 3 / 1])  # negatives / positives per label
 
 
-def test_fitted_decisions_improve_validation(tmp_path, tiny_bert_dir):
-    """Tuned thresholds beat 0.5 and the temperature lowers the NLL on the split they were fitted on."""
+def test_fitted_decisions_improve_held_out_data(tmp_path, tiny_bert_dir):
+    """Thresholds tuned and a temperature fitted on one split beat 0.5 and lower the NLL on another split drawn
+    the same way (held out: not the rows they were fitted on)."""
+    from hftl.calibration import negative_log_likelihood
+    from hftl.tasks.classification_evaluation import split_report
+
     files = {"train": write_tsv(tmp_path / "t.tsv", _multilabel_rows(20, 1))}
     recipe = TextClassificationRecipe(_config(tmp_path, tiny_bert_dir, files, label_separator=",", problem_type=MULTI))
     rng = np.random.default_rng(0)
-    references = (rng.random((400, 3)) < [0.1, 0.3, 0.5]).astype(np.int64)
-    # over-confident logits whose ranking is informative but shifted: 0.5 is the wrong cut for rare labels
-    logits = 6 * (references + rng.normal(0, 0.6, references.shape)) - 4.5
+
+    def draw(n):  # over-confident logits whose ranking is informative but shifted: 0.5 is the wrong cut
+        references = (rng.random((n, 3)) < [0.1, 0.3, 0.5]).astype(np.int64)
+        return 6 * (references + rng.normal(0, 0.5, references.shape)) - 6.5, references
+
+    (fit_logits, fit_refs), (held_logits, held_refs) = draw(400), draw(400)
     labels = LabelMap(("anger", "fear", "joy"))
-    decisions = recipe.fit_decisions(logits, references, labels)
-    assert decisions["temperature"] > 1  # over-confident: softened
-    report = recipe.report(logits, references, labels, decisions)
-    comparison = report["threshold_comparison"]
-    assert comparison["tuned_per_label"]["f1_macro"] > comparison["0.5"]["f1_macro"]
-    assert report["f1_macro"] == comparison["tuned_per_label"]["f1_macro"]
-    assert report["nll_after"] < report["nll_before"]
-    assert all(0.05 <= t < 1 for t in report["thresholds"])
+    decisions = recipe.fit_decisions(fit_logits, fit_refs, labels)
+    assert decisions.temperature > 1  # over-confident: softened
+    assert all(0.05 <= t < 1 for t in decisions.thresholds)
+    held = split_report(held_logits, held_refs, list(labels.names), decisions)
+    untuned = split_report(held_logits, held_refs, list(labels.names), recipe.untuned_decisions(labels))
+    assert held["f1_macro"] > untuned["f1_macro"]  # tuned thresholds, on rows they never saw
+    # independent check of the calibration on the held-out rows: sigmoid(logits / T) against sigmoid(logits)
+    calibrated = 1 / (1 + np.exp(-held_logits / decisions.temperature))
+    raw = 1 / (1 + np.exp(-held_logits))
+    assert negative_log_likelihood(calibrated, held_refs) < negative_log_likelihood(raw, held_refs)
+    assert held["nll_after"] == pytest.approx(negative_log_likelihood(calibrated, held_refs))
 
 
 # -- checks before training (hftl validate) --------------------------------------------------------------
@@ -304,7 +315,7 @@ def test_multilabel_thresholds_saved_and_used_by_predict(tmp_path, tiny_bert_dir
         assert key in test, key
     saved = json.loads((run / "calibration.json").read_text())
     assert saved["problem_type"] == MULTI and len(saved["thresholds"]) == 3 and saved["temperature"] > 0
-    assert set(saved["class_weights"]) == {"anger", "fear", "joy"}
+    assert set(result.metrics["validation"]["class_weights"]) == {"anger", "fear", "joy"}
     assert json.loads((run / "config.json").read_text())["problem_type"] == "multi_label_classification"
     card = (run / "README.md").read_text()
     assert "tuned per label on validation" in card and "Class weights" in card and "| anger |" in card
@@ -333,9 +344,20 @@ def test_binary_calibration_and_threshold(text_config):
     assert test["threshold_comparison"]["tuned"]["threshold"] == saved["threshold"]
     assert {"ece_before", "ece_after", "nll_before", "nll_after"} <= set(test)
     assert (run / "reliability_diagram.png").is_file()
-    predictions = load(run).predict(["the film was great", "it was really awful and boring"])
-    for p in predictions:  # the tuned threshold on the positive class decides
-        assert p["label"] == ("pos" if p["probabilities"]["pos"] >= saved["threshold"] else "neg")
+    assert saved["positive_label"] == "pos"  # the second label, named
+    # on the held-out test split, computed here: softmax(logits / T) of the model, the threshold on P(pos)
+    loaded = load(run)
+    rows = [line.split("\t") for line in Path(result.config.data.test).read_text().splitlines()[1:]]
+    batch = loaded.processor([t for t, _ in rows], padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        p_pos = torch.softmax(loaded.model(**batch).logits.double() / saved["temperature"], dim=-1)[:, 1].numpy()
+    for name, threshold in (("tuned", saved["threshold"]), ("0.5", 0.5)):
+        answers = np.where(p_pos >= threshold, "pos", "neg")
+        accuracy = np.mean(answers == np.array([gold for _, gold in rows]))
+        assert test["threshold_comparison"][name]["accuracy"] == pytest.approx(accuracy), name
+    assert test["accuracy"] == test["threshold_comparison"]["tuned"]["accuracy"]  # the tuned one is applied
+    predictions = loaded.predict([t for t, _ in rows])
+    assert [p["label"] for p in predictions] == list(np.where(p_pos >= saved["threshold"], "pos", "neg"))
 
 
 def test_early_stopping_stops_when_the_metric_stalls(text_config):

@@ -112,6 +112,8 @@ def test_onnx_predict_applies_the_runs_decisions(kind, tmp_path, tiny_bert_dir):
     temperature and per-label thresholds, or its scores in data.score_range, not a softmax over the outputs."""
     from conftest import write_tsv
     from hftl import TextClassificationRecipe
+    import torch
+
     from hftl.inference import load
     from tests.test_classification_options import _config, _multilabel_rows, _pair_rows
 
@@ -129,13 +131,22 @@ def test_onnx_predict_applies_the_runs_decisions(kind, tmp_path, tiny_bert_dir):
         inputs = [("great film", "lovely story"), ("awful plot", "awful plot"), ("happy end", "dismal acting")]
     config["training"]["num_train_epochs"] = 1
     run = run_recipe(TextClassificationRecipe(config)).run_dir
-    expected = load(run).predict(inputs)
     got = OnnxClassifier(export_onnx(run, tmp_path / "onnx")).predict(inputs)
-    assert [set(row) for row in got] == [set(row) for row in expected]
-    for got_row, expected_row in zip(got, expected):
-        if kind == "multi-label":
-            assert got_row["labels"] == expected_row["labels"]
-            assert got_row["probabilities"] == pytest.approx(expected_row["probabilities"], abs=1e-4)
-        else:
-            assert got_row["score"] == pytest.approx(expected_row["score"], abs=1e-4)
-            assert 0 <= got_row["score"] <= 5
+    # computed here from the run's files and the PyTorch model's logits, not through hftl's decisions code
+    saved = json.loads((run / "calibration.json").read_text())
+    loaded = load(run)
+    columns = [list(c) for c in zip(*inputs)] if isinstance(inputs[0], tuple) else [inputs]
+    with torch.no_grad():
+        logits = loaded.model(**loaded.processor(*columns, padding=True, return_tensors="pt")).logits.double()
+    if kind == "multi-label":
+        names = [json.loads((run / "labels.json").read_text())["id2label"][str(i)] for i in range(3)]
+        probabilities = torch.sigmoid(logits / saved["temperature"])
+        assert saved["thresholds"] != [0.5] * 3  # tuned: a softmax or 0.5 would answer otherwise somewhere
+        for row, p in zip(got, probabilities.tolist()):
+            assert row["labels"] == [n for n, q, t in zip(names, p, saved["thresholds"]) if q >= t]
+            assert [row["probabilities"][n] for n in names] == pytest.approx(p, abs=1e-4)
+    else:
+        low, high = saved["score_range"]
+        expected = (low + (high - low) * torch.sigmoid(logits.view(-1))).tolist()
+        assert [row["score"] for row in got] == pytest.approx(expected, abs=1e-4)
+        assert all(set(row) == {"score"} and 0 <= row["score"] <= 5 for row in got)

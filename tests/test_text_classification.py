@@ -66,12 +66,18 @@ def test_decoder_lora_padding_does_not_change_predictions(text_config, tiny_gpt2
     result = run_recipe(TextClassificationRecipe(config))
     loaded = load(result.run_dir)
     assert loaded.processor.pad_token is not None
-    texts = ["great", "the film was really quite boring and the plot was tedious"]
-    batched = loaded.predict(texts, batch_size=2)  # the short text is padded
-    single = [loaded.predict([t], batch_size=1)[0] for t in texts]  # no padding
+    texts = ["great", "the film was really quite boring and the plot was tedious", "dismal plot", "a lovely story"]
+    masks = []
+    hook = loaded.model.register_forward_pre_hook(
+        lambda module, args, kwargs: masks.append(kwargs["attention_mask"].clone()), with_kwargs=True)
+    batched = loaded.predict(texts)  # the predict path's own batching (a token budget): one batch of 4 rows
+    hook.remove()
+    assert len(masks) == 1 and masks[0].shape[0] == len(texts)
+    assert (masks[0] == 0).sum(dim=1).gt(0).sum() == len(texts) - 1  # every row but the longest is padded
+    single = [loaded.predict([t])[0] for t in texts]  # no padding
     for b, s in zip(batched, single):
         assert b["label"] == s["label"]
-        assert b["score"] == pytest.approx(s["score"], abs=1e-5)
+        assert b["probabilities"] == pytest.approx(s["probabilities"], abs=1e-5)
 
 
 def test_string_labels_map_is_sorted_and_saved(text_config):

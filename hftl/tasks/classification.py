@@ -26,22 +26,18 @@ from typing import Literal
 from hftl.config.parse import field
 from hftl.config.schema import DataConfig
 from hftl.data.labels import LabelMap
-from hftl.decisions import MULTI, REGRESSION, SINGLE, predictions_from_logits, regression_scores
+from hftl.decisions import BFLOAT16, FLOAT32, MULTI, REGRESSION, SINGLE, Decisions, regression_scores
 from hftl.errors import ConfigError, DataError
-from hftl.metrics import (
-    classification_report, logits_to_predictions, make_compute_metrics, make_multilabel_compute_metrics,
-    make_regression_compute_metrics, mean_cross_entropy, multilabel_report, regression_report,
-)
+from hftl.metrics import make_compute_metrics, make_multilabel_compute_metrics, make_regression_compute_metrics
 from hftl.modeling import load_pretrained_model, read_model_config
-from hftl.recipe import PreparedData, Recipe
+from hftl.recipe import Evaluation, PreparedData, Recipe
+from hftl.tasks.classification_evaluation import error_rows, split_report
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_TYPES = (SINGLE, MULTI, REGRESSION)
 RELIABILITY_PNG = "reliability_diagram.png"
 SCATTER_PNG = "regression_scatter.png"
-#: test points kept in metrics.json for the regression scatter (rounded; enough for a figure)
-MAX_POINTS = 5000
 
 
 # -- the data settings every classification task shares ---------------------------------------------------
@@ -61,6 +57,12 @@ class ClassificationData(DataConfig):
         "auto", help="decision threshold: 'auto' = per-label thresholds tuned on validation for multi-label, argmax "
         "for single-label (the tuned binary threshold is reported beside it); 'tuned' also applies the tuned one to "
         "binary tasks; a number in (0, 1) is one fixed threshold (multi-label, or the positive class of binary tasks)"
+    )
+
+    positive_label: str | None = field(
+        None, help="binary tasks: the class that is 'positive' (scikit-learn's pos_label): the one a decision "
+        "threshold and the positive-class F1 are about; null = the second label in sorted order (e.g. 'pos' of "
+        "neg/pos, 'stay' of churn/stay: name it when that is not the class you care about)"
     )
 
     def check(self) -> list[str]:
@@ -190,7 +192,20 @@ def label_option_problems(names: list[str] | None, data, problem: str) -> list[s
     threshold = data.threshold
     if problem != MULTI and threshold != "auto" and len(names) > 2:
         problems.append(threshold_problem(threshold, len(names)))
+    problems += positive_label_problems(getattr(data, "positive_label", None), names, problem)
     return problems
+
+
+def positive_label_problems(positive, names, problem: str) -> list[str]:
+    """`data.positive_label` names one of the two classes of a binary single-label task."""
+    if positive is None:
+        return []
+    if problem != SINGLE or len(names) != 2:
+        kind = problem if problem != SINGLE else f"a task of {len(names)} classes"
+        return [f"data.positive_label: applies to binary tasks (two classes), not {kind}. Remove it."]
+    if str(positive) not in names:
+        return [f"data.positive_label: {positive!r} is not a label of the training data. Labels: {', '.join(names)}."]
+    return []
 
 
 def unknown_weight_labels(weights: dict, names, where: str = "data.class_weights") -> list[str]:
@@ -278,7 +293,8 @@ class BoundedScoreLoss:
 
 
 # -- the recipe -------------------------------------------------------------------------------------------
-_OPTION_DEFAULTS = {"class_weights": "none", "calibration": "auto", "threshold": "auto", "score_range": None}
+_OPTION_DEFAULTS = {"class_weights": "none", "calibration": "auto", "threshold": "auto", "score_range": None,
+                    "positive_label": None}
 _DECLARATIONS = {
     SINGLE: {
         "summary": ("accuracy", "balanced_accuracy", "precision", "recall", "f1"),
@@ -323,9 +339,6 @@ _DECLARATIONS = {
 
 class ClassificationRecipe(Recipe):
     """Base of the classification recipes (not a task itself: it registers nothing)."""
-
-    #: what was fitted on the validation split (temperature, thresholds), or read from a finished run
-    _decisions: dict | None = None
 
     # -- the declaration, by problem type ---------------------------------------------------------
     def __init__(self, config, overrides=()):
@@ -432,9 +445,15 @@ class ClassificationRecipe(Recipe):
                 for name, dataset in splits.items()}, labels
 
     def check_threshold_setting(self, labels: LabelMap | None) -> None:
+        """The threshold and positive label settings against the labels read (data `hftl validate` could not)."""
         threshold = self.option("threshold")
+        problems = []
         if self.problem_type == SINGLE and threshold != "auto" and len(labels) != 2:
-            raise ConfigError([threshold_problem(threshold, len(labels))])
+            problems.append(threshold_problem(threshold, len(labels)))
+        if labels is not None:
+            problems += positive_label_problems(self.option("positive_label"), list(labels.names), self.problem_type)
+        if problems:
+            raise ConfigError(problems)
 
     # -- model ------------------------------------------------------------------------------------
     def load_model(self, processor, labels: LabelMap | None):
@@ -510,118 +529,78 @@ class ClassificationRecipe(Recipe):
             return make_multilabel_compute_metrics(list(labels.names))
         return make_compute_metrics(list(labels.names))
 
-    def evaluate_split(self, trainer, name: str, dataset, labels: LabelMap | None) -> dict:
-        """The report of one split. On the validation split of a run, the temperature and thresholds are fitted
-        first (`fit_decisions`); every split is then reported with them."""
-        output = trainer.predict(dataset)
-        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-        if name == "validation":
-            self._decisions = self.fit_decisions(logits, output.label_ids, labels)
-        report = self.report(logits, output.label_ids, labels, self._decisions or {})
-        weights = getattr(getattr(trainer, "compute_loss_func", None), "weights", None)
-        if name == "validation" and weights is not None:  # what the loss weighed, for the card
-            report["class_weights"] = dict(zip(labels.names, weights))
-        return report
+    def inference_precision(self) -> str:
+        """The one precision of a run's logits, for fitting the decisions, reporting and serving: bfloat16
+        autocast only when `speed.bf16: true` asks for it, else float32 (also when `auto` trained in bf16)."""
+        return BFLOAT16 if self.config.speed.bf16 is True else FLOAT32
 
-    def fit_decisions(self, logits, label_ids, labels: LabelMap | None) -> dict:
+    def evaluate_splits(self, trainer, datasets: dict, labels: LabelMap | None) -> Evaluation:
+        """Validation first: reported with untuned decisions (out of sample), then the decisions are fitted on it
+        (their in-sample figures kept apart, under `with_fitted_decisions`); test is reported with them. Logits
+        are computed in `inference_precision`, as `hftl evaluate` and `hftl predict` compute them."""
+        if self.inference_precision() == FLOAT32:
+            _without_autocast(trainer)
+        names = list(labels.names) if labels is not None else None
+        decisions = self.untuned_decisions(labels)
+        metrics, errors = {}, []
+        if "validation" in datasets:
+            logits, label_ids = _split_logits(trainer, datasets["validation"])
+            report = split_report(logits, label_ids, names, decisions)
+            decisions = self.fit_decisions(logits, label_ids, labels)
+            fitted = split_report(logits, label_ids, names, decisions)
+            report["with_fitted_decisions"] = {
+                "note": "in-sample: the decisions were fitted on this split",
+                **{k: fitted[k] for k in (*self.summary_metrics, *self.card_metrics) if k in fitted}}
+            weights = getattr(getattr(trainer, "compute_loss_func", None), "weights", None)
+            if weights is not None:  # what the loss weighed, for the card
+                report["class_weights"] = dict(zip(names, weights))
+            metrics["validation"] = report
+            errors += error_rows("validation", self.example_inputs(datasets["validation"], trainer.processing_class),
+                                 logits, label_ids, names, decisions)
+        if "test" in datasets:
+            logits, label_ids = _split_logits(trainer, datasets["test"])
+            metrics["test"] = split_report(logits, label_ids, names, decisions)
+            errors += error_rows("test", self.example_inputs(datasets["test"], trainer.processing_class),
+                                 logits, label_ids, names, decisions)
+        return Evaluation(metrics, decisions, errors)
+
+    def evaluate_split(self, trainer, name: str, dataset, labels: LabelMap | None, decisions: Decisions | None = None
+                       ) -> dict:
+        """The report of one split with `decisions` (default: untuned), e.g. a finished run's on new data."""
+        logits, label_ids = _split_logits(trainer, dataset)
+        names = list(labels.names) if labels is not None else None
+        return split_report(logits, label_ids, names, decisions or self.untuned_decisions(labels))
+
+    def evaluate_trained(self, model, processor, labels, source=None, decisions: Decisions | None = None) -> dict:
+        """`Recipe.evaluate_trained` in the precision the run's decisions were fitted in."""
+        decisions = decisions or self.untuned_decisions(labels)
+        with _autocast(model, decisions.precision):
+            return super().evaluate_trained(model, processor, labels, source, decisions)
+
+    def untuned_decisions(self, labels: LabelMap | None) -> Decisions:
+        return Decisions.untuned(self.problem_type, labels.names if labels is not None else None,
+                                 self.option("positive_label"), self.option("score_range"), self.inference_precision())
+
+    def fit_decisions(self, logits, label_ids, labels: LabelMap | None) -> Decisions:
         """Temperature (L-BFGS on the validation NLL) and decision thresholds, fitted on validation logits."""
-        from hftl.calibration import (
-            apply_temperature, best_global_threshold, fit_temperature, tune_binary_threshold, tune_thresholds,
-        )
-
-        problem = self.problem_type
-        decisions = {"problem_type": problem}
-        if problem == REGRESSION:
-            if self.option("score_range"):
-                decisions["score_range"] = [float(v) for v in self.option("score_range")]
-            return decisions
-        multi = problem == MULTI
-        temperature = fit_temperature(logits, label_ids, multi_label=multi) if self.option("calibration") != "none" else None
-        if temperature is not None:
-            logger.info("temperature fitted on validation: %.4f", temperature)
-        decisions["temperature"] = temperature
-        probabilities = apply_temperature(logits, temperature or 1.0, multi_label=multi)
-        threshold = self.option("threshold")
-        if multi:
-            tuned = tune_thresholds(probabilities, label_ids)
-            decisions["tuned_thresholds"] = tuned
-            decisions["best_single_threshold"] = best_global_threshold(probabilities, label_ids)
-            decisions["thresholds"] = [threshold] * len(labels) if isinstance(threshold, float) else tuned
-        elif len(labels) == 2:
-            tuned = tune_binary_threshold(probabilities[:, 1], label_ids)
-            decisions["tuned_threshold"] = tuned
-            decisions["threshold"] = tuned if threshold == "tuned" else threshold if isinstance(threshold, float) else None
+        decisions = Decisions.fit(
+            logits, label_ids, labels.names if labels is not None else None, self.problem_type,
+            calibration=self.option("calibration"), threshold=self.option("threshold"),
+            positive_label=self.option("positive_label"), score_range=self.option("score_range"),
+            precision=self.inference_precision())
+        if decisions.temperature is not None:
+            logger.info("temperature fitted on validation: %.4f", decisions.temperature)
         return decisions
 
-    def report(self, logits, label_ids, labels: LabelMap | None, decisions: dict) -> dict:
-        """Metrics of logits against labels, with the fitted `decisions` (temperature, thresholds) applied."""
-        import numpy as np
+    def example_inputs(self, dataset, processor) -> list:
+        """What error analysis shows of each example of a preprocessed split (default: nothing but its row)."""
+        return [None] * len(dataset)
 
-        from hftl.calibration import apply_temperature
+    def load_decisions(self, run, model=None) -> Decisions:
+        """The run's `calibration.json`; untuned decisions of the model's problem type where it has none."""
+        default = getattr(getattr(model, "config", None), "problem_type", None) or self.problem_type
+        return Decisions.load(run, default)
 
-        problem = decisions.get("problem_type", self.problem_type)
-        if problem == REGRESSION:
-            predicted = regression_scores(logits, decisions.get("score_range"))
-            report = regression_report(predicted, label_ids)
-            report["loss"] = report["mse"]
-            keep = slice(0, MAX_POINTS)
-            report["points"] = {"predicted": [round(float(v), 4) for v in predicted[keep]],
-                                "true": [round(float(v), 4) for v in np.asarray(label_ids).reshape(-1)[keep]]}
-            return report
-        multi = problem == MULTI
-        temperature = decisions.get("temperature")
-        probabilities = apply_temperature(logits, temperature or 1.0, multi_label=multi)
-        names = list(labels.names)
-        if multi:
-            thresholds = decisions.get("thresholds", 0.5)
-            report = multilabel_report(probabilities, label_ids, names, thresholds)
-            report["loss"] = _binary_cross_entropy(logits, label_ids)
-            report["threshold_comparison"] = self._threshold_comparison(probabilities, label_ids, names, decisions)
-            report["f1_macro_threshold_0_5"] = report["threshold_comparison"]["0.5"]["f1_macro"]
-            if "best_single" in report["threshold_comparison"]:
-                report["f1_macro_best_single_threshold"] = report["threshold_comparison"]["best_single"]["f1_macro"]
-        else:
-            threshold = decisions.get("threshold")
-            predictions = ((probabilities[:, 1] >= threshold).astype(np.int64) if threshold is not None
-                           else logits_to_predictions(logits))
-            report = classification_report(predictions, label_ids, names)
-            report["loss"] = mean_cross_entropy(logits, label_ids)
-            if "tuned_threshold" in decisions:
-                report["threshold_comparison"] = _binary_comparison(probabilities, label_ids, names, decisions)
-        if temperature is not None:
-            report.update(_calibration_report(logits, probabilities, label_ids, temperature, multi))
-        return report
-
-    @staticmethod
-    def _threshold_comparison(probabilities, label_ids, names, decisions) -> dict:
-        """Macro/micro/samples F1 at 0.5, at the best single threshold and at the tuned per-label thresholds."""
-        keys = ("f1_macro", "f1_micro", "f1_samples", "precision_macro", "recall_macro")
-        chosen = {"0.5": 0.5}
-        if "best_single_threshold" in decisions:
-            chosen["best_single"] = decisions["best_single_threshold"]
-        if "tuned_thresholds" in decisions:
-            chosen["tuned_per_label"] = decisions["tuned_thresholds"]
-        comparison = {}
-        for name, thresholds in chosen.items():
-            scores = multilabel_report(probabilities, label_ids, names, thresholds)
-            comparison[name] = {k: scores[k] for k in keys}
-            if not isinstance(thresholds, list):
-                comparison[name]["threshold"] = float(thresholds)
-        return comparison
-
-    # -- saving and reading the fitted decisions --------------------------------------------------
-    def save_extras(self, run, trainer, processor, labels: LabelMap | None) -> None:
-        super().save_extras(run, trainer, processor, labels)
-        saved = dict(self._decisions or {"problem_type": self.problem_type})
-        weights = getattr(trainer.compute_loss_func, "weights", None)
-        if weights is not None and labels is not None:
-            saved["class_weights"] = dict(zip(labels.names, weights))
-        run.write_calibration(saved)
-
-    def load_trained(self, run, model=None):
-        processor, model, labels = super().load_trained(run, model)
-        self._decisions = run.calibration() or {"problem_type": getattr(model.config, "problem_type", None) or SINGLE}
-        return processor, model, labels
 
     # -- card -------------------------------------------------------------------------------------
     def card_figures(self, metrics: dict, folder) -> dict:
@@ -651,69 +630,60 @@ class ClassificationRecipe(Recipe):
         `first_row` in error messages)."""
         raise NotImplementedError
 
-    def predict_logits(self, model, processor, inputs: list, batch_size: int):
-        """The logits of raw inputs, (len(inputs), num_labels) float32, in input order."""
+    def predict_logits(self, model, processor, inputs: list, batch_size: int, precision: str = FLOAT32):
+        """The logits of raw inputs, (len(inputs), num_labels) float32, in input order, computed in `precision`."""
         import numpy as np
         import torch
 
         chunks = []
         for start in range(0, len(inputs), batch_size):
             batch = self.encode_inputs(processor, inputs[start:start + batch_size], start).to(model.device)
-            with torch.inference_mode():
+            with torch.inference_mode(), _autocast(model, precision):
                 chunks.append(model(**batch).logits.float().cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels), dtype=np.float32)
 
     def predict(self, model, processor, inputs: list, labels: LabelMap | None = None, batch_size: int = 64,
-                **kwargs) -> list[dict]:
-        """One dict per input (see `predictions_from_logits`), with the run's fitted decisions."""
-        decisions = self._decisions or {}
-        if not decisions.get("problem_type"):
-            decisions = {**decisions, "problem_type": getattr(model.config, "problem_type", None) or SINGLE}
-        logits = self.predict_logits(model, processor, inputs, batch_size)
-        return predictions_from_logits(logits, decisions, labels.names if labels else None)
+                decisions: Decisions | None = None, **kwargs) -> list[dict]:
+        """One dict per input (see `Decisions.apply`), with the run's `decisions` (`load_decisions`; default:
+        untuned), in their precision."""
+        if decisions is None:
+            problem = getattr(model.config, "problem_type", None) or self.problem_type
+            decisions = Decisions.untuned(problem, labels.names if labels else None)
+        logits = self.predict_logits(model, processor, inputs, batch_size, decisions.precision)
+        return decisions.apply(logits, labels.names if labels else None)
 
 
-def _binary_cross_entropy(logits, label_ids) -> float:
+def _split_logits(trainer, dataset):
+    """(logits, label ids) of a preprocessed split, from `Trainer.predict` (a tuple of outputs: the first)."""
+    output = trainer.predict(dataset)
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    return logits, output.label_ids
+
+
+def _without_autocast(trainer) -> None:
+    """Take accelerate's mixed-precision forward wrappers off the trained model (training is over), and do not
+    reuse the last evaluation of training (`HftlTrainer.reuse_final_eval`), so that `Trainer.predict` computes
+    float32 logits. accelerate wraps once per `prepare` (training, and evaluation
+    during training), and `unwrap_model(keep_fp32_wrapper=False)`, its public way back, removes one layer."""
+    if trainer.args.bf16 or trainer.args.fp16:  # the last evaluation in training ran in half precision: not reused
+        trainer.reuse_final_eval = False
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    for _ in range(8):  # a few layers at most; each call pops one `_original_forward`
+        if "_original_forward" not in model.__dict__:
+            return
+        trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    logger.warning("could not remove the bf16 autocast wrappers: validation and test logits may be bfloat16")
+
+
+def _autocast(model, precision: str):
+    """bfloat16 autocast on the model's device for `precision` bfloat16; nothing for float32."""
+    import contextlib
+
     import torch
-    import torch.nn.functional as F
 
-    return float(F.binary_cross_entropy_with_logits(torch.as_tensor(logits, dtype=torch.float64),
-                                                    torch.as_tensor(label_ids, dtype=torch.float64)))
-
-
-def _calibration_report(logits, calibrated, label_ids, temperature: float, multi: bool) -> dict:
-    """ECE (15 bins) and NLL before and after temperature scaling, and the reliability bins of both."""
-    import numpy as np
-
-    from hftl.calibration import (
-        apply_temperature, expected_calibration_error, negative_log_likelihood, reliability_bins,
-    )
-
-    raw = apply_temperature(logits, 1.0, multi_label=multi)
-    references = np.asarray(label_ids).astype(np.int64)
-    return {
-        "temperature": temperature,
-        "ece_before": expected_calibration_error(raw, references),
-        "ece_after": expected_calibration_error(calibrated, references),
-        "nll_before": negative_log_likelihood(raw, references),
-        "nll_after": negative_log_likelihood(calibrated, references),
-        "reliability": {"before": reliability_bins(raw, references), "after": reliability_bins(calibrated, references)},
-    }
-
-
-def _binary_comparison(probabilities, label_ids, names, decisions) -> dict:
-    """Accuracy, balanced accuracy, macro-F1 and the positive class's F1 at 0.5 and at the tuned threshold."""
-    import numpy as np
-
-    comparison = {}
-    for name, threshold in (("0.5", 0.5), ("tuned", decisions["tuned_threshold"])):
-        predictions = (probabilities[:, 1] >= threshold).astype(np.int64)
-        scores = classification_report(predictions, label_ids, names)
-        positive = scores["per_class"][names[1]]["f1"]
-        comparison[name] = {"threshold": float(threshold), "accuracy": scores["accuracy"],
-                            "balanced_accuracy": scores["balanced_accuracy"], "f1": scores["f1"],
-                            f"f1_{names[1]}": positive}
-    return comparison
+    if precision != BFLOAT16 or not isinstance(model, torch.nn.Module):
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
 
 
 __all__ = ["ClassificationData", "ClassificationRecipe", "PreparedData", "WeightedLoss", "detect_problem_type",

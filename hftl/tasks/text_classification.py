@@ -11,6 +11,7 @@ from hftl.data import fingerprint, load_split, load_splits
 from hftl.data.columns import check_loaded_columns, check_sources, check_texts, require_source, split_sources
 from hftl.errors import ConfigError, DataError
 from hftl.modeling import check_length_limit, load_tokenizer
+from hftl.decisions import BFLOAT16, FLOAT32
 from hftl.recipe import PreparedData, register_task
 from hftl.tasks.classification import (
     MULTI, REGRESSION, SINGLE, ClassificationData, ClassificationRecipe, detect_problem_type, is_label_list,
@@ -295,9 +296,9 @@ class TextClassificationRecipe(ClassificationRecipe):
         # Decoders pool the last non-pad token: the model must know which id is padding.
         model.config.pad_token_id = tokenizer.pad_token_id
 
-    def predict_logits(self, model, tokenizer, inputs: list, batch_size: int):
+    def predict_logits(self, model, tokenizer, inputs: list, batch_size: int, precision: str = FLOAT32):
         """Tokenised once, sorted by length, batched by a token budget (`hftl.batch_inference`), returned in input
-        order; float32 unless `speed.bf16: true` asks for bfloat16 (exact probabilities by default); the last layer
+        order; in `precision` (the run's decisions say which: float32 unless `speed.bf16: true`); the last layer
         at the pooled position only unless `speed.first_token_last_layer: false`."""
         import numpy as np
 
@@ -306,9 +307,13 @@ class TextClassificationRecipe(ClassificationRecipe):
         texts = self._checked_inputs(inputs, 0)
         speed = self.config.speed
         chunks = [logits for _, logits in classify_texts(
-            model, tokenizer, texts, max_length=self.config.data.max_length, bf16=speed.bf16 is True,
+            model, tokenizer, texts, max_length=self.config.data.max_length, bf16=precision == BFLOAT16,
             progress=False, return_logits=True, first_token_last_layer=speed.first_token_last_layer is not False)]
         return np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+    def example_inputs(self, dataset, tokenizer) -> list:
+        """Each example's text as the model read it (decoded tokens: truncated, as the tokenizer normalised it)."""
+        return [tokenizer.decode(list(ids), skip_special_tokens=True) for ids in dataset["input_ids"]]
 
     def _checked_inputs(self, texts: list, first_row: int) -> list:
         """Texts, or (text, text_pair) pairs for a sentence-pair run; `DataError` naming the input otherwise."""
