@@ -274,6 +274,7 @@ def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: s
         "strategy": strategy,
         "strategy_text": STRATEGY_TEXT.get(strategy, strategy).format(layers=layers),
         "lora": config.model.lora if strategy == "lora" else None,
+        "distillation": distillation_facts(config),
         "variant": variant,
         "is_adapter": is_adapter,
         "parameters": {k: train[k] for k in ("trainable_params", "total_params", "trainable_percent") if k in train},
@@ -362,3 +363,25 @@ def render_run_card(run_dir: str | Path, recipe=None) -> Path | None:
         logger.warning("the model card could not be rendered (%s: %s); the run is saved. Render it again with: "
                        "hftl card %s", type(err).__name__, err, run_dir)
         return None
+
+
+def distillation_facts(config) -> dict | None:
+    """What the card says of a distilled run: the teacher (folder name, its headline test or validation figures),
+    the loss's settings, and where the student started (the teacher's layers it kept, for a cut teacher)."""
+    settings = config.distillation
+    if not settings.teacher:
+        return None
+    teacher = RunDir(settings.teacher)
+    metrics = teacher.metrics() if teacher.path.is_dir() else {}
+    split = "test" if "test" in metrics else "validation"
+    figures = {k: v for k, v in (metrics.get(split) or {}).items()
+               if k in ("accuracy", "f1", "f1_macro", "pearson", "spearman") and isinstance(v, (int, float))}
+    student = Path(config.model.name_or_path) / "student.json"  # written by hftl.student
+    cut = json.loads(student.read_text(encoding="utf-8")) if student.is_file() else None
+    t = settings.temperature
+    term = ("the squared error to the teacher's outputs" if getattr(config.data, "problem_type", None) == "regression"
+            else f"KL(teacher ‖ student) at temperature {t:g} (× {t:g}²)")
+    return {"teacher": teacher.path.name, "alpha": settings.alpha, "temperature": t, "term": term,
+            "teacher_split": split, "teacher_metrics": figures,
+            "kept_layers": cut.get("kept_layers") if cut else None,
+            "teacher_layers": cut.get("teacher_layers") if cut else None}

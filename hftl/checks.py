@@ -144,6 +144,10 @@ def config_problems(config: RunConfig, recipe_cls, failed=frozenset()) -> list[s
             config_override_problems(config.model, getattr(recipe_cls, "auto_model_class", None))
         problems += model_problems
         model_ok = not model_problems
+    if "distillation" not in failed:
+        from hftl.distillation import distillation_problems
+
+        problems += distillation_problems(config, recipe_cls)
     if "data" not in failed:
         problems += recipe_cls.check_config(config, model_ok=model_ok)
     return problems

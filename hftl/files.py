@@ -49,7 +49,8 @@ def package_versions() -> dict[str, str]:
 
 
 #: config fields naming local inputs (as in `hftl.config.load`): saved relative to the run folder
-_INPUT_PATH_FIELDS = (("model", "name_or_path"), ("data", "train"), ("data", "validation"), ("data", "test"))
+_INPUT_PATH_FIELDS = (("model", "name_or_path"), ("data", "train"), ("data", "validation"), ("data", "test"),
+                      ("distillation", "teacher"))
 #: never saved, whatever the config holds (hftl reads tokens from HF_TOKEN or the cached login)
 _SECRET_TRAINING_KEYS = ("hub_token",)
 

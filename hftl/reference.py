@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from hftl.config.schema import HubConfig, LoraConfig, ModelConfig, RunConfig, SpeedConfig
+from hftl.config.schema import DistillationConfig, HubConfig, LoraConfig, ModelConfig, RunConfig, SpeedConfig
 from hftl.tasks import registered_tasks
 
 
@@ -49,7 +49,8 @@ def render() -> str:
     for task, recipe in registered_tasks().items():
         parts.append(section_table(f"data (task: {task})", recipe.data_config_class))
     parts.append(_hftl_training_keys())
-    parts += [section_table("speed", SpeedConfig), section_table("hub", HubConfig)]
+    parts += [section_table("speed", SpeedConfig), section_table("hub", HubConfig),
+              section_table("distillation", DistillationConfig)]
     return "\n\n".join(parts) + "\n"
 
 

@@ -73,6 +73,12 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
     speed = recipe.config.speed
     turned_off = check_private_hooks()  # every private API a trick relies on, checked once per process (logged)
     # a task's own loss (e.g. class weights), given to the Trainer as `compute_loss_func`; None: the model's loss
+    loss, cls, teacher = recipe.loss_function(datasets["train"], labels), trainer_class(), None
+    if recipe.config.distillation.teacher:  # the loss also compares with a teacher run's logits
+        from hftl.distillation import distillation_setup
+
+        wrap, loss, teacher = distillation_setup(recipe, processor, labels, loss)
+        cls = wrap(cls)
     kwargs = dict(
         model=model,
         args=args,
@@ -81,12 +87,14 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
         data_collator=recipe.data_collator(processor),
         processing_class=processor,
         compute_metrics=recipe.compute_metrics(labels),
-        compute_loss_func=recipe.loss_function(datasets["train"], labels),
+        compute_loss_func=loss,
     )
     # a task built on another library's Trainer subclass (TRL's DPOTrainer) makes it from hftl's class and these
     # arguments; the callbacks and switches below apply to it all the same
     create = getattr(recipe, "create_trainer", None)
-    trainer = create(trainer_class(), kwargs) if create else trainer_class()(**kwargs)
+    trainer = create(cls, kwargs) if create else cls(**kwargs)
+    if teacher is not None:
+        trainer.teacher_logits = teacher
     add_default_callbacks(trainer)  # clean stop on SIGINT/SIGTERM, stop on non-finite loss
     training = recipe.config.training
     if training.get("early_stopping_patience"):

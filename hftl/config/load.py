@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from hftl.config.parse import check_keys, coerce, did_you_mean
-from hftl.config.schema import DataConfig, HubConfig, ModelConfig, RunConfig, SpeedConfig
+from hftl.config.schema import DataConfig, DistillationConfig, HubConfig, ModelConfig, RunConfig, SpeedConfig
 from hftl.config.validate import check_training_args
 from hftl.errors import ConfigError
 
@@ -32,7 +32,7 @@ def parse_yaml(text: str):
 
 
 # Fields that name local inputs: resolved relative to the config file when such a path exists.
-_INPUT_PATHS = {"model": ["name_or_path"], "data": ["train", "validation", "test"]}
+_INPUT_PATHS = {"model": ["name_or_path"], "data": ["train", "validation", "test"], "distillation": ["teacher"]}
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -144,6 +144,7 @@ def build_config(data: dict, tasks: Mapping[str, type[DataConfig]], source: str 
         failed.add("data")
     hub = section("hub", HubConfig)
     speed = section("speed", SpeedConfig)
+    distillation = section("distillation", DistillationConfig)
     training = data.get("training") or {}
     if not isinstance(training, dict):
         problems.append(f"training: expected a mapping of TrainingArguments, got {training!r}.")
@@ -154,7 +155,8 @@ def build_config(data: dict, tasks: Mapping[str, type[DataConfig]], source: str 
         failed.add("training")
     training = {"output_dir": default_output_dir(source), **training}
     flags = {k: coerce(data.get(k, False), bool, k, problems) for k in ("overwrite", "resume")}
-    config = RunConfig(task=task, model=model, data=data_cfg, training=training, hub=hub, speed=speed, **flags)
+    config = RunConfig(task=task, model=model, data=data_cfg, training=training, hub=hub, speed=speed,
+                       distillation=distillation, **flags)
     return config, problems, failed
 
 

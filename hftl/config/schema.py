@@ -195,6 +195,36 @@ class SpeedConfig:
 
 
 @dataclass
+class DistillationConfig:
+    """Knowledge distillation: the model learns from a finished teacher run's outputs as well as from the labels
+    (`hftl distill`, docs/deployment.md)."""
+
+    teacher: str | None = field(
+        None, help="a finished run of the same task and labels (text or token classification) whose logits the "
+        "model learns to match; its tokenizer must be the model's. null = no distillation"
+    )
+    alpha: float = field(
+        0.5, help="weight of the distillation term; the hard-label loss weighs 1 - alpha (1 = the teacher alone, "
+        "0 = the labels alone)"
+    )
+    temperature: float = field(
+        2.0, help="divides the teacher's and the model's logits before their distributions are compared (KL "
+        "divergence, times temperature^2 so its gradients keep their size); regression matches the outputs by "
+        "squared error, without temperature"
+    )
+
+    def __post_init__(self):
+        problems = []
+        if not 0.0 <= self.alpha <= 1.0:
+            problems.append(f"alpha: must be between 0 and 1, got {self.alpha}.")
+        if not self.temperature > 0:
+            problems.append(f"temperature: must be > 0, got {self.temperature}. 1 compares the plain "
+                            "distributions; 2 to 4 are usual.")
+        if problems:
+            raise ValueError("\n".join(problems))
+
+
+@dataclass
 class RunConfig:
     """A whole run. `data` holds the task's own data dataclass."""
 
@@ -206,6 +236,9 @@ class RunConfig:
     )
     hub: HubConfig = field(default_factory=HubConfig, help="pushing the result to the Hugging Face Hub")
     speed: SpeedConfig = field(default_factory=SpeedConfig, help="speed switches")
+    distillation: DistillationConfig = field(
+        default_factory=DistillationConfig, help="knowledge distillation from a finished teacher run"
+    )
     overwrite: bool = field(False, help="replace an existing run in output_dir")
     resume: bool = field(False, help="continue from the last checkpoint in output_dir")
 
