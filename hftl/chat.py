@@ -1,5 +1,7 @@
-"""Chat rendering, in one place: training, evaluation, `hftl generate`, `hftl chat` and the card's usage snippet
-all call the functions here, so the text a model is trained on and the text it is prompted with cannot differ.
+"""Chat rendering, in one place: training, evaluation, `hftl generate` and `hftl chat` all call the functions here,
+so the text a model is trained on and the text it is prompted with cannot differ. The template is saved with the
+run's tokenizer, so the card's usage (a `text-generation` pipeline given messages) renders the same text too
+(tests/test_instruction_tuning.py compares the pipeline's greedy reply with hftl's).
 
 * `set_chat_template`: the tokenizer's own template, or a Jinja file named in the config (saved with the run's
   tokenizer, so every later user renders with it); `template_problems` checks it renders every role used.
@@ -180,14 +182,3 @@ def generate(model, tokenizer, messages: list[dict], max_new_tokens: int = 128, 
     new = output[0, ids.shape[1]:].tolist()
     stopped = bool(new) and new[-1] in stops
     return {"text": tokenizer.decode(new, skip_special_tokens=True).strip(), "stopped": stopped}
-
-
-def usage_snippet(repo_or_path: str, example: list[dict]) -> str:
-    """The card's usage code: transformers' text-generation pipeline with messages, i.e. the saved template."""
-    user = next((m["content"] for m in example if m["role"] == "user"), "Hello!")
-    return (
-        "```python\nfrom transformers import pipeline\n\n"
-        f"chat = pipeline(\"text-generation\", model=\"{repo_or_path}\")\n"
-        f"messages = [{{\"role\": \"user\", \"content\": {user[:200]!r}}}]\n"
-        "print(chat(messages, max_new_tokens=128, do_sample=False)[0][\"generated_text\"][-1][\"content\"])\n```\n"
-    )

@@ -203,6 +203,9 @@ def test_tiny_run_learns_the_replies_and_records_generation_metrics(tiny_run):
     assert after["accuracy"] >= 0.8 and after["stopped"] == 1.0
     assert {"accuracy", "f1", "unparseable", "samples"} <= set(after)
     assert len(after["samples"]) == 5
+    card = (root / "run" / "README.md").read_text()
+    assert "### Base model against the tuned model" in card and card.count("| positive |") + card.count("| negative |") >= 5
+    assert 'chat(messages, max_new_tokens=128, do_sample=False)' in card
 
 
 def test_validate_show_example_marks_trained_tokens(tiny_run, capsys):

@@ -99,3 +99,5 @@ def test_tiny_dpo_run_moves_preferences_towards_chosen(tiny, strategy):
     assert after["preference_accuracy"] > before["preference_accuracy"]
     assert before["length_baseline"] == after["length_baseline"]
     assert "reward_accuracy" not in before  # zero margin by definition before training
+    card = (root / f"run-{strategy}" / "README.md").read_text()
+    assert "Preference tuning (DPO)" in card and "reward margin" in card
