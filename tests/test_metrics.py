@@ -150,6 +150,30 @@ def test_combined_metrics_streaming_matches_one_shot():
     assert streamed["per_class"][1] == report["per_class"]["neu"]
 
 
+def test_combined_gives_what_evaluate_combine_gives_with_one_pass_through_arrow(monkeypatch):
+    """`Combined` (one Arrow round-trip for all parts) returns exactly what `evaluate.combine` (one per part) does."""
+    import evaluate
+
+    m = metrics
+    parts = lambda: {"accuracy": m.Accuracy(), "f1": m.F1([0, 1, 2]), "f1_weighted": m.F1([0, 1, 2], average="weighted"),
+                     "per_class": m.PerClassReport([0, 1, 2]), "confusion_matrix": m.ConfusionMatrix([0, 1, 2])}
+    expected = evaluate.combine(parts()).compute(predictions=PREDS_3, references=REFS_3)
+    combined = m.Combined(parts())
+    batches = []
+    for module in (combined, *combined.parts):  # evaluate binds add_batch per instance
+        monkeypatch.setattr(module, "add_batch",
+                            lambda real=module.add_batch, name=module.name, **kw: batches.append(name) or real(**kw))
+    assert combined.compute(predictions=PREDS_3, references=REFS_3) == expected
+    assert batches == ["combined"]  # the inputs went into one Arrow buffer, not one per part
+    regression = [m.MeanSquaredError(), m.Pearson()]
+    got = m.Combined(regression).compute(predictions=[0.1, 0.5, 0.9], references=[0.0, 0.6, 1.0])
+    assert got == evaluate.combine(regression).compute(predictions=[0.1, 0.5, 0.9], references=[0.0, 0.6, 1.0])
+    with pytest.raises(ValueError, match="same inputs"):
+        m.Combined([m.Accuracy(), m.MeanSquaredError()])
+    with pytest.raises(ValueError, match="two parts return"):
+        m.Combined([m.F1(), m.F1()]).compute(predictions=PREDS_3, references=REFS_3)
+
+
 def test_compute_metrics_on_fake_eval_prediction_with_logits_tuple(monkeypatch):
     builds = []
     real_combined_metrics = metrics.combined_metrics
