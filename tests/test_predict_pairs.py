@@ -110,3 +110,21 @@ def test_predict_says_what_a_pair_run_needs(pair_run, tmp_path, capsys):
     source.write_text("sentence1,other\na,b\n")
     assert main(["predict", str(pair_run), "--input", str(source)]) == 2
     assert "no column 'sentence2'" in capsys.readouterr().err
+
+
+def test_pair_column_is_refused_for_a_run_of_single_texts():
+    """--pair-column on a run trained on single texts would feed it pairs it never saw: refused, not guessed."""
+    import types
+
+    from hftl.commands.predict import _pair_column
+    from hftl.errors import DataError
+
+    single = types.SimpleNamespace(input_pair_column="text_pair_column",
+                                   config=types.SimpleNamespace(data=types.SimpleNamespace(text_pair_column=None)))
+    with pytest.raises(DataError, match="single inputs"):
+        _pair_column(types.SimpleNamespace(pair_column="b", run_dir="runs/x"), single)
+    assert _pair_column(types.SimpleNamespace(pair_column=None, run_dir="runs/x"), single) is None
+    pairs = types.SimpleNamespace(input_pair_column="text_pair_column",
+                                  config=types.SimpleNamespace(data=types.SimpleNamespace(text_pair_column="s2")))
+    assert _pair_column(types.SimpleNamespace(pair_column=None, run_dir="runs/x"), pairs) == "s2"
+    assert _pair_column(types.SimpleNamespace(pair_column="other", run_dir="runs/x"), pairs) == "other"
