@@ -294,6 +294,7 @@ def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: s
         "versions": {"hftl": __version__, **manifest.get("packages", {}), "python": manifest.get("python")},
         "seed": manifest.get("seed"),
         "created": manifest.get("created"),
+        "tuning": run.tuning() or None,
     }
 
 

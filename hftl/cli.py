@@ -13,7 +13,7 @@ from hftl.tasks import registered_tasks
 
 #: subcommand modules, in the order `hftl --help` lists them
 COMMANDS = ["train", "validate", "evaluate", "demo", "models", "generate", "chat", "predict", "card", "push", "export",
-            "distill", "compare"]
+            "distill", "tune", "compare"]
 
 EPILOG = """examples:
   hftl demo                                          fine-tune the packaged MiniLM on the bundled demo set
@@ -21,6 +21,7 @@ EPILOG = """examples:
   hftl train recipes/configs/sst2_minilm_lora.yaml --set training.learning_rate=1e-4
   hftl validate recipes/configs/sst2_minilm_lora.yaml   check a config and its data without training
   hftl evaluate runs/sst2-minilm-lora --data test.tsv   metrics of a finished run on new data
+  hftl tune CONFIG.yaml --trials 24 --top 3 --seeds 3   search hyperparameters, pick by the mean over seeds
   hftl compare runs/a runs/b                         a table of two runs, their config diff and curves
   accelerate launch recipes/text_classification.py --config recipes/configs/sst2_minilm_lora.yaml
 """

@@ -8,6 +8,7 @@ A run folder holds the model (or LoRA adapter) with its processor, and the run's
     metrics.json     metrics by split
     labels.json      id2label / label2id of classification tasks
     calibration.json classification: problem type, temperature and decision thresholds fitted on validation
+    tuning.json      the run `hftl tune` picked: how its hyperparameters were chosen (the card shows it)
     errors.jsonl     the most confident mistakes on validation and test, one JSON object a line (error analysis)
     README.md        the model card, with its figures (*.png)
     merged/          LoRA language-model runs: the merged model, a plain checkpoint
@@ -60,6 +61,7 @@ class RunDir:
     METRICS = "metrics.json"
     LABELS = "labels.json"
     CALIBRATION = "calibration.json"
+    TUNING = "tuning.json"
     ERRORS = "errors.jsonl"
     CARD = "README.md"
     ADAPTER_CONFIG = "adapter_config.json"
@@ -214,6 +216,13 @@ class RunDir:
 
         write_atomic(self.path / self.ERRORS,
                      "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
+
+    def tuning(self) -> dict:
+        """How `hftl tune` chose this run's hyperparameters (space, trials, pruner, seeds); {} for other runs."""
+        return self._read(self.TUNING, {})
+
+    def write_tuning(self, values: dict) -> None:
+        write_json(self.path / self.TUNING, values)
 
     def training_settings(self, config: RunConfig) -> dict:
         """The effective training settings recorded at training time; the config's own for older runs."""

@@ -155,8 +155,12 @@ def build_config(data: dict, tasks: Mapping[str, type[DataConfig]], source: str 
         failed.add("training")
     training = {"output_dir": default_output_dir(source), **training}
     flags = {k: coerce(data.get(k, False), bool, k, problems) for k in ("overwrite", "resume")}
+    search = data.get("search") or {}
+    if not isinstance(search, dict):  # its keys and ranges are checked by `hftl tune` (hftl.tune.space)
+        problems.append(f"search: expected a mapping of config keys to ranges or choices, got {search!r}.")
+        search = {}
     config = RunConfig(task=task, model=model, data=data_cfg, training=training, hub=hub, speed=speed,
-                       distillation=distillation, **flags)
+                       distillation=distillation, search=search, **flags)
     return config, problems, failed
 
 

@@ -239,6 +239,12 @@ class RunConfig:
     distillation: DistillationConfig = field(
         default_factory=DistillationConfig, help="knowledge distillation from a finished teacher run"
     )
+    search: dict[str, Any] = field(
+        default_factory=dict,
+        help="`hftl tune`'s search space: dotted config keys -> a range {low, high} (optional log: true, step) or a "
+        "list of choices, e.g. {training.learning_rate: {low: 1e-5, high: 3e-4, log: true}, model.strategy: [full, "
+        "lora]} (docs/tuning.md); `hftl train` trains the config's own values and ignores it",
+    )
     overwrite: bool = field(False, help="replace an existing run in output_dir")
     resume: bool = field(False, help="continue from the last checkpoint in output_dir")
 
@@ -252,5 +258,9 @@ class RunConfig:
         return self.training.get("seed", DEFAULT_SEED)
 
     def to_dict(self) -> dict:
-        """Plain data for the saved `config.yaml` (no secrets: the config never holds a token)."""
-        return dataclasses.asdict(self)
+        """Plain data for the saved `config.yaml` (no secrets: the config never holds a token); an empty search
+        space is left out."""
+        data = dataclasses.asdict(self)
+        if not data.get("search"):
+            data.pop("search", None)
+        return data

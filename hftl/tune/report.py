@@ -1,0 +1,132 @@
+"""Inside a trial's own process: report the validation metric of each evaluation to the study, and stop training
+when the pruner says so. `hftl.trainer.build_trainer` adds the callback when `hftl tune` started the process (it
+sets `HFTL_TUNE_TRIAL`); parameters were sampled once, by the tuner, before the process (or the processes of an
+`accelerate launch` trial) started.
+
+A pruned trial is not killed: training stops after the evaluation, and the run finishes as any run does (its
+validation report, model and card saved), so its folder is a complete run of fewer steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+#: the environment variable through which `hftl tune` names the trial a process trains
+TRIAL_ENV = "HFTL_TUNE_TRIAL"
+#: trial user attributes written from inside the trial's process
+PRUNED_AT = "pruned_at_evaluation"
+TRAIN_STARTED = "train_started"
+TRAIN_ENDED = "train_ended"
+
+
+def open_storage(url: str):
+    """The Optuna storage at `url`: a journal file (`journal:PATH`, or a path), or any RDB URL Optuna takes."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if url.startswith("journal:"):
+        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    if "://" not in url:
+        return JournalStorage(JournalFileBackend(url))
+    return optuna.storages.RDBStorage(url)
+
+
+def make_pruner(name: str):
+    """`median` (Optuna's MedianPruner: stop a trial whose value at an evaluation is worse than the median of
+    earlier trials at the same evaluation, once 4 trials finished), `halving` (successive halving) or `none`."""
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def _agree(flag: bool, device) -> bool:
+    """True on every process if it is true on the main one (a MAX all-reduce; just `flag` when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return flag
+    import torch
+
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+class TrialReportCallback(TrainerCallback):
+    """Report `metric` at each evaluation (step = the evaluation's number, 1, 2, ...) and stop a pruned trial.
+
+    Args:
+        spec (`dict`): `storage` (URL), `study` (name), `trial_id`, `metric` (the logged key, e.g. `eval_f1`),
+            `pruner` (see `make_pruner`).
+    """
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.evaluations = 0
+        self._trial = None
+
+    def trial(self):
+        if self._trial is None:
+            import optuna
+
+            study = optuna.load_study(study_name=self.spec["study"], storage=open_storage(self.spec["storage"]),
+                                      pruner=make_pruner(self.spec["pruner"]))
+            self._trial = optuna.trial.Trial(study, self.spec["trial_id"])
+        return self._trial
+
+    def _set(self, key: str, value) -> None:
+        try:
+            self.trial().set_user_attr(key, value)
+        except Exception as err:  # the study may have marked the trial finished (its tuner is gone): report, go on
+            logger.warning("hftl tune: could not record %s for this trial: %s", key, err)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.evaluations = 0
+        if state.is_world_process_zero:
+            self._set(TRAIN_STARTED, time.time())
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._set(TRAIN_ENDED, time.time())
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.evaluations += 1
+        prune = False
+        if state.is_world_process_zero:
+            value = (metrics or {}).get(self.spec["metric"])
+            if value is None:
+                logger.warning("hftl tune: the evaluation logged no %s (logged: %s); nothing reported to the study.",
+                               self.spec["metric"], ", ".join(sorted(metrics or {})))
+            else:
+                try:
+                    trial = self.trial()
+                    trial.report(float(value), self.evaluations)
+                    prune = trial.should_prune()
+                except Exception as err:  # e.g. the tuner was killed and the trial marked failed: stop training
+                    logger.warning("hftl tune: this trial can no longer report to its study (%s); stopping.", err)
+                    prune = True
+                if prune:
+                    logger.info("hftl tune: pruned at evaluation %d (%s = %.4f): training stops here.",
+                                self.evaluations, self.spec["metric"], value)
+                    self._set(PRUNED_AT, self.evaluations)
+        if _agree(prune, args.device):
+            control.should_training_stop = True
+        return control
+
+
+def add_trial_callback(trainer) -> None:
+    """Add `TrialReportCallback` to `trainer` when this process trains a trial of `hftl tune`."""
+    spec = os.environ.get(TRIAL_ENV)
+    if spec:
+        trainer.add_callback(TrialReportCallback(json.loads(spec)))
