@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def prepare(config_path: str | Path, user_overrides: list[str], options: TuneOpt
     checks it (output folder aside: it is the study folder), the search space and every value it can give, the
     options."""
     from hftl.config import read_config
-    from hftl.config.load import read_yaml
+    from hftl.config.load import apply_overrides, read_yaml
     from hftl.preflight import load_config
     from hftl.tasks import get_recipe_class, task_data_classes
     from hftl.tune.defaults import default_search
@@ -132,14 +133,12 @@ def prepare(config_path: str | Path, user_overrides: list[str], options: TuneOpt
         config, problems = None, list(err.problems)
     recipe_cls = get_recipe_class(first.task)
     strategy = (config or first).model.strategy if (config or first).model else "full"
-    search, sources = (first.search, {}) if first.search else default_search(recipe_cls, strategy)
+    raw = apply_overrides(read_yaml(config_path), list(user_overrides))
+    given = "search" in raw  # `search: {}` is an empty space; no `search:` at all means the defaults
+    search, sources = (first.search, {}) if given else default_search(recipe_cls, strategy)
     space, space_problems = parse_space(search, recipe_cls, strategy)
     problems += space_problems
     if space is not None:
-        raw = read_yaml(config_path)
-        from hftl.config.load import apply_overrides
-
-        apply_overrides(raw, list(user_overrides))
         problems += value_problems(space, raw, config_path.resolve().parent, recipe_cls, str(config_path))
     if problems or config is None:
         raise ConfigError(problems, str(config_path))
@@ -150,7 +149,7 @@ def prepare(config_path: str | Path, user_overrides: list[str], options: TuneOpt
     direction = ("maximize" if greater else "minimize") if greater is not None else \
         ("minimize" if metric.endswith("loss") else "maximize")  # TrainingArguments' own rule
     return Plan(config_path=config_path, overrides=list(user_overrides), config=config, recipe_cls=recipe_cls,
-                space=SearchSpace(space.params, "search" if first.search else "defaults"), space_sources=sources,
+                space=SearchSpace(space.params, "search" if given else "defaults"), space_sources=sources,
                 metric=metric, direction=direction, folder=folder,
                 storage_url=options.storage or f"journal:{folder.journal}",
                 study_name=options.study_name or folder.path.resolve().name, pruner=options.pruner)
@@ -164,7 +163,13 @@ def open_study(plan: Plan, options: TuneOptions, create: bool = True):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan.folder.path.mkdir(parents=True, exist_ok=True)
     storage = open_storage(plan.storage_url)
-    sampler = optuna.samplers.TPESampler(n_startup_trials=max(2, min(10, options.trials // 3)))
+    with warnings.catch_warnings():  # multivariate, group and constant_liar are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # multivariate + group: TPE models settings that go together (a learning rate with the strategy it was
+        # drawn for; LoRA settings only where they apply); constant_liar: workers running at once do not all draw
+        # the same point
+        sampler = optuna.samplers.TPESampler(n_startup_trials=max(2, min(10, options.trials // 3)), multivariate=True,
+                                             group=True, constant_liar=True)
     study = optuna.create_study(study_name=plan.study_name, storage=storage, direction=plan.direction,
                                 sampler=sampler, pruner=make_pruner(plan.pruner), load_if_exists=True)
     identity, recorded = plan.identity(), study.user_attrs.get("hftl")
@@ -314,7 +319,8 @@ def launch(command: list[str], log_path: Path, env: dict, beat=None, heartbeat_s
                     if beat:
                         beat()
         except (_Stop, KeyboardInterrupt) as err:
-            process.send_signal(signal.SIGTERM)
+            if isinstance(err, _Stop):  # Ctrl-C reached the whole process group already; a second signal aborts
+                process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=120)
             except subprocess.TimeoutExpired:

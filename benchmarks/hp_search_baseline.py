@@ -1,0 +1,101 @@
+"""The baseline `hftl tune` is measured against: `Trainer.hyperparameter_search` with the Optuna backend and its
+default space, written the way a transformers user writes it (the course / docs recipe):
+
+    model_init -> Trainer(...) -> trainer.hyperparameter_search(direction="maximize", backend="optuna", n_trials=N,
+    compute_objective=macro-F1) -> train again with the best hyperparameters -> evaluate on test
+
+transformers' default Optuna space (`default_hp_space_optuna`): learning rate 1e-6..1e-4 (log), epochs 1..5, seed
+1..40, batch size 4/8/16/32/64. The study's pruner is Optuna's default (MedianPruner), fed the objective at each
+evaluation by the Trainer; a trial is judged by its *last* evaluation (transformers #25247).
+
+    python benchmarks/hp_search_baseline.py --model MODEL_DIR --train train.tsv --validation dev.tsv \\
+        --test test.tsv --trials 24 --output-dir /tmp/hp-baseline --results /tmp/hp-baseline/results.json
+
+The results file holds the best trial, the search and final-training times, and the final model's test metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="checkpoint folder")
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--validation", required=True)
+    parser.add_argument("--test", required=True)
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--text-column", default="sentence")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--eval-steps", type=int, default=0,
+                        help="evaluate every N steps (0: every epoch, the usual choice)")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--results", required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    import numpy as np
+    from datasets import load_dataset
+    from sklearn.metrics import accuracy_score, f1_score
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)
+
+    args = parse_args(argv)
+    files = {"train": args.train, "validation": args.validation, "test": args.test}
+    raw = load_dataset("csv", data_files=files, delimiter="\t", quoting=3)  # TSV, no quoting
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    data = raw.map(lambda b: tokenizer(b[args.text_column], truncation=True, max_length=args.max_length),
+                   batched=True)
+    data = data.rename_column(args.label_column, "labels")
+
+    def model_init(trial=None):
+        return AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
+
+    def compute_metrics(prediction):
+        predicted = np.argmax(prediction.predictions, axis=-1)
+        return {"accuracy": accuracy_score(prediction.label_ids, predicted),
+                "f1": f1_score(prediction.label_ids, predicted, average="macro")}
+
+    steps = {"eval_strategy": "steps", "eval_steps": args.eval_steps} if args.eval_steps else {"eval_strategy": "epoch"}
+    training_args = TrainingArguments(output_dir=args.output_dir, save_strategy="no", report_to="none",
+                                      logging_steps=50, per_device_eval_batch_size=128, **steps)
+    trainer = Trainer(model_init=model_init, args=training_args, train_dataset=data["train"],
+                      eval_dataset=data["validation"], processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
+    started = time.perf_counter()
+    best = trainer.hyperparameter_search(direction="maximize", backend="optuna", n_trials=args.trials,
+                                         compute_objective=lambda metrics: metrics["eval_f1"])
+    search_s = time.perf_counter() - started
+
+    # the documented way to use the result: set the best hyperparameters and train once more
+    for name, value in best.hyperparameters.items():
+        setattr(trainer.args, name, value)
+    started = time.perf_counter()
+    trainer.train()
+    final_s = time.perf_counter() - started
+    validation = trainer.evaluate()
+    output = trainer.predict(data["test"])
+    predicted = np.argmax(output.predictions, axis=-1)
+    results = {
+        "trials": args.trials,
+        "best_trial": {"number": best.run_id, "objective": best.objective, "hyperparameters": best.hyperparameters},
+        "search_s": round(search_s, 1),
+        "final_training_s": round(final_s, 1),
+        "total_s": round(search_s + final_s, 1),
+        "validation_f1": validation["eval_f1"],
+        "test": {"accuracy": float(accuracy_score(output.label_ids, predicted)),
+                 "f1": float(f1_score(output.label_ids, predicted, average="macro"))},
+    }
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

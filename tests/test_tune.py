@@ -1,0 +1,341 @@
+"""`hftl tune`: bad spaces fail fast with every problem, conditional LoRA settings, the pruning callback, concurrent
+workers on one storage, a killed and restarted worker, the selection over seeds and a best.yaml that reproduces the
+picked trial. Trials are real `hftl train` processes on the tiny fixture model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from conftest import make_sentences, write_tsv
+from hftl.errors import ConfigError
+from hftl.run_dir import RunDir
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SPACE = {"model.strategy": ["full", "lora"], "model.lora.r": [2, 4],
+         "training.learning_rate": {"low": 5.0e-3, "high": 3.0e-2, "log": True}}
+
+
+def write_config(folder: Path, model_dir: Path, search: dict | None = SPACE, **training) -> Path:
+    data = {name: write_tsv(folder / f"{name}.tsv", make_sentences(n, seed=seed))
+            for name, n, seed in (("train", 48, 1), ("dev", 24, 2), ("test", 24, 3))}
+    config = {
+        "task": "text-classification",
+        "model": {"name_or_path": str(model_dir), "strategy": "full"},
+        "data": {"train": str(data["train"]), "validation": str(data["dev"]), "test": str(data["test"]),
+                 "text_column": "sentence", "label_column": "label", "max_length": 24},
+        "training": {"output_dir": str(folder / "study"), "num_train_epochs": 2, "learning_rate": 1e-2,
+                     "per_device_train_batch_size": 16, "logging_steps": 1, "seed": 42, **training},
+        "speed": {"bf16": False},
+    }
+    if search is not None:
+        config["search"] = search
+    path = folder / "tune.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def worker(config: Path, *args: str) -> subprocess.Popen:
+    """An `hftl tune` worker in a process of its own (as a user starts one per machine)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "hftl.cli", "tune", str(config), "--pruner", "none", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-3000:]
+    return out
+
+
+def load_trials(study_dir: Path):
+    import optuna
+
+    from hftl.tune.report import open_storage
+
+    storage = open_storage(f"journal:{study_dir / 'optuna-journal.log'}")
+    return optuna.load_study(study_name=study_dir.name, storage=storage).get_trials(deepcopy=False)
+
+
+# -- checked before anything runs ---------------------------------------------------------------------------
+def test_bad_search_space_lists_every_problem(tmp_path, tiny_bert_dir, capsys):
+    from hftl.cli import main
+    from hftl.tune.study import TuneOptions, prepare
+
+    config = write_config(tmp_path, tiny_bert_dir, search={
+        "training.learnin_rate": {"low": 1e-5, "high": 1e-3},         # unknown key
+        "training.weight_decay": {"low": 0.1, "high": 0.01},          # low > high
+        "training.warmup_steps": {"low": 0.0, "high": 0.1, "log": True},  # log range <= 0
+        "model.strategy": ["full", "lora", "lorra"],                  # a choice the config rejects
+        "model.lora.r": [0, 8],                                       # a value the config rejects
+        "training.seed": [1, 2],                                      # not a hyperparameter
+        "training.num_train_epochs": {"low": 1, "hihg": 3},           # misspelt range key
+    })
+    with pytest.raises(ConfigError) as caught:
+        prepare(config, [], TuneOptions(trials=4))
+    text = str(caught.value)
+    for expected in ("unknown key 'training.learnin_rate'. Did you mean 'training.learning_rate'?",
+                     "search.training.weight_decay: low (0.1) is greater than high (0.01)",
+                     "search.training.warmup_steps: a log range needs low > 0",
+                     "search.model.strategy: the value \"lorra\"", "Did you mean 'lora'?",
+                     "search.model.lora.r: the value 0 is rejected", "r: must be a positive integer",
+                     "search.training.seed: cannot be searched", "unknown range key 'hihg'. Did you mean 'high'?"):
+        assert expected in text, text
+    assert len(caught.value.problems) == 8, caught.value.problems
+    assert not (tmp_path / "study").exists()  # nothing was created: the checks come first
+
+    # the command: exit 2, every problem, no traceback
+    assert main(["tune", str(config)]) == 2
+    assert "8 problem(s)" in capsys.readouterr().err
+
+
+def test_empty_space_and_unreachable_lora_setting(tmp_path, tiny_bert_dir):
+    from hftl.tune.study import TuneOptions, prepare
+
+    with pytest.raises(ConfigError, match="the space is empty"):
+        prepare(write_config(tmp_path, tiny_bert_dir, search={}), [], TuneOptions())
+    # search: {} is an empty space; no search: at all means the defaults
+    config = write_config(tmp_path, tiny_bert_dir, search={"model.lora.r": [4, 8]})
+    with pytest.raises(ConfigError, match="applies only to strategy 'lora', which no trial uses"):
+        prepare(config, [], TuneOptions())
+
+
+def test_defaults_per_strategy_with_sources(tmp_path, tiny_bert_dir):
+    from hftl.tune.defaults import DEFAULT_SPACES
+    from hftl.tune.study import TuneOptions, prepare
+
+    config = write_config(tmp_path, tiny_bert_dir, search=None)
+    plan = prepare(config, ["model.strategy=lora"], TuneOptions())
+    assert plan.space.source == "defaults"
+    assert set(plan.space.to_data()) == set(DEFAULT_SPACES["lora"])
+    assert "model.lora.r" in plan.space.to_data() and all(plan.space_sources.values())
+    assert (plan.metric, plan.direction) == ("f1", "maximize")  # the task's metric for the best checkpoint
+    full = prepare(config, [], TuneOptions(metric="eval_loss"))
+    assert "model.lora.r" not in full.space.to_data()
+    assert (full.metric, full.direction) == ("loss", "minimize")
+
+
+# -- sampling, the pruning callback, stale trials (no training) ---------------------------------------------
+def test_conditional_lora_settings_are_sampled_only_in_lora_trials():
+    import optuna
+
+    from hftl.tasks import get_recipe_class
+    from hftl.tune.space import parse_space
+
+    space, problems = parse_space(SPACE, get_recipe_class("text-classification"), "full")
+    assert problems == []
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(16):
+        trial = study.ask()
+        values = space.sample(trial, "full")
+        seen.add(values["model.strategy"])
+        assert ("model.lora.r" in values) == (values["model.strategy"] == "lora")
+        assert ("model.lora.r" in trial.params) == (values["model.strategy"] == "lora")
+        study.tell(trial, 0.5)
+    assert seen == {"full", "lora"}
+
+
+def _callback_setup(tmp_path, finished_values):
+    import optuna
+    from optuna.trial import create_trial
+
+    from hftl.tune.report import TrialReportCallback, make_pruner, open_storage
+
+    url = f"journal:{tmp_path / 'journal.log'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize",
+                                pruner=make_pruner("median"))
+    for value in finished_values:
+        study.add_trial(create_trial(value=value, intermediate_values={1: value}))
+    trial = study.ask()
+    storage = open_storage(url)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), trial.number)
+    callback = TrialReportCallback({"storage": url, "study": "s", "trial_id": trial_id, "metric": "eval_f1",
+                                    "pruner": "median"})
+    return study, trial, callback
+
+
+@pytest.mark.parametrize("value, pruned", [(0.1, True), (0.95, False)])
+def test_report_callback_prunes_below_the_median(tmp_path, value, pruned):
+    from transformers import TrainerControl
+
+    from hftl.tune.report import PRUNED_AT
+
+    study, trial, callback = _callback_setup(tmp_path, [0.8, 0.85, 0.9, 0.9])
+    args, state = SimpleNamespace(device="cpu"), SimpleNamespace(is_world_process_zero=True)
+    control = callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_f1": value, "eval_loss": 0.3})
+    assert control.should_training_stop is pruned
+    frozen = study.get_trials(deepcopy=False)[trial.number]
+    assert frozen.intermediate_values == {1: value}  # step = the evaluation's number
+    assert (PRUNED_AT in frozen.user_attrs) is pruned
+
+
+def test_stale_trials(monkeypatch):
+    import socket
+    from datetime import datetime
+
+    from hftl.tune.study import HEARTBEAT, WORKER, is_stale
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    now = time.time()
+
+    def trial(host, pid, beat):
+        return SimpleNamespace(user_attrs={WORKER: {"host": host, "pid": pid}, HEARTBEAT: beat},
+                               datetime_start=datetime.fromtimestamp(now))
+
+    here = socket.gethostname()
+    assert is_stale(trial(here, dead.pid, now), 120, now)          # its worker died on this machine
+    assert not is_stale(trial(here, os.getpid(), now), 120, now)   # alive
+    assert not is_stale(trial("elsewhere", 1, now - 60), 120, now)  # another machine, recent heartbeat
+    assert is_stale(trial("elsewhere", 1, now - 600), 120, now)     # another machine, silent too long
+
+
+def test_launcher_runs_the_trial_command_once_per_trial(tmp_path):
+    from hftl.tune.study import TuneOptions, run_settings, train_command
+
+    plan = SimpleNamespace(config_path=tmp_path / "c.yaml", overrides=["data.max_train_samples=10"])
+    settings = run_settings(plan, {"model.strategy": "lora", "training.learning_rate": 1e-4}, tmp_path / "trial-3")
+    command = train_command(plan, TuneOptions(launcher="accelerate launch --num_processes 2"), settings)
+    assert command[:6] == ["accelerate", "launch", "--num_processes", "2", "-m", "hftl.cli"]
+    assert command[6:8] == ["train", str(tmp_path / "c.yaml")]
+    sets = [command[i + 1] for i, a in enumerate(command) if a == "--set"]
+    assert sets[:3] == ["data.max_train_samples=10", 'model.strategy="lora"', "training.learning_rate=0.0001"]
+    assert f"training.output_dir={tmp_path / 'trial-3'}" in sets and "data.test=" in sets  # test unseen
+
+
+# -- real studies ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def concurrent_study(tmp_path_factory, tiny_bert_dir):
+    """Two workers started together on one study (the default journal storage), 3 trials in all."""
+    folder = tmp_path_factory.mktemp("tune")
+    config = write_config(folder, tiny_bert_dir)
+    workers = [worker(config, "--trials", "3", "--no-select") for _ in range(2)]
+    outputs = [finish(w) for w in workers]
+    return SimpleNamespace(config=config, study=folder / "study", outputs=outputs)
+
+
+def test_concurrent_workers_give_n_distinct_trials(concurrent_study):
+    trials = load_trials(concurrent_study.study)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    others = [t for t in trials if t.state.name != "COMPLETE"]
+    assert len(complete) == 3
+    assert len({t.number for t in complete}) == 3
+    # at most one surplus ask (both workers asked for the last trial at once), never run
+    assert all("surplus" in t.user_attrs["failed_because"] for t in others) and len(others) <= 1
+    for t in complete:
+        run = RunDir(concurrent_study.study / f"trial-{t.number}")
+        metrics = run.metrics()
+        assert "test" not in metrics and "validation" in metrics  # the search never sees test
+        # the objective is the best evaluation, not the last
+        evals = [e["eval_f1"] for e in run.trainer_state()["log_history"] if "eval_f1" in e]
+        assert t.value == pytest.approx(max(evals))
+        assert len(t.intermediate_values) == len(evals)  # every evaluation reported
+        # the conditional LoRA setting: sampled in lora trials only, and a lora trial trained with it
+        strategy = t.params["model.strategy"]
+        assert ("model.lora.r" in t.params) == (strategy == "lora")
+        saved = yaml.safe_load((run.path / RunDir.CONFIG).read_text())
+        assert saved["model"]["strategy"] == strategy
+        if strategy == "lora":
+            assert saved["model"]["lora"]["r"] == t.params["model.lora.r"]
+            assert json.loads((run.path / "adapter_config.json").read_text())["r"] == t.params["model.lora.r"]
+
+
+def test_selection_over_seeds_best_yaml_and_compare(concurrent_study, capsys):
+    import statistics
+
+    from hftl.cli import main
+    from hftl.compare import compare_runs
+
+    study = concurrent_study.study
+    before = {p.name: (p / RunDir.METRICS).stat().st_mtime for p in study.glob("trial-*")}
+    assert main(["tune", str(concurrent_study.config), "--trials", "3", "--top", "2", "--seeds", "2",
+                 "--pruner", "none"]) == 0
+    out = capsys.readouterr().out
+    trials = load_trials(study)
+    assert len(trials) == len(before) + sum(1 for t in trials if "surplus" in t.user_attrs.get("failed_because", ""))
+    record = json.loads((study / "study.json").read_text())
+    selection = record["selection"]
+    ranked = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: -t.value)[:2]
+    assert [c["trial"] for c in selection["candidates"]] == [t.number for t in ranked]
+    for candidate in selection["candidates"]:
+        group = study / f"rerun-{candidate['trial']}"
+        aggregate = RunDir(group).metrics()
+        assert aggregate["runs"] == [f"../trial-{candidate['trial']}", "seed-43"] and aggregate["seeds"] == [42, 43]
+        objectives = [max(e["eval_f1"] for e in RunDir(group / r).trainer_state()["log_history"] if "eval_f1" in e)
+                      for r in aggregate["runs"]]
+        assert candidate["mean"] == pytest.approx(statistics.fmean(objectives))
+        assert candidate["std"] == pytest.approx(statistics.stdev(objectives))
+        assert "test" not in RunDir(group / "seed-43").metrics() or candidate["trial"] == selection["picked"]
+    picked = max(selection["candidates"], key=lambda c: c["mean"])
+    assert selection["picked"] == picked["trial"]
+    # test: evaluated on the pick's runs only, once
+    for trial_dir in study.glob("trial-*"):
+        has_test = "test" in RunDir(trial_dir).metrics()
+        assert has_test == (trial_dir.name == f"trial-{picked['trial']}")
+        if trial_dir.name != f"trial-{picked['trial']}":
+            assert (trial_dir / RunDir.METRICS).stat().st_mtime == before[trial_dir.name]  # never re-run
+    assert "test" in RunDir(study / f"rerun-{picked['trial']}").metrics()
+    card = (study / f"trial-{picked['trial']}" / RunDir.CARD).read_text()
+    assert "### How the hyperparameters were chosen" in card and "2 seeds each" in card
+    report = (study / "README.md").read_text()
+    assert "**(picked)**" in report and " ± " in report and "evaluated once" in report
+    assert "picked trial-" in out and "test (evaluated once)" in out
+
+    # best.yaml is a plain config that hftl train reproduces: the picked trial's validation metric, same seed
+    best = yaml.safe_load((study / "best.yaml").read_text())
+    assert "search" not in best and best["training"]["seed"] == 42
+    assert main(["train", str(study / "best.yaml")]) == 0
+    again = RunDir(best["training"]["output_dir"]).trainer_state()["log_history"]
+    original = RunDir(study / f"trial-{picked['trial']}").trainer_state()["log_history"]
+    for key in ("eval_f1", "eval_loss"):
+        assert [e[key] for e in again if key in e] == pytest.approx([e[key] for e in original if key in e], abs=1e-4)
+
+    # hftl compare of the study: one row per trial and per seed group, Optuna's figures
+    comparison = compare_runs([study])
+    names = [r["run"] for r in comparison.rows]
+    assert {f"rerun-{c['trial']}" for c in selection["candidates"]} <= set(names)
+    assert {f"trial-{t.number}" for t in trials if t.state.name == "COMPLETE"} <= set(names)
+    assert "model.strategy" in comparison.config_diff or len({t.params["model.strategy"] for t in trials}) == 1
+    files = comparison.write(study / "compare-again")
+    assert {"optimization_history", "parallel_coordinate"} <= set(files)
+
+
+def test_killed_worker_restarts_without_losing_or_repeating_trials(tmp_path, tiny_bert_dir):
+    from optuna.trial import TrialState
+
+    config = write_config(tmp_path, tiny_bert_dir, search={"training.learning_rate": {"low": 5e-3, "high": 3e-2}})
+    study = tmp_path / "study"
+    first = worker(config, "--trials", "2", "--no-select")
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill the worker while trial 1 runs
+        journal = study / "optuna-journal.log"
+        running = [t for t in load_trials(study) if t.number == 1 and t.state == TrialState.RUNNING
+                   and "worker" in t.user_attrs] if journal.is_file() else []
+        if running:
+            break
+        assert first.poll() is None, first.communicate()[0][-3000:]
+        time.sleep(0.2)
+    else:
+        pytest.fail("trial 1 never started")
+    finished_first = (study / "trial-0" / RunDir.METRICS).stat().st_mtime
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    out = finish(worker(config, "--trials", "2", "--no-select"))
+    trials = load_trials(study)
+    states = {t.number: t.state.name for t in trials}
+    assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE"}, (states, out[-2000:])
+    assert "interrupted" in trials[1].user_attrs["failed_because"]
+    assert (study / "trial-0" / RunDir.METRICS).stat().st_mtime == finished_first  # a complete trial is not re-run
+    assert (study / "trial-2" / RunDir.METRICS).is_file()
+    assert not (study / "trial-1" / RunDir.METRICS).is_file()  # the interrupted trial never finished
