@@ -38,6 +38,14 @@ def open_storage(url: str):
     return optuna.storages.RDBStorage(url)
 
 
+def shown_url(url: str) -> str:
+    """A storage URL without its password (RDB URLs may hold one): what the study folder and messages show."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
 def make_pruner(name: str):
     """`median` (Optuna's MedianPruner: stop a trial whose value at an evaluation is worse than the median of
     earlier trials at the same evaluation, once 4 trials finished), `halving` (successive halving) or `none`."""

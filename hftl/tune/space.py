@@ -249,7 +249,7 @@ def value_problems(space: SearchSpace, config_data: dict, base_dir, recipe_cls, 
     from hftl.config.load import apply_overrides, build_config, resolve_paths
     from hftl.errors import ConfigError
     from hftl.modeling import check_model_source
-    from hftl.preflight import check_model_architecture
+    from hftl.checks import check_model_architecture
 
     tasks = {recipe_cls.task: recipe_cls.data_config_class}
 

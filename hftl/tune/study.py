@@ -30,7 +30,7 @@ from pathlib import Path
 from hftl.errors import ConfigError, HftlError
 from hftl.run_dir import RunDir
 from hftl.tune.folder import StudyDir
-from hftl.tune.report import PRUNED_AT, TRIAL_ENV, make_pruner, open_storage
+from hftl.tune.report import PRUNED_AT, TRIAL_ENV, make_pruner, open_storage, shown_url
 from hftl.tune.space import SearchSpace, overrides, parse_space, value_problems
 
 logger = logging.getLogger(__name__)
@@ -177,19 +177,11 @@ def open_study(plan: Plan, options: TuneOptions, create: bool = True):
         study.set_user_attr("hftl", identity)
     elif recorded != identity:
         differ = [k for k in identity if identity[k] != recorded.get(k)]
-        raise HftlError(f"study '{plan.study_name}' in {_shown_url(plan.storage_url)} was started with another "
+        raise HftlError(f"study '{plan.study_name}' in {shown_url(plan.storage_url)} was started with another "
                         f"{', '.join(differ)} (recorded: {json.dumps({k: recorded.get(k) for k in differ})}). "
                         "Tune this config under a new training.output_dir (or --study NAME), or restore the one the "
                         "study was started with.")
     return study, storage
-
-
-def _shown_url(url: str) -> str:
-    """A storage URL without its password (RDB URLs may hold one)."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
 
 
 # -- the worker ---------------------------------------------------------------------------------------------

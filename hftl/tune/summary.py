@@ -10,10 +10,10 @@ from hftl.tune.folder import StudyDir
 
 
 def _shown_storage(plan) -> str:
-    from hftl.tune.study import _shown_url
+    from hftl.tune.report import shown_url
 
     default = f"journal:{plan.folder.journal}"
-    return StudyDir.JOURNAL if plan.storage_url == default else _shown_url(plan.storage_url)
+    return StudyDir.JOURNAL if plan.storage_url == default else shown_url(plan.storage_url)
 
 
 def trial_snapshot(trial) -> dict:
