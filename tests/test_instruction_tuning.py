@@ -233,3 +233,18 @@ def test_generate_with_messages_matches_the_merged_export_in_a_pipeline(tiny_run
     chat = pipeline("text-generation", model=str(out))
     theirs = chat([{"role": "user", "content": "was it boring"}], max_new_tokens=12, do_sample=False)
     assert theirs[0]["generated_text"][-1]["content"].strip() == ours.strip()
+
+
+def test_chat_repl_streams_replies_with_the_conversation_so_far(tiny_run, capsys):
+    from argparse import Namespace
+
+    from hftl.commands.chat import run
+
+    root, _ = tiny_run
+    said = iter(["was it boring", "/reset", "a lovely story", "/exit"])
+    args = Namespace(run_dir=str(root / "run"), system=None, max_new_tokens=12, sample=False, seed=None,
+                     temperature=0.7, top_p=0.95, trust_remote_code=False, allow_pickle=False)
+    assert run(args, read=lambda prompt: next(said)) == 0
+    out = capsys.readouterr().out
+    assert out.count("model> ") == 2
+    assert "model> negative" in out and "model> positive" in out  # streamed as generated, one reply per turn
