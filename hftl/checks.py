@@ -12,6 +12,7 @@ from a YAML file or a dict reads its config here); `hftl.preflight` adds the reg
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from hftl.config import read_config
@@ -54,7 +55,11 @@ def check_output_dir(config: RunConfig) -> list[str]:
     out = Path(config.output_dir)
     if out.exists() and not out.is_dir():
         return [f"training.output_dir: {out} exists and is not a folder. Choose another training.output_dir."]
-    if out.is_dir() and any(out.iterdir()) and not (config.overwrite or config.resume):
+    if os.environ.get("RANK", "0") == "0":  # the main process, before it locks the folder itself
+        in_use = RunDir(out).lock().in_use_by()
+        if in_use:
+            return [f"training.output_dir: {in_use}"]
+    if RunDir(out).holds_files() and not (config.overwrite or config.resume):
         if (out / RunDir.METRICS).is_file():  # written last, when a run finished
             held = "a finished run"
         else:

@@ -13,6 +13,7 @@ A run folder holds the model (or LoRA adapter) with its processor, and the run's
     README.md        the model card, with its figures (*.png)
     merged/          LoRA language-model runs: the merged model, a plain checkpoint
     checkpoint-N/    the Trainer's resumable checkpoints
+    .hftl-run.lock   while a run writes the folder: who holds it (`RunDir.lock`, `hftl.run_lock`)
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class RunDir:
     TUNING = "tuning.json"
     ERRORS = "errors.jsonl"
     CARD = "README.md"
+    LOCK = ".hftl-run.lock"
     ADAPTER_CONFIG = "adapter_config.json"
     MODEL_CONFIG = "config.json"
     TRAINER_STATE = "trainer_state.json"
@@ -129,11 +131,25 @@ class RunDir:
         return merged if (merged / self.MODEL_CONFIG).is_file() else self.path
 
     # -- starting a run -----------------------------------------------------------------------------
+    def lock(self):
+        """The lock a run holds on this folder while it writes it (`hftl.run_lock.RunLock`; `acquire()` or `with`)."""
+        from hftl.run_lock import RunLock
+
+        return RunLock(self.path / self.LOCK)
+
+    def holds_files(self) -> bool:
+        """Whether the folder holds anything but a run's lock."""
+        return self.path.is_dir() and any(child.name != self.LOCK for child in self.path.iterdir())
+
     def prepare(self, overwrite: bool, resume: bool) -> None:
-        """Create the folder; a folder holding a run is replaced only with `overwrite`, kept with `resume`."""
-        if self.path.is_dir() and any(self.path.iterdir()):
+        """Create the folder; a folder holding a run is replaced only with `overwrite`, kept with `resume`. The lock
+        of the run preparing it stays."""
+        if self.holds_files():
             if overwrite:
-                shutil.rmtree(self.path)
+                for child in self.path.iterdir():
+                    if child.name == self.LOCK:
+                        continue
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             elif not resume:
                 raise OutputExistsError(
                     f"{self.path} already holds a run. Choose a new training.output_dir, continue it with --resume, "

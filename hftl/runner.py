@@ -58,6 +58,30 @@ def save_full_model(trainer, folder: Path) -> None:
 def run_recipe(recipe) -> RunResult:
     """Train `recipe` (a `hftl.recipe.Recipe`), evaluate on validation and test, save everything in
     `training.output_dir`: the model, the task's extras, metrics.json, the card; push if `hub.push`."""
+    from hftl.launch_check import check_world_size
+
+    config = recipe.config
+    args = recipe.training_arguments()  # bad arguments fail here, before loading
+    check_world_size(args.world_size)  # a launch asked for more processes than this run has: stop here
+    run = RunDir(config.output_dir)
+    lock = None
+    with args.main_process_first(local=False, desc="preparing the output folder"):
+        if args.process_index == 0:  # every process runs the recipe; only one holds the folder and may replace it
+            lock = run.lock().acquire()  # another live run writing this folder: refused, naming it
+            try:
+                run.prepare(config.overwrite, config.resume)
+            except BaseException:
+                lock.release()
+                raise
+    try:
+        return _train_and_save(recipe, args, run)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_and_save(recipe, args, run: RunDir) -> RunResult:
+    """The run itself, in the folder `run_recipe` prepared and holds."""
     from transformers import set_seed
 
     from hftl.card import render_run_card
@@ -66,11 +90,6 @@ def run_recipe(recipe) -> RunResult:
     from hftl.trainer import build_trainer
 
     config = recipe.config
-    args = recipe.training_arguments()  # bad arguments fail here, before loading
-    run = RunDir(config.output_dir)
-    with args.main_process_first(local=False, desc="preparing the output folder"):
-        if args.process_index == 0:  # every process runs the recipe; only one may replace the folder
-            run.prepare(config.overwrite, config.resume)
     set_seed(args.seed)
 
     data = recipe.load_data()

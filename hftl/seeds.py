@@ -10,8 +10,10 @@ mean ± standard deviation. A difference between two configs smaller than this s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,19 +59,21 @@ def run_seeds(config, seeds: int | list[int], recipe_class=None) -> SeedsResult:
     seeds = seed_values(config.seed, seeds) if isinstance(seeds, int) else list(seeds)
     recipe_class = recipe_class or get_recipe_class(config.task)
     out = RunDir(config.output_dir)
-    out.prepare(config.overwrite, resume=False)
-    runs = []
-    for seed in seeds:
-        one = copy.deepcopy(config)
-        one.training = {**config.training, "seed": seed, "output_dir": str(out.path / f"seed-{seed}")}
-        one.overwrite, one.resume = False, False
-        logger.info("seed %d (%d of %d) -> %s", seed, len(runs) + 1, len(seeds), one.output_dir)
-        runs.append(run_recipe(recipe_class(one)))
-    aggregate = aggregate_seeds([r.metrics for r in runs])
-    out.write_metrics({**aggregate, "seeds": seeds, "runs": [f"seed-{s}" for s in seeds]})
-    recipe = runs[-1].recipe  # its problem type is resolved: it says which metrics to show
-    shown = tuple(dict.fromkeys((*recipe.summary_metrics, *recipe.card_metrics)))
-    (out.path / RunDir.CARD).write_text(render_seed_table(aggregate, seeds, shown, config), encoding="utf-8")
+    main_process = os.environ.get("RANK", "0") == "0"  # a distributed launch: its other processes take no lock
+    with out.lock() if main_process else contextlib.nullcontext():  # the aggregate folder; each seed's run its own
+        out.prepare(config.overwrite, resume=False)
+        runs = []
+        for seed in seeds:
+            one = copy.deepcopy(config)
+            one.training = {**config.training, "seed": seed, "output_dir": str(out.path / f"seed-{seed}")}
+            one.overwrite, one.resume = False, False
+            logger.info("seed %d (%d of %d) -> %s", seed, len(runs) + 1, len(seeds), one.output_dir)
+            runs.append(run_recipe(recipe_class(one)))
+        aggregate = aggregate_seeds([r.metrics for r in runs])
+        out.write_metrics({**aggregate, "seeds": seeds, "runs": [f"seed-{s}" for s in seeds]})
+        recipe = runs[-1].recipe  # its problem type is resolved: it says which metrics to show
+        shown = tuple(dict.fromkeys((*recipe.summary_metrics, *recipe.card_metrics)))
+        (out.path / RunDir.CARD).write_text(render_seed_table(aggregate, seeds, shown, config), encoding="utf-8")
     return SeedsResult(run_dir=out.path, aggregate=aggregate, seeds=seeds, runs=runs)
 
 

@@ -1,6 +1,7 @@
 """The shipped accelerate configs load with accelerate's own loader and say what they claim.
 
-Which of them CI really runs: cpu_ddp.yaml and cpu_fsdp.yaml (tests/test_conformance.py, tests/test_distributed.py);
+Which of them CI really runs: cpu_ddp.yaml, cpu_fsdp.yaml and cpu_multi_node.yaml (tests/test_conformance.py,
+tests/test_distributed.py);
 fsdp.yaml through cpu_fsdp.yaml, which shares its fsdp_config. The GPU, multi-node and DeepSpeed files are only
 loaded here: DeepSpeed is untested on this project's CI (no GPU, no deepspeed package).
 """
@@ -17,6 +18,7 @@ EXPECTED = {
     "cpu_ddp.yaml": ("MULTI_GPU", 2, 1),
     "cpu_fsdp.yaml": ("FSDP", 2, 1),
     "multi_node.yaml": ("MULTI_GPU", 16, 2),
+    "cpu_multi_node.yaml": ("MULTI_GPU", 2, 2),
     "fsdp.yaml": ("FSDP", 8, 1),
     "deepspeed_zero2.yaml": ("DEEPSPEED", 8, 1),
 }

@@ -7,7 +7,9 @@ writes just its own RNG state into checkpoints, which resuming needs).
 
 Launched with `torchrun --nproc_per_node 2`, running `recipes/text_classification.py` (the user-facing
 script; `hftl train` where it is absent). Note: `accelerate launch --cpu --num_processes 2` would run one
-process; `recipes/accelerate/cpu_ddp.yaml` is the accelerate equivalent of this launch.
+process; `recipes/accelerate/cpu_ddp.yaml` is the accelerate equivalent of this launch. Multi-node is simulated as
+two `accelerate launch` commands with `recipes/accelerate/cpu_multi_node.yaml` and machine ranks 0 and 1 on
+127.0.0.1; the `--cpu` form of that launch, which accelerate runs as two single processes, stops with exit 2.
 """
 
 from __future__ import annotations
@@ -117,16 +119,17 @@ def _history(run_dir: Path) -> list[dict]:
     return [h for h in json.loads((run_dir / "trainer_state.json").read_text())["log_history"] if "loss" in h]
 
 
-def test_two_process_ddp_matches_one_process(ddp_setup):
-    tmp_path, make_config = ddp_setup
-    proc = _launch_ddp(tmp_path, make_config("ddp", per_device_batch=8))
-    assert proc.returncode == 0, proc.stderr[-4000:]
+def _single_process_run(make_config):
     torch.set_num_threads(1)
     try:
-        single = run_recipe(TextClassificationRecipe(make_config("single", per_device_batch=16)))
+        return run_recipe(TextClassificationRecipe(make_config("single", per_device_batch=16)))
     finally:
         torch.set_num_threads(os.cpu_count() or 1)
-    ddp_dir, single_dir = tmp_path / "ddp", single.run_dir
+
+
+def _assert_matches_one_process(tmp_path: Path, ddp_dir: Path, single) -> None:
+    """The 2-process run in `ddp_dir` (per-device batch 8) against one process at batch 16."""
+    single_dir = single.run_dir
 
     # Every step: the same loss (not doubled) and the same gradient norm.
     ddp_log, single_log = _history(ddp_dir), _history(single_dir)
@@ -151,19 +154,92 @@ def test_two_process_ddp_matches_one_process(ddp_setup):
         assert got["accuracy"] == pytest.approx(want["accuracy"])
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
 
-    # The manifest lists the speed-ups that ran: length-sorted evaluation is skipped under DDP.
-    ddp_speedups = json.loads((ddp_dir / "manifest.json").read_text())["speedups"]
+    # The manifest: world size 2, and the speed-ups that ran (length-sorted evaluation is skipped under DDP).
+    ddp_manifest = json.loads((ddp_dir / "manifest.json").read_text())
     single_speedups = json.loads((single_dir / "manifest.json").read_text())["speedups"]
-    assert ddp_speedups["sort_eval_by_length"] is False and single_speedups["sort_eval_by_length"] is True
-    assert json.loads((ddp_dir / "manifest.json").read_text())["training"]["world_size"] == 2
+    assert ddp_manifest["training"]["world_size"] == 2
+    assert ddp_manifest["speedups"]["sort_eval_by_length"] is False and single_speedups["sort_eval_by_length"] is True
 
-    # Only rank 0 wrote to the run folder (rank 1: its RNG state in the checkpoint, for resuming).
+    # Only rank 0 wrote to the run folder (rank 1: its RNG state in the checkpoint, for resuming), and the run's
+    # lock is gone.
     rank0 = json.loads((tmp_path / "audit" / "writes-0.json").read_text())
     rank1 = json.loads((tmp_path / "audit" / "writes-1.json").read_text())
     assert any(w.endswith("metrics.json") or "metrics.json" in w for w in rank0), rank0
     assert any(w.endswith("model.safetensors") for w in rank0), rank0
     assert "checkpoint-4/rng_state_1.pth" in rank1
     assert set(rank1) <= {"checkpoint-4/rng_state_1.pth", "os.mkdir checkpoint-4"}, rank1
+    assert not (ddp_dir / ".hftl-run.lock").exists()
+
+
+def test_two_process_ddp_matches_one_process(ddp_setup):
+    tmp_path, make_config = ddp_setup
+    proc = _launch_ddp(tmp_path, make_config("ddp", per_device_batch=8))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    _assert_matches_one_process(tmp_path, tmp_path / "ddp", _single_process_run(make_config))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch_machines(tmp_path: Path, config: dict, launch_args: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """One `accelerate launch` per simulated machine, all at once, each running the audited recipe."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    probe = tmp_path / "audited.py"
+    probe.write_text(AUDITED)
+    (tmp_path / "audit").mkdir(exist_ok=True)
+    env = {**os.environ, "HFTL_TEST_OUT": config["training"]["output_dir"], "HFTL_TEST_AUDIT": str(tmp_path / "audit"),
+           "HFTL_TEST_DIR": str(REPO / "tests"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO)}
+    env.pop("ACCELERATE_CONFIG_FILE", None)
+    processes = [subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", *args, str(probe), str(RECIPE),
+                                   "--config", str(path)], env=env, cwd=str(REPO), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for args in launch_args]
+    done = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            raise
+        done.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return done
+
+
+def test_two_machines_on_loopback_match_one_process(ddp_setup):
+    """Multi-node, simulated: two `accelerate launch` commands with recipes/accelerate/cpu_multi_node.yaml,
+    --machine_rank 0 and 1, rendezvous on 127.0.0.1 (gloo): one run of world size 2, equal to one process."""
+    tmp_path, make_config = ddp_setup
+    config_file = str(REPO / "recipes" / "accelerate" / "cpu_multi_node.yaml")
+    port = str(_free_port())
+    machines = _launch_machines(tmp_path, make_config("ddp", per_device_batch=8), [
+        ["--config_file", config_file, "--machine_rank", str(rank), "--main_process_port", port] for rank in (0, 1)])
+    for machine in machines:
+        assert machine.returncode == 0, machine.stderr[-4000:]
+    _assert_matches_one_process(tmp_path, tmp_path / "ddp", _single_process_run(make_config))
+
+
+def test_cpu_flag_with_two_machines_stops_instead_of_two_single_runs(ddp_setup):
+    """`accelerate launch --cpu --num_machines 2 --num_processes 2 --machine_rank {0,1}` starts a plain process per
+    command (world size 1 each): both stop before training with exit status 2, saying so; nothing is written."""
+    tmp_path, make_config = ddp_setup
+    port = str(_free_port())
+    machines = _launch_machines(tmp_path, make_config("cpu-flag", per_device_batch=8), [
+        ["--cpu", "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
+         "--main_process_ip", "127.0.0.1", "--main_process_port", port] for rank in (0, 1)])
+    for machine in machines:  # accelerate turns its child's exit status 2 into a CalledProcessError (status 1)
+        assert machine.returncode != 0 and "returned non-zero exit status 2" in machine.stderr, machine.stderr[-4000:]
+        assert "error: accelerate launch asked for 2 processes on 2 machines, but this run has 1" in machine.stderr
+        assert "recipes/accelerate/cpu_multi_node.yaml" in machine.stderr
+        assert f'File "{REPO / "hftl"}' not in machine.stderr  # no traceback through hftl: accelerate's own only
+    out = tmp_path / "cpu-flag"
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step(ddp_setup):
