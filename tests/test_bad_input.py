@@ -29,6 +29,11 @@ def nothing_heavy(monkeypatch):
     """Any model load, tokenizer load or training step fails the test."""
     from transformers import PreTrainedModel, Trainer
 
+    from hftl.tasks import registered_tasks
+
+    # the task modules are imported now, not under the patch: one first imported below would bind `_forbid` in
+    # its namespace (`from hftl.modeling import ...`) for every later test of the session
+    registered_tasks()
     monkeypatch.setattr("hftl.modeling.load_pretrained_model", _forbid)
     monkeypatch.setattr("hftl.modeling.load_tokenizer", _forbid)
     monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(_forbid))
