@@ -248,3 +248,13 @@ def test_chat_repl_streams_replies_with_the_conversation_so_far(tiny_run, capsys
     out = capsys.readouterr().out
     assert out.count("model> ") == 2
     assert "model> negative" in out and "model> positive" in out  # streamed as generated, one reply per turn
+
+
+def test_evaluate_command_scores_a_finished_run(tiny_run, capsys):
+    from hftl.cli import main
+
+    root, _ = tiny_run
+    assert main(["evaluate", str(root / "run")]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((root / "run" / "metrics.json").read_text())["test"]
+    assert f"{metrics['accuracy']:.4f}" in out and f"{metrics['loss']:.4f}" in out

@@ -335,7 +335,21 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
         return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else float("inf"),
                 "trained_tokens": int(tokens), "examples": len(dataset)}
 
-    def evaluate_split(self, trainer, name: str, dataset, labels=None) -> dict:
+    def evaluate_trained(self, model, processor, labels=None, source: str | None = None, **kwargs) -> dict:
+        """`hftl evaluate`: the split's metrics with the run's tokenizer (generation needs it)."""
+        import tempfile
+
+        from transformers import Trainer, TrainingArguments
+
+        dataset = self.prepare_source(self.evaluation_source(source), processor, labels)
+        with tempfile.TemporaryDirectory() as tmp:
+            args = TrainingArguments(output_dir=tmp, report_to="none", per_device_eval_batch_size=8,
+                                     remove_unused_columns=False)
+            trainer = Trainer(model=model, args=args, data_collator=self.data_collator(processor),
+                              processing_class=processor)
+            return self.evaluate_split(trainer, "test", dataset)
+
+    def evaluate_split(self, trainer, name: str, dataset, labels=None, **kwargs) -> dict:
         metrics = self.token_loss(trainer, dataset)
         conversations = getattr(dataset, "conversations", None)
         if name == "test" and conversations and trainer.is_world_process_zero():

@@ -246,7 +246,7 @@ class PreferenceTuningRecipe(InstructionTuningRecipe):
         return trainer
 
     # -- evaluation -------------------------------------------------------------------------------
-    def evaluate_split(self, trainer, name: str, dataset, labels=None) -> dict:
+    def evaluate_split(self, trainer, name: str, dataset, labels=None, **kwargs) -> dict:
         return preference_metrics(trainer, dataset.encoded, self.config.data.beta, reference=True)
 
     def evaluate_before(self, trainer, datasets: dict, labels=None) -> dict:
@@ -293,8 +293,6 @@ def sequence_logps(model, rows: list[tuple[list[int], list[int]]], pad_id: int, 
 
 def preference_metrics(trainer, encoded: list, beta: float, reference: bool) -> dict:
     """The metrics of the module docstring on pairs `encoded`, for the trainer's model (and its reference)."""
-    import contextlib
-
     model = trainer.accelerator.unwrap_model(trainer.model)
     pad = trainer.processing_class.pad_token_id or 0
     rows = [(e.prompt, e.chosen) for e in encoded] + [(e.prompt, e.rejected) for e in encoded]
@@ -309,13 +307,14 @@ def preference_metrics(trainer, encoded: list, beta: float, reference: bool) -> 
                "similar_length_pairs": len(similar),
                "similar_length_preference_accuracy": (sum(mean_wins[i] for i in similar) / len(similar)
                                                       if similar else None)}
-    if reference:
-        ref_model = getattr(trainer, "ref_model", None)
+    ref_model = getattr(trainer, "ref_model", None)
+    # the reference: TRL's frozen copy (full / freeze), else the base under the adapter; a finished run loaded as a
+    # merged or full model has none (`hftl evaluate`), and then reports no reward metrics
+    if reference and (ref_model is not None or hasattr(model, "disable_adapter")):
         if ref_model is not None:
             ref = sequence_logps(trainer.accelerator.unwrap_model(ref_model), rows, pad)
         else:
-            context = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-            with context:
+            with model.disable_adapter():
                 ref = sequence_logps(model, rows, pad)
         margins = [beta * ((chosen[i][0] - ref[i][0]) - (rejected[i][0] - ref[n + i][0])) for i in range(n)]
         metrics.update(reward_accuracy=sum(m > 0 for m in margins) / n, reward_margin=sum(margins) / n,
