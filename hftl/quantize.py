@@ -165,7 +165,7 @@ def _recording(model):
     return model
 
 
-def _evaluate(recipe, model, processor, labels, dataset) -> tuple[dict, float]:
+def _evaluate(recipe, model, processor, labels, dataset, decisions) -> tuple[dict, float]:
     """(the recipe's report of `model` on `dataset`, seconds taken), through a plain `Trainer` as `hftl evaluate`."""
     from transformers import Trainer, TrainingArguments
 
@@ -177,7 +177,8 @@ def _evaluate(recipe, model, processor, labels, dataset) -> tuple[dict, float]:
                                  dataloader_pin_memory=False)
         trainer = Trainer(model=model, args=args, data_collator=recipe.data_collator(processor))
         start = time.perf_counter()
-        report = recipe.evaluate_split(trainer, "test", dataset, labels)
+        with_decisions = {} if decisions is None else {"decisions": decisions}
+        report = recipe.evaluate_split(trainer, "test", dataset, labels, **with_decisions)
         return report, time.perf_counter() - start
 
 
@@ -192,7 +193,7 @@ def _predicted(records, decisions: dict, label_names) -> list:
             predicted += logits.argmax(-1)[keep].tolist()
         else:
             predicted += [row.get("label", row.get("labels", row.get("score")))
-                          for row in predictions_from_logits(logits, decisions, label_names)]
+                          for row in predictions_from_logits(logits, decisions or {}, label_names)]
     return predicted
 
 
@@ -218,7 +219,7 @@ def measure(run_dir: Path, onnx_folders: dict[str, Path], source: str, threads: 
     recipe, processor, labels = loaded.recipe, loaded.processor, loaded.labels
     dataset = recipe.prepare_source(source, processor, labels)
     metric = next(iter(recipe.index_metrics), None) or recipe.summary_metrics[0]
-    decisions = getattr(recipe, "_decisions", None) or {}
+    decisions = loaded.decisions  # the run's, applied as hftl evaluate and hftl predict apply them
     names = labels.names if labels is not None else None
     run = RunDir(run_dir)
     models = {"float32 (PyTorch)": (_recording(loaded.model), _size_mb(run.model_dir, (
@@ -227,7 +228,7 @@ def measure(run_dir: Path, onnx_folders: dict[str, Path], source: str, threads: 
         models[name] = (OnnxAsModule(folder, threads), _size_mb(folder, (ONNX_FILE, ONNX_FILE + ".data")))
     rows, reference = {}, None
     for name, (model, size) in models.items():
-        report, seconds = _evaluate(recipe, model, processor, labels, dataset)
+        report, seconds = _evaluate(recipe, model, processor, labels, dataset, decisions)
         predicted = _predicted(model.records, decisions, names)
         reference = predicted if reference is None else reference
         agreement, score_difference = _agreement(reference, predicted)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_bert_dir, tmp_path_factory):
-    return train_tiny_run(tmp_path_factory.mktemp("quantize"), tiny_bert_dir, **{"data.threshold": "tuned"})
+    return train_tiny_run(tmp_path_factory.mktemp("quantize"), tiny_bert_dir, **{"data.threshold": "tuned", "data.positive_label": "neg"})
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_predict_and_load_serve_it_with_the_run_decisions(tiny_run, int8_dir, tm
 
     loaded = hftl.load(int8_dir)
     assert type(loaded.model).__name__ == "OnnxClassifier"
-    assert loaded.recipe._decisions["threshold"] is not None  # the run's tuned binary threshold is applied
+    assert loaded.decisions.threshold is not None  # the run's tuned binary threshold is applied
     expected = loaded.predict(TEXTS)
     (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
     assert hftl_main(["predict", str(int8_dir), "--input", str(tmp_path / "in.txt")]) == 0
@@ -187,3 +187,20 @@ def test_token_classification_run(tiny_bert_dir, tmp_path):
 
     words = [["alice", "went", "to", "rome"], ["the", "film", "carol"]]
     assert [set(row) for row in hftl.load(tmp_path / "int8").predict(words)] == [{"tags", "scores"}] * 2
+
+
+def test_deployment_benchmark_runs(tiny_run, int8_dir, tmp_path, capsys):
+    """benchmarks/deploy.py in miniature: every row measured, accuracy from the same labels hftl predict gives."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deploy_benchmark", REPO / "benchmarks" / "deploy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--teacher", str(tiny_run.run_dir), "--teacher-int8", str(int8_dir), "--repeats", "1",
+                        "--latency-n", "3", "--json", str(tmp_path / "deploy.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| teacher int8 ONNX |" in out and "| pipeline() on the teacher |" in out and "machine:" in out
+    rows = json.loads((tmp_path / "deploy.json").read_text())["rows"]
+    assert rows["teacher float32 (PyTorch, hftl predict)"]["accuracy"] == pytest.approx(
+        tiny_run.metrics["test"]["accuracy"])
+    assert all(row["texts_per_second"] > 0 and row["latency_p95_ms"] >= row["latency_p50_ms"] for row in rows.values())
