@@ -11,9 +11,9 @@ and the throughput of each in `quantization.json` and in the export's card (`REA
 When the headline metric falls by more than `max_drop` points (x100, e.g. accuracy 0.912 -> 0.905 is 0.7 points)
 the export is refused: the folder is removed and `QuantizationRefused` (exit status 2) carries the figures.
 
-Static quantization (int8 activations with ranges calibrated on data) is not offered: on the transformer
-encoders measured here it lost more accuracy than dynamic quantization for no gain in speed on CPU, see
-docs/deployment.md.
+Static quantization (int8 activations with ranges calibrated on data) is not offered: it needs calibration data
+and an operator-by-operator choice of what to quantize, and has not been measured against dynamic quantization
+here (issue 26 asks for it only where it measurably beats dynamic).
 
 The folder is an ONNX export like `hftl export --onnx` writes: `hftl predict OUT` and `hftl.load(OUT)` serve it
 with the run's decisions (temperature, thresholds, score range), and it runs without torch (docs/deployment.md).
