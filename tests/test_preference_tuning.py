@@ -101,3 +101,17 @@ def test_tiny_dpo_run_moves_preferences_towards_chosen(tiny, strategy):
     assert "reward_accuracy" not in before  # zero margin by definition before training
     card = (root / f"run-{strategy}" / "README.md").read_text()
     assert "Preference tuning (DPO)" in card and "reward margin" in card
+
+
+def test_validate_show_example_marks_both_replies(tiny, capsys):
+    import yaml
+
+    from hftl.cli import main
+
+    root = tiny[0]
+    path = root / "show.yaml"
+    path.write_text(yaml.safe_dump(config(tiny, "lora", "show")))
+    assert main(["validate", str(path), "--show-example", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "<|im_start|>assistant\n[[negative<|im_end|>\n]]" in out and "[[positive<|im_end|>\n]]" in out
+    assert out.count("end of turn scored: yes") == 2 and "0 of 32 pairs exceed max_length=64" in out

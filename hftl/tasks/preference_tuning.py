@@ -195,8 +195,31 @@ class PreferenceTuningRecipe(InstructionTuningRecipe):
         return self.preprocess(PreparedData({"test": pairs}, {"test": source}), tokenizer)["test"]
 
     def describe_example(self, index: int) -> str:
-        raise DataError("--show-example: not available for preference pairs yet; the rendering is that of "
-                        "instruction tuning (hftl.chat).")
+        """`hftl validate --show-example N`: pair N rendered, the scored reply tokens marked, and the lengths."""
+        from hftl.chat import IGNORE, encode, marked_text, stop_token_ids
+        from hftl.tasks.instruction_tuning import leading_count, length_histogram
+
+        data = self.config.data
+        pairs = self.load_data().splits["train"]
+        if not 0 <= index < len(pairs):
+            raise DataError(f"--show-example {index}: the training set has {len(pairs)} pairs (0 to {len(pairs) - 1}).")
+        tokenizer = self.load_processor()
+        stops = stop_token_ids(tokenizer)
+        lines = [f"pair {index} ({pairs[index].where}); scored reply tokens between [[ and ]]:"]
+        for which in ("chosen", "rejected"):
+            example = encode(tokenizer, pairs[index].conversation(which))
+            scored = [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE]
+            lines += ["", f"--- {which} ({len(example.input_ids)} tokens, {len(scored)} scored)",
+                      marked_text(tokenizer, example),
+                      f"BOS tokens at the start: {leading_count(example.input_ids, tokenizer.bos_token_id)}; end of "
+                      f"turn scored: {'yes' if any(t in stops for t in scored) else 'NO'}"]
+        lengths = [len(encode(tokenizer, p.conversation(w)).input_ids) for p in pairs for w in ("chosen", "rejected")]
+        over = sum(max(lengths[2 * i], lengths[2 * i + 1]) > data.max_length for i in range(len(pairs)))
+        action = "dropped" if data.too_long == "drop" else "truncated"
+        lines += ["", f"token lengths of the {len(lengths)} prompt + reply sequences:", length_histogram(lengths),
+                  f"{over} of {len(pairs)} pairs exceed max_length={data.max_length}: they will be {action} "
+                  "(data.too_long: drop or truncate)."]
+        return "\n".join(lines)
 
     def data_collator(self, tokenizer):
         return None  # DPOTrainer's own (prompt + chosen and prompt + rejected, padded)
