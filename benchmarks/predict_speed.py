@@ -174,7 +174,7 @@ def make_runners(args, folder: Path, model, tokenizer, workdir: Path) -> dict:
 
     def hftl_runner(bf16, budget, first_token_last_layer=True):
         def run(texts):
-            return np.concatenate([p for _, p in batch_inference.classify_texts(
+            return np.concatenate([p for _, p in batch_inference.uncalibrated_probabilities(
                 model, tokenizer, texts, max_length=args.max_length, bf16=bf16, progress=False, token_budget=budget,
                 chunk_size=chunk_size, first_token_last_layer=first_token_last_layer)])
 
@@ -192,7 +192,7 @@ def make_runners(args, folder: Path, model, tokenizer, workdir: Path) -> dict:
             onnx_classifier.append(OnnxClassifier(out, threads=args.threads))
 
         def run(texts):
-            return np.concatenate([p for _, p in onnx_classifier[0].classify_texts(
+            return np.concatenate([p for _, p in onnx_classifier[0].uncalibrated_probabilities(
                 texts, max_length=args.max_length, progress=False, token_budget=budget, chunk_size=chunk_size)])
 
         return run

@@ -7,7 +7,7 @@ share a batch) and the budget makes batches of short texts wide and batches of l
 forward pass does about the same work. Only one chunk is in memory at a time, so a file of millions of
 lines streams through.
 
-The same path serves a PyTorch model (`classify_texts`) and an ONNX Runtime session
+The same path serves a PyTorch model (`uncalibrated_probabilities`) and an ONNX Runtime session
 (`hftl.onnx_export.OnnxClassifier`): both are a `forward(arrays) -> logits` function here.
 """
 
@@ -143,7 +143,8 @@ def run_batched(forward: Forward, tokenizer, texts: Iterable[Text], *, max_lengt
                 total: int | None = None) -> Iterator[tuple[list, np.ndarray]]:
     """(inputs, float32 logits) chunk by chunk, in input order, from any `forward(arrays) -> logits`.
 
-    The batching path shared by the PyTorch and ONNX Runtime back ends; see `classify_texts` for the arguments.
+    The batching path shared by the PyTorch and ONNX Runtime back ends; see `uncalibrated_probabilities` for the
+    arguments.
     """
     from tqdm.auto import tqdm
 
@@ -222,12 +223,14 @@ def torch_forward(model, bf16: str | bool = "auto", first_token_last_layer: bool
     return forward
 
 
-def classify_texts(model, tokenizer, texts: Iterable[Text], *, max_length: int | None = None,
-                   token_budget: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                   bf16: str | bool = "auto", pad_to_multiple_of: int | None = None, progress: bool = True,
-                   total: int | None = None, return_logits: bool = False,
-                   first_token_last_layer: bool = True) -> Iterator[tuple[list, np.ndarray]]:
-    """Class probabilities of texts (or sentence pairs), streamed chunk by chunk in input order.
+def uncalibrated_probabilities(model, tokenizer, texts: Iterable[Text], *, max_length: int | None = None,
+                               token_budget: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                               bf16: str | bool = "auto", pad_to_multiple_of: int | None = None,
+                               progress: bool = True, total: int | None = None, return_logits: bool = False,
+                               first_token_last_layer: bool = True) -> Iterator[tuple[list, np.ndarray]]:
+    """Class probabilities of texts (or sentence pairs), streamed chunk by chunk in input order: the softmax of
+    the model's raw logits, uncalibrated (a run's temperature and thresholds, `hftl.decisions.Decisions`, are
+    applied by `hftl.load(run).predict`).
 
     Args:
         model (`PreTrainedModel`, `PeftModel` or `OnnxClassifier`): a sequence classifier (put in eval mode here),

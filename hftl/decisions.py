@@ -50,7 +50,8 @@ class Decisions:
         positive_label (`str`, *optional*): binary tasks: the class `threshold` and the positive-class F1 are
             about (default: the second label, as scikit-learn's `pos_label=1`).
         score_range (`list[float]`, *optional*): regression: scores are low + (high - low) x sigmoid(output).
-        precision (`str`): the precision of the logits the decisions were fitted on and are applied to.
+        inference_precision (`str`): the precision of the logits the decisions were fitted on, the run's reports
+            were computed in, and `hftl evaluate` / `hftl predict` compute them in.
         tuned_threshold, tuned_thresholds, best_single_threshold: tuned on validation, reported beside the
             applied ones (a binary task applies its tuned threshold only with `data.threshold: tuned`).
     """
@@ -61,7 +62,7 @@ class Decisions:
     thresholds: list[float] | None = None
     positive_label: str | None = None
     score_range: list[float] | None = None
-    precision: str = FLOAT32
+    inference_precision: str = FLOAT32
     tuned_threshold: float | None = None
     tuned_thresholds: list[float] | None = None
     best_single_threshold: float | None = None
@@ -108,7 +109,7 @@ class Decisions:
             positive_label = positive_label or str(label_names[1])
         else:
             positive_label = None
-        return cls(problem_type=problem_type, positive_label=positive_label, precision=precision,
+        return cls(problem_type=problem_type, positive_label=positive_label, inference_precision=precision,
                    score_range=[float(v) for v in score_range] if problem_type == REGRESSION and score_range else None)
 
     # -- applying -----------------------------------------------------------------------------------

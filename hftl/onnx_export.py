@@ -3,8 +3,8 @@
 The exported folder holds `model.onnx` (dynamic batch and sequence axes, output `logits`), the tokenizer,
 the model's `config.json`, the run's records when there are some (`config.yaml`, `labels.json`), and
 `onnx_export.json` (logits per text or token, inputs, versions, and the largest logit difference from PyTorch measured right
-after the export). `OnnxClassifier` loads such a folder and predicts like `hftl.batch_inference.classify_texts`
-(same tokenisation, length sorting and token budget), with neither torch nor the run's weights.
+after the export). `OnnxClassifier` loads such a folder and predicts like `hftl.load(run).predict` (the run's
+`Decisions`), its raw probabilities like `hftl.batch_inference.uncalibrated_probabilities` (same tokenisation, length sorting and token budget), with neither torch nor the run's weights.
 
 The export uses `torch.onnx.export(dynamo=True)`, not optimum-onnx: optimum-onnx 0.1.0 (the latest release)
 requires transformers<4.58 and optimum~=2.1, and installing it would downgrade transformers 5.x to 4.57.
@@ -172,7 +172,7 @@ def _max_length(folder: Path) -> int | None:
 class OnnxClassifier:
     """A classifier exported by `export_onnx`, run with ONNX Runtime on hftl's batching path.
 
-    A text classifier predicts here by itself (`classify_texts`, `predict`). Either kind is also a model the
+    A text classifier predicts here by itself (`predict`, `uncalibrated_probabilities`). Either kind is also a model the
     recipes predict with: `hftl.load(folder)` of an export of a run gives it to the run's recipe, which calls
     `forward` where it would call the PyTorch model (`hftl.batch_inference.model_forward`).
 
@@ -235,17 +235,19 @@ class OnnxClassifier:
             raise HftlError(f"{self.folder} is a token classifier: predict with the run's recipe, "
                             f"`hftl.load('{self.folder}').predict(...)` (or `hftl predict {self.folder}`).")
 
-    def classify_texts(self, texts: Iterable, *, max_length: int | None = None,
-                       token_budget: int = DEFAULT_TOKEN_BUDGET, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                       progress: bool = True, total: int | None = None,
-                       return_logits: bool = False) -> Iterator[tuple[list, np.ndarray]]:
-        """`(inputs, probabilities)` chunk by chunk in input order; see `hftl.batch_inference.classify_texts`.
-        Probabilities are the softmax of the logits, so a multi-label or regression export needs
-        `return_logits=True` (or `predict`, which applies the run's decisions)."""
+    def uncalibrated_probabilities(self, texts: Iterable, *, max_length: int | None = None,
+                                   token_budget: int = DEFAULT_TOKEN_BUDGET, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                                   progress: bool = True, total: int | None = None,
+                                   return_logits: bool = False) -> Iterator[tuple[list, np.ndarray]]:
+        """`(inputs, probabilities)` chunk by chunk in input order (see
+        `hftl.batch_inference.uncalibrated_probabilities`): the softmax of the raw logits, without the run's
+        temperature or thresholds (`predict` applies them), so a multi-label or regression export needs
+        `return_logits=True`."""
         self._text_classifier_only()
         if not return_logits and self.decisions.problem_type != SINGLE:
             raise HftlError(f"{self.folder} is a {self.decisions.problem_type} model: its outputs are not "
-                            "softmax probabilities. Use predict(), or classify_texts(..., return_logits=True).")
+                            "softmax probabilities. Use predict(), or "
+                            "uncalibrated_probabilities(..., return_logits=True).")
         for chunk, logits in run_batched(self.forward, self.tokenizer, texts, max_length=max_length or self.max_length,
                                          token_budget=token_budget, chunk_size=chunk_size, progress=progress,
                                          total=total):
@@ -255,7 +257,8 @@ class OnnxClassifier:
         """One dict per text, as `hftl.load(run).predict` gives it: the run's temperature, thresholds and score
         range applied (`Decisions.apply`). Batches are formed by token budget: `batch_size` is accepted
         for that interface and not used."""
-        chunks = [logits for _, logits in self.classify_texts(texts, progress=False, return_logits=True, **kwargs)]
+        chunks = [logits for _, logits in self.uncalibrated_probabilities(texts, progress=False, return_logits=True,
+                                                                          **kwargs)]
         if not chunks:
             return []
         return self.decisions.apply(np.concatenate(chunks), self.label_names)

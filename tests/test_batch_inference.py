@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from hftl.batch_inference import chunked, classify_texts, plan_batches, run_batched, torch_forward
+from hftl.batch_inference import chunked, plan_batches, run_batched, torch_forward, uncalibrated_probabilities
 from hftl.errors import DataError
 from hftl.prediction_io import PredictionWriter, iter_inputs
 
@@ -56,8 +56,8 @@ def collect(chunks) -> tuple[list, np.ndarray]:
 def test_results_in_input_order_equal_to_one_by_one_forward(classifier):
     model, tokenizer = classifier
     texts = varied_texts(37)
-    inputs, probs = collect(classify_texts(model, tokenizer, texts, max_length=64, token_budget=200, chunk_size=16,
-                                           bf16=False, progress=False))
+    inputs, probs = collect(uncalibrated_probabilities(model, tokenizer, texts, max_length=64, token_budget=200,
+                                                       chunk_size=16, bf16=False, progress=False))
     assert inputs == texts
     assert probs.shape == (37, 3)
     np.testing.assert_allclose(probs, one_by_one(model, tokenizer, texts), atol=1e-5)
@@ -66,15 +66,15 @@ def test_results_in_input_order_equal_to_one_by_one_forward(classifier):
 def test_truncation_to_max_length(classifier):
     model, tokenizer = classifier
     texts = varied_texts(9)
-    _, probs = collect(classify_texts(model, tokenizer, texts, max_length=8, bf16=False, progress=False))
+    _, probs = collect(uncalibrated_probabilities(model, tokenizer, texts, max_length=8, bf16=False, progress=False))
     np.testing.assert_allclose(probs, one_by_one(model, tokenizer, texts, max_length=8), atol=1e-5)
 
 
 def test_sentence_pairs(classifier):
     model, tokenizer = classifier
     firsts, seconds = varied_texts(11), varied_texts(14)[3:]
-    inputs, probs = collect(classify_texts(model, tokenizer, list(zip(firsts, seconds)), max_length=64,
-                                           token_budget=150, chunk_size=4, bf16=False, progress=False))
+    inputs, probs = collect(uncalibrated_probabilities(model, tokenizer, list(zip(firsts, seconds)), max_length=64,
+                                                       token_budget=150, chunk_size=4, bf16=False, progress=False))
     assert inputs == list(zip(firsts, seconds))
     np.testing.assert_allclose(probs, one_by_one(model, tokenizer, firsts, pairs=seconds), atol=1e-5)
     # a pair is not the concatenated text: the token types differ
@@ -91,7 +91,7 @@ def test_generator_is_read_lazily_chunk_by_chunk(classifier):
             pulled.append(text)
             yield text
 
-    results = classify_texts(model, tokenizer, source(), chunk_size=10, bf16=False, progress=False)
+    results = uncalibrated_probabilities(model, tokenizer, source(), chunk_size=10, bf16=False, progress=False)
     assert pulled == []  # nothing read before the first result is asked for
     first, _ = next(results)
     assert len(first) == 10 and len(pulled) == 10
@@ -129,9 +129,9 @@ def test_first_token_last_layer_in_prediction_keeps_the_probabilities(classifier
     seen = []
     handle = layer.register_forward_hook(lambda m, a, out: seen.append(out.shape[1]))
     kwargs = {"max_length": 64, "token_budget": 300, "bf16": False, "progress": False}
-    _, fast = collect(classify_texts(model, tokenizer, texts, **kwargs))
+    _, fast = collect(uncalibrated_probabilities(model, tokenizer, texts, **kwargs))
     shortcut_lengths, seen[:] = list(seen), []
-    _, full = collect(classify_texts(model, tokenizer, texts, first_token_last_layer=False, **kwargs))
+    _, full = collect(uncalibrated_probabilities(model, tokenizer, texts, first_token_last_layer=False, **kwargs))
     handle.remove()
     assert set(shortcut_lengths) == {1} and min(seen) > 1
     np.testing.assert_allclose(fast, full, atol=1e-5)
@@ -149,8 +149,8 @@ def test_default_token_budget_follows_the_models_device(classifier, monkeypatch)
         return iter([])
 
     monkeypatch.setattr(batch_inference, "run_batched", recording_run_batched)
-    list(classify_texts(model, tokenizer, ["a text"], bf16=False, progress=False))
-    list(classify_texts(model, tokenizer, ["a text"], bf16=False, progress=False, token_budget=300))
+    list(uncalibrated_probabilities(model, tokenizer, ["a text"], bf16=False, progress=False))
+    list(uncalibrated_probabilities(model, tokenizer, ["a text"], bf16=False, progress=False, token_budget=300))
     assert budgets == [batch_inference.DEFAULT_TOKEN_BUDGET, 300]
     assert batch_inference.default_token_budget("cuda") == batch_inference.ACCELERATOR_TOKEN_BUDGET
     assert batch_inference.ACCELERATOR_TOKEN_BUDGET > batch_inference.DEFAULT_TOKEN_BUDGET
@@ -169,9 +169,9 @@ def test_plan_batches_covers_every_row_once_and_isolates_rows_over_budget():
 def test_input_checks(classifier):
     model, tokenizer = classifier
     with pytest.raises(DataError, match="input 3: expected a text"):
-        next(classify_texts(model, tokenizer, ["a", "b", None], bf16=False, progress=False))
+        next(uncalibrated_probabilities(model, tokenizer, ["a", "b", None], bf16=False, progress=False))
     with pytest.raises(DataError, match="input 2: expected a \\(text, text_pair\\) pair"):
-        next(classify_texts(model, tokenizer, [("a", "b"), "c"], bf16=False, progress=False))
+        next(uncalibrated_probabilities(model, tokenizer, [("a", "b"), "c"], bf16=False, progress=False))
 
 
 def test_chunked_pulls_only_what_it_returns():

@@ -183,7 +183,7 @@ def test_bf16_run_reports_what_evaluate_and_predict_serve(tmp_path, tiny_bert_di
     run = result.run_dir
     assert json.loads((run / "manifest.json").read_text())["training"]["bf16"] is True
     saved = json.loads((run / "calibration.json").read_text())
-    assert saved["precision"] == "float32"
+    assert saved["inference_precision"] == "float32"
 
     loaded = load(run)
     # the temperature is the one float32 validation logits give (computed here without hftl's batching)

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from hftl.batch_inference import classify_texts  # noqa: E402
+from hftl.batch_inference import uncalibrated_probabilities  # noqa: E402
 from hftl.errors import HftlError, OutputExistsError  # noqa: E402
 from hftl.onnx_export import EXPORT_RECORD, OnnxClassifier, export_onnx, is_onnx_folder  # noqa: E402
 from hftl.runner import run_recipe
@@ -47,17 +47,19 @@ def test_onnx_predictions_equal_pytorch(classifier_dir, exported):
     model = AutoModelForSequenceClassification.from_pretrained(classifier_dir)
     tokenizer = AutoTokenizer.from_pretrained(classifier_dir)
     texts = varied_texts(40)
-    expected = np.concatenate([p for _, p in classify_texts(model, tokenizer, texts, bf16=False, progress=False)])
+    expected = np.concatenate([p for _, p in uncalibrated_probabilities(model, tokenizer, texts, bf16=False,
+                                                                        progress=False)])
     onnx = OnnxClassifier(exported)
-    chunks = list(onnx.classify_texts(texts, token_budget=150, chunk_size=16, progress=False))
+    chunks = list(onnx.uncalibrated_probabilities(texts, token_budget=150, chunk_size=16, progress=False))
     assert [text for chunk, _ in chunks for text in chunk] == texts
     got = np.concatenate([p for _, p in chunks])
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert (got.argmax(-1) == expected.argmax(-1)).all()
     assert len(set(got.argmax(-1))) > 1  # the check means something only if the labels vary
     pairs = list(zip(texts[:9], texts[9:18]))
-    expected_pairs = next(classify_texts(model, tokenizer, pairs, bf16=False, progress=False))[1]
-    np.testing.assert_allclose(next(onnx.classify_texts(pairs, progress=False))[1], expected_pairs, atol=1e-4)
+    expected_pairs = next(uncalibrated_probabilities(model, tokenizer, pairs, bf16=False, progress=False))[1]
+    got_pairs = next(onnx.uncalibrated_probabilities(pairs, progress=False))[1]
+    np.testing.assert_allclose(got_pairs, expected_pairs, atol=1e-4)
 
 
 def test_export_folder_holds_tokenizer_labels_and_record(exported):

@@ -574,7 +574,7 @@ class ClassificationRecipe(Recipe):
     def evaluate_trained(self, model, processor, labels, source=None, decisions: Decisions | None = None) -> dict:
         """`Recipe.evaluate_trained` in the precision the run's decisions were fitted in."""
         decisions = decisions or self.untuned_decisions(labels)
-        with _autocast(model, decisions.precision):
+        with _autocast(model, decisions.inference_precision):
             return super().evaluate_trained(model, processor, labels, source, decisions)
 
     def untuned_decisions(self, labels: LabelMap | None) -> Decisions:
@@ -649,7 +649,7 @@ class ClassificationRecipe(Recipe):
         if decisions is None:
             problem = getattr(model.config, "problem_type", None) or self.problem_type
             decisions = Decisions.untuned(problem, labels.names if labels else None)
-        logits = self.predict_logits(model, processor, inputs, batch_size, decisions.precision)
+        logits = self.predict_logits(model, processor, inputs, batch_size, decisions.inference_precision)
         return decisions.apply(logits, labels.names if labels else None)
 
 

@@ -34,6 +34,7 @@ def split_report(logits, label_ids, label_names, decisions: Decisions) -> dict:
         predicted = regression_scores(logits, decisions.score_range)
         report = regression_report(predicted, label_ids)
         report["loss"] = report["mse"]
+        report["inference_precision"] = decisions.inference_precision
         keep = slice(0, MAX_POINTS)
         report["points"] = {"predicted": [round(float(v), 4) for v in predicted[keep]],
                             "true": [round(float(v), 4) for v in np.asarray(label_ids).reshape(-1)[keep]]}
@@ -61,6 +62,7 @@ def split_report(logits, label_ids, label_names, decisions: Decisions) -> dict:
         report.update(_calibration_report(logits, probabilities, label_ids, decisions.temperature, problem == MULTI))
     report["baseline"] = baseline_report(label_ids, names, problem)
     report["warnings"] = warnings(report, predicted, problem, names)
+    report["inference_precision"] = decisions.inference_precision  # what the logits were computed in
     return report
 
 

@@ -302,11 +302,11 @@ class TextClassificationRecipe(ClassificationRecipe):
         at the pooled position only unless `speed.first_token_last_layer: false`."""
         import numpy as np
 
-        from hftl.batch_inference import classify_texts
+        from hftl.batch_inference import uncalibrated_probabilities
 
         texts = self._checked_inputs(inputs, 0)
         speed = self.config.speed
-        chunks = [logits for _, logits in classify_texts(
+        chunks = [logits for _, logits in uncalibrated_probabilities(
             model, tokenizer, texts, max_length=self.config.data.max_length, bf16=precision == BFLOAT16,
             progress=False, return_logits=True, first_token_last_layer=speed.first_token_last_layer is not False)]
         return np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels), dtype=np.float32)
