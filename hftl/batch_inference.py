@@ -140,11 +140,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def run_batched(forward: Forward, tokenizer, texts: Iterable[Text], *, max_length: int | None = None,
                 token_budget: int = DEFAULT_TOKEN_BUDGET, chunk_size: int = DEFAULT_CHUNK_SIZE,
                 pad_to_multiple_of: int | None = None, progress: bool = True,
-                total: int | None = None) -> Iterator[tuple[list, np.ndarray]]:
+                total: int | None = None, encode: Callable | None = None) -> Iterator[tuple[list, np.ndarray]]:
     """(inputs, float32 logits) chunk by chunk, in input order, from any `forward(arrays) -> logits`.
 
     The batching path shared by the PyTorch and ONNX Runtime back ends; see `uncalibrated_probabilities` for the
-    arguments.
+    other arguments. `encode(tokenizer, chunk, max_length, first_index)` turns a chunk of inputs into unpadded
+    token ids and masks (default `encode_chunk`: texts or pairs; token classification gives its encoded windows).
+    Logits per position (a token classifier's) are right-padded with zeros to the chunk's longest row.
     """
     from tqdm.auto import tqdm
 
@@ -153,19 +155,27 @@ def run_batched(forward: Forward, tokenizer, texts: Iterable[Text], *, max_lengt
     max_length = resolve_max_length(tokenizer, max_length)
     pad_values = tokenizer_pad_values(tokenizer)
     side = getattr(tokenizer, "padding_side", "right")
+    encode = encode or encode_chunk
     if total is None and hasattr(texts, "__len__"):
         total = len(texts)
     seen = 0
     with tqdm(total=total, unit="text", desc="Predicting", file=sys.stderr, disable=None if progress else True) as bar:
         for chunk in chunked(texts, chunk_size):
-            encoded = encode_chunk(tokenizer, chunk, max_length, first_index=seen)
+            encoded = encode(tokenizer, chunk, max_length, first_index=seen)
             lengths = [len(ids) for ids in encoded["input_ids"]]
             logits = None
             for rows in plan_batches(lengths, token_budget, pad_to_multiple_of):
                 out = forward(pad_batch(encoded, rows, pad_values, side, pad_to_multiple_of))
+                per_position = out.ndim > 2
+                if per_position and side == "left":
+                    raise ValueError("logits per position need right padding (tokenizer.padding_side = 'right').")
                 if logits is None:
-                    logits = np.empty((len(chunk), *out.shape[1:]), dtype=np.float32)
-                logits[rows] = out  # back to input order
+                    width = (_padded(max(lengths), pad_to_multiple_of),) if per_position else ()
+                    logits = np.zeros((len(chunk), *width, *out.shape[1 + per_position:]), dtype=np.float32)
+                if per_position:
+                    logits[rows, :out.shape[1]] = out  # back to input order, zeros past each row's batch
+                else:
+                    logits[rows] = out  # back to input order
                 bar.update(len(rows))
             seen += len(chunk)
             yield chunk, logits

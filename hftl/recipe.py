@@ -165,7 +165,9 @@ class Recipe:
     def data_collator(self, processor):
         return None
 
-    def compute_metrics(self, labels: LabelMap | None):
+    def compute_metrics(self, labels: LabelMap | None, dataset=None):
+        """The Trainer's `compute_metrics` for its evaluations during training, of `dataset` (the preprocessed
+        validation split: a task whose metric needs more than the rows' logits and labels reads it there)."""
         return None
 
     def loss_function(self, train_dataset, labels: LabelMap | None):

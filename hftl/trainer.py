@@ -87,7 +87,7 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
         eval_dataset=datasets.get("validation"),
         data_collator=recipe.data_collator(processor),
         processing_class=processor,
-        compute_metrics=recipe.compute_metrics(labels),
+        compute_metrics=recipe.compute_metrics(labels, datasets.get("validation")),
         compute_loss_func=loss,
     )
     # a task built on another library's Trainer subclass (TRL's DPOTrainer) makes it from hftl's class and these

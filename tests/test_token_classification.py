@@ -12,10 +12,13 @@ import pytest
 
 from hftl.errors import ConfigError, DataError
 from hftl.runner import run_recipe
-from hftl.tasks.token_classification import (
-    IGNORE, align_labels, b_to_i_map, check_tag_sets, decode_entities, encode_windows, entities_from_words,
-    entity_confusion_matrix, read_conll, stitch_windows, token_classification_report, tokenize_and_align,
-    word_starts,
+from hftl.tasks.token_classification.entities import decode_entities, entities_from_words
+from hftl.tasks.token_classification.metrics import (
+    entity_confusion_matrix, make_compute_metrics, sentence_errors, sentence_report, token_classification_report,
+)
+from hftl.tasks.token_classification.reading import check_tag_sets, read_conll
+from hftl.tasks.token_classification.windows import (
+    IGNORE, align_labels, b_to_i_map, encode_windows, stitch_windows, tokenize_and_align, word_starts,
 )
 
 FILLER = ["the", "film", "was", "really", "quite", "plot", "and", "acting", "story", "it", "felt", "very"]
@@ -277,13 +280,103 @@ def test_entity_confusion_matrix_with_missed_and_spurious():
 def test_metric_is_an_evaluate_metric_accumulating_batches():
     import evaluate
 
-    from hftl.tasks.token_classification import seqeval_metric_class
+    from hftl.tasks.token_classification.metrics import seqeval_metric_class
 
     metric = seqeval_metric_class()()
     assert isinstance(metric, evaluate.Metric)
     for pred, true in zip(PRED, TRUE):
         metric.add_batch(predictions=[pred], references=[true])
     assert metric.compute()["f1"] == pytest.approx(4 / 7)
+
+
+def _windows_of(tokenizer, sentences, names, max_length=12, stride=4, label_all_subtokens=True):
+    """A split's windows as the recipe makes them (`sentence_windows` of its preprocessed dataset)."""
+    import datasets
+
+    from hftl.tasks.token_classification.windows import sentence_windows
+
+    ids = {name: i for i, name in enumerate(names)}
+    features = tokenize_and_align(tokenizer, [w for w, _ in sentences], [[ids[t] for t in tags] for _, tags in sentences],
+                                  max_length, stride, label_all_subtokens, b_to_i_map(names))
+    first = [i == 0 or features["doc"][i - 1] != doc for i, doc in enumerate(features["doc"])]
+    features["num_words"] = [len(sentences[doc][0]) for doc in features["doc"]]
+    features["gold"] = [sentences[doc][1] if f else [] for doc, f in zip(features["doc"], first)]
+    features["words"] = [sentences[doc][0] if f else [] for doc, f in zip(features["doc"], first)]
+    return sentence_windows(datasets.Dataset.from_dict(features))
+
+
+def test_training_metrics_score_whole_sentences_once(tiny_bert_dir):
+    """The Trainer's metric during training stitches windows into sentences as the final report does: an entity
+    in two overlapping windows counts once, and continuation sub-tokens (label_all_subtokens) are not words."""
+    import numpy as np
+    from transformers import EvalPrediction
+
+    tokenizer = tokenizer_of(tiny_bert_dir)
+    names = ["B-location", "B-person", "I-location", "I-person", "O"]
+    sentences = make_sentences(12, seed=5) + [(["the", "filmxyz", "bob", "smith", "was", "quite", "alicexyz", "in",
+                                                "new", "york", "and", "it", "felt", "very", "rome"],
+                                               ["O", "O", "B-person", "I-person", "O", "O", "B-person", "O",
+                                                "B-location", "I-location", "O", "O", "O", "O", "B-location"])]
+    windows = _windows_of(tokenizer, sentences, names)
+    assert len(windows["doc"]) > len(sentences)  # the long sentence spans overlapping windows
+    width = max(map(len, windows["labels"]))
+    labels = np.full((len(windows["doc"]), width), IGNORE)
+    for row, values in enumerate(windows["labels"]):
+        labels[row, :len(values)] = values
+    # each word's tag is right only where stitching reads it; every other position (a continuation sub-token,
+    # a word's start in the window with less context) says O
+    where = stitch_windows(windows["word_ids"], windows["starts"], windows["doc"],
+                           [[(w, p) for p in range(len(ids))] for w, ids in enumerate(windows["word_ids"])],
+                           windows["num_words"])
+    logits = np.zeros((*labels.shape, len(names)), dtype=np.float32)
+    logits[..., names.index("O")] = 5.0
+    for doc, (words, gold) in enumerate(zip(where, windows["gold"])):
+        for (window, position), tag in zip(words, gold):
+            logits[window, position] = 0.0
+            logits[window, position, names.index(tag)] = 5.0
+    scores = make_compute_metrics(names, windows)(EvalPrediction(predictions=logits, label_ids=labels))
+    assert scores == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0, "f1_macro": 1.0}
+    report = sentence_report(logits, windows, names)
+    true_entities = sum(tag.startswith("B-") for _, tags in sentences for tag in tags)
+    assert report["num_entities"] == report["num_predicted_entities"] == true_entities
+    assert report["num_words"] == sum(len(words) for words, _ in sentences)
+    # rows out of the split's order cannot be stitched: refused, not scored
+    with pytest.raises(RuntimeError, match="not the .* windows of the split"):
+        make_compute_metrics(names, windows)(EvalPrediction(predictions=logits[::-1], label_ids=labels[::-1]))
+
+
+def test_sentence_errors_rank_sentences_by_entity_errors():
+    words = [["a", "b", "c"], ["d", "e"], ["f", "g", "h"], ["i"]]
+    gold = [["B-per", "I-per", "O"], ["B-loc", "O"], ["B-per", "O", "B-loc"], ["O"]]
+    pred = [["B-per", "O", "O"], ["B-loc", "O"], ["B-loc", "O", "B-per"], ["O"]]
+    rows = sentence_errors("test", words, gold, pred)
+    assert [(r["sentence"], r["entity_errors"]) for r in rows] == [(2, 4), (0, 2)]  # correct sentences left out
+    first = rows[0]
+    assert first["split"] == "test" and first["tokens"] == ["f", "g", "h"] and first["predicted"] == pred[2]
+    assert first["missed"] == [{"type": "per", "start": 0, "end": 1, "text": "f"},
+                               {"type": "loc", "start": 2, "end": 3, "text": "h"}]
+    assert [e["type"] for e in first["spurious"]] == ["loc", "per"]
+    assert rows[1]["missed"] == [{"type": "per", "start": 0, "end": 2, "text": "a b"}]
+    assert [r["sentence"] for r in sentence_errors("test", words, gold, pred, limit=1)] == [2]
+
+
+def test_window_probabilities_batch_by_length_like_one_window_at_a_time(tiny_bert_dir, ner_config):
+    import numpy as np
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    tokenizer = tokenizer_of(tiny_bert_dir)
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert_dir, num_labels=3).eval()
+    texts = ["alice", "the film was really quite good and the plot felt very long indeed", "bob smith in rome"]
+    windows = encode_windows(tokenizer, texts, max_length=12, stride=4, is_split_into_words=False)
+    encoding = windows["encoding"]
+    got = _recipe(ner_config(data__max_length=12, data__stride=4))._window_probabilities(model, tokenizer, encoding, 2)
+    assert got.shape[:2] == (len(encoding["input_ids"]), max(map(len, encoding["input_ids"])))
+    for row, ids in enumerate(encoding["input_ids"]):
+        with torch.no_grad():
+            alone = model(input_ids=torch.tensor([ids])).logits.softmax(-1)[0].numpy()
+        assert np.allclose(got[row, :len(ids)], alone, atol=1e-5)
 
 
 # -- entity spans ---------------------------------------------------------------------------------------
@@ -459,6 +552,35 @@ def test_tiny_run_trains_saves_reloads_and_predicts_the_same(ner_config, strateg
     card = (result.run_dir / "README.md").read_text(encoding="utf-8")
     assert "aggregation_strategy=\"first\"" in card and "| type | precision | recall | f1 | support |" in card
     assert "| true \\ predicted | location | person | missed |" in card
+    # error analysis: the sentences with entity errors, most first, counted as the entity-level metrics count them
+    from hftl.run_dir import RunDir
+
+    rows = RunDir(result.run_dir).errors()
+    for split in ("validation", "test"):
+        confusion = result.metrics[split]["entity_confusion_matrix"]["matrix"]
+        correct = sum(confusion[i][i] for i in range(len(confusion) - 1))
+        report = result.metrics[split]
+        wrong = report["num_entities"] - correct + report["num_predicted_entities"] - correct
+        found = [row for row in rows if row["split"] == split]
+        assert sum(row["entity_errors"] for row in found) == wrong  # fewer sentences than the limit of 20
+        assert [row["entity_errors"] for row in found] == sorted((row["entity_errors"] for row in found), reverse=True)
+    shown = [row for row in rows if row["split"] == "test"][:5]
+    if shown:
+        assert "| sentence | words | missed | spurious |" in card
+        assert f"| {shown[0]['sentence']} | {' '.join(shown[0]['tokens'])} |" in card
+
+
+def test_label_all_subtokens_end_to_end_scores_words_during_training_as_after(ner_config, conll_data):
+    """With continuation sub-tokens labelled and sentences split into windows, the metrics logged during training
+    are the final report's (whole sentences): the last evaluation and the validation report agree."""
+    result = run_recipe(_recipe(ner_config(data__label_all_subtokens=True, data__max_length=10, data__stride=3)))
+    validation = result.metrics["validation"]
+    assert validation["num_predicted_entities"] > 0
+    assert validation["num_words"] == sum(len(row["tokens"]) for row in read_conll(conll_data["validation"]))
+    last = [entry for entry in result.trainer.state.log_history if "eval_f1" in entry][-1]
+    assert last["step"] == result.trainer.state.global_step
+    for key in ("accuracy", "precision", "recall", "f1", "f1_macro"):
+        assert last[f"eval_{key}"] == pytest.approx(validation[key]), key
 
 
 def test_predict_matches_the_transformers_pipeline(tmp_path, tiny_bert_dir, ner_config):

@@ -99,7 +99,16 @@ def _trainer_class(left_out: frozenset):
                 metrics = {metric_key_prefix + name[len(old_prefix):] if name.startswith(old_prefix + "_") else name: v
                            for name, v in output.metrics.items()}
                 return output._replace(metrics=metrics)
-            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+            metric = self.compute_metrics
+            if self._eval_order is not None and metric is not None:
+                # a metric sees the rows in the dataset's order, as `predict` returns them: one that reads rows by
+                # position (token classification stitches a sentence's windows) must not get the sorted order
+                self.compute_metrics = _in_dataset_order(metric, self._eval_order)
+            try:
+                output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                                 metric_key_prefix)
+            finally:
+                self.compute_metrics = metric
             self._final_eval = (key, metric_key_prefix, output) if final and self.is_in_train else None
             return output
 
@@ -134,6 +143,23 @@ def _trainer_class(left_out: frozenset):
     for name in left_out:
         delattr(HftlTrainer, name)
     return HftlTrainer
+
+
+def _in_dataset_order(metric, order: list[int]):
+    """`metric` (a `compute_metrics`) given the rows of a length-sorted evaluation back in the dataset's order."""
+    import numpy as np
+    from transformers import EvalPrediction
+
+    inverse = np.argsort(np.asarray(order))
+
+    def in_order(eval_pred):
+        inputs, losses = eval_pred.inputs, eval_pred.losses
+        return metric(EvalPrediction(
+            predictions=_take_rows(eval_pred.predictions, inverse), label_ids=_take_rows(eval_pred.label_ids, inverse),
+            inputs=None if inputs is None else _take_rows(inputs, inverse),
+            losses=_take_rows(losses, inverse) if np.ndim(losses) == 1 and len(losses) == len(inverse) else losses))
+
+    return in_order
 
 
 def share_tied_weights(model, state_dict: dict) -> dict:

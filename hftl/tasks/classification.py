@@ -521,7 +521,7 @@ class ClassificationRecipe(Recipe):
         return WeightedLoss(weights, multi)
 
     # -- metrics ----------------------------------------------------------------------------------
-    def compute_metrics(self, labels: LabelMap | None):
+    def compute_metrics(self, labels: LabelMap | None, dataset=None):
         if self.problem_type == REGRESSION:
             return make_regression_compute_metrics(functools.partial(regression_scores,
                                                                      score_range=self.option("score_range")))
