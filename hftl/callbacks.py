@@ -104,9 +104,18 @@ class NonFiniteLossCallback(TrainerCallback):
     def __init__(self, trainer):
         self.trainer = trainer
 
+    _warned = False
+
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # the Trainer's running loss: a private attribute of transformers 5.24 / 5.25's training loop, found only
+        # while it trains (hftl.speed.private_hooks cannot probe it before); without it, `on_log` below catches a
+        # non-finite loss, after the optimizer step
         running = getattr(self.trainer, "_tr_loss", None)
         if running is None:
+            if not self._warned:
+                self._warned = True
+                logger.warning("the Trainer has no _tr_loss (private, checked on transformers 5.24, 5.25): a NaN or "
+                               "infinite loss is caught from the logged loss, after the optimizer step")
             return control
         value = float(running.detach().float().sum().item()) if hasattr(running, "detach") else float(running)
         if _agree(not math.isfinite(value), args.device):

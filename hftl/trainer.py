@@ -24,8 +24,7 @@ def bf16_is_fast() -> bool:
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    is_supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(is_supported and is_supported())
+    return private_hooks.available("cpu_bf16_check") and torch.cpu._is_avx512_bf16_supported()
 
 
 def training_arguments(config, task_defaults: dict | None = None, auto_eval_batch_size_factor: int = 4):

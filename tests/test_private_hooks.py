@@ -148,3 +148,35 @@ def test_metrics_write_nothing_to_the_users_metrics_cache(monkeypatch, tmp_path)
     monkeypatch.setattr(evaluate.config, "HF_METRICS_CACHE", str(tmp_path / "metrics"))
     assert F1().compute(predictions=[0, 1, 1], references=[0, 1, 0])["f1"] == pytest.approx(2 / 3)
     assert not (tmp_path / "metrics").exists()
+
+
+def test_without_the_trainers_running_loss_the_nan_check_says_it_runs_late(caplog):
+    from hftl.callbacks import NonFiniteLossCallback
+
+    callback = NonFiniteLossCallback(types.SimpleNamespace())  # a Trainer without `_tr_loss`
+    with caplog.at_level(logging.WARNING):
+        callback.on_pre_optimizer_step(None, None, None)
+        callback.on_pre_optimizer_step(None, None, None)
+    assert caplog.text.count("the Trainer has no _tr_loss") == 1
+
+
+def test_reused_evaluation_off_without_dataset_fingerprints(monkeypatch, caplog):
+    import datasets
+
+    from hftl.speed.trainer import speedup_available
+
+    monkeypatch.setattr(datasets.Dataset, "_fingerprint", None, raising=False)
+    monkeypatch.setattr(datasets.Dataset, "from_dict", classmethod(lambda cls, data: types.SimpleNamespace()))
+    with caplog.at_level(logging.WARNING):
+        assert speedup_available("reuse_final_eval") is False
+    assert "speed.reuse_final_eval: off" in caplog.text
+
+
+def test_bf16_auto_is_off_without_the_cpu_check(monkeypatch, caplog):
+    from hftl.trainer import bf16_is_fast
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    with caplog.at_level(logging.WARNING):
+        assert bf16_is_fast() is False
+    assert "torch.cpu._is_avx512_bf16_supported is missing" in caplog.text

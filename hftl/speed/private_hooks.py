@@ -137,6 +137,23 @@ def _probe_output_collector() -> str | None:
     return None if current is None or isinstance(current, dict) else "_active_collector holds no dict"
 
 
+def _probe_dataset_fingerprint() -> str | None:
+    """A `datasets.Dataset` carries a fingerprint of its content (`_fingerprint`), the key of a reused evaluation."""
+    import datasets
+
+    fingerprint = getattr(datasets.Dataset.from_dict({"a": [1]}), "_fingerprint", None)
+    return None if isinstance(fingerprint, str) and fingerprint else "datasets.Dataset has no _fingerprint"
+
+
+def _probe_cpu_bf16_check() -> str | None:
+    import torch
+
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    if not callable(check) or not isinstance(check(), bool):
+        return "torch.cpu._is_avx512_bf16_supported is missing or answers no bool"
+    return None
+
+
 #: name -> hook; the names are what `available` is asked and what the manifest records
 HOOKS: dict[str, PrivateHook] = {
     "train_sampler": PrivateHook(
@@ -153,6 +170,14 @@ HOOKS: dict[str, PrivateHook] = {
         "runs every evaluation and prediction", "hftl/speed/trainer.py", "transformers 5.24, 5.25",
         _trainer_method("evaluation_loop", "dataloader", "description", "prediction_loss_only", "ignore_keys",
                         "metric_key_prefix")),
+    "dataset_fingerprint": PrivateHook(
+        "speed.reuse_final_eval",
+        "datasets.Dataset._fingerprint identifies the evaluated data (with the step: the reused evaluation's key)",
+        "hftl/speed/trainer.py", "datasets 5.2", _probe_dataset_fingerprint),
+    "cpu_bf16_check": PrivateHook(
+        "bf16: auto on CPUs (bfloat16 autocast where AVX512-BF16 / AMX run it natively; float32 without the check)",
+        "torch.cpu._is_avx512_bf16_supported() tells whether this CPU has native bfloat16", "hftl/trainer.py",
+        "torch 2.13", _probe_cpu_bf16_check),
     "batch_sampler_path": PrivateHook(
         "speed.token_budget",
         "Trainer._get_dataloader passes a trainer_pt_utils.BatchRebalanceSampler to the DataLoader as its "

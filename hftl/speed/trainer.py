@@ -26,7 +26,8 @@ OVERRIDES = {"_get_train_sampler": "train_sampler", "_get_eval_sampler": "eval_s
              "evaluation_loop": "evaluation_loop", "_save": "save", "_load_from_checkpoint": "load_from_checkpoint"}
 #: each speed switch the Trainer runs -> the private hooks it needs
 SWITCH_HOOKS = {"sort_eval_by_length": ("eval_sampler",), "length_buckets": ("train_sampler",),
-                "token_budget": ("train_sampler", "batch_sampler_path"), "reuse_final_eval": ("evaluation_loop",)}
+                "token_budget": ("train_sampler", "batch_sampler_path"),
+                "reuse_final_eval": ("evaluation_loop", "dataset_fingerprint")}
 
 
 def speedup_available(switch: str) -> bool:
