@@ -90,8 +90,8 @@ def test_a_changed_trainer_method_leaves_its_override_out(monkeypatch, caplog, m
 
     original = getattr(Trainer, method)
 
-    def changed(self, *args, new_argument=None, **kwargs):  # what a new release could look like
-        return original(self, *args, **kwargs)
+    def changed(self, renamed, *args, **kwargs):  # what a new release could look like: another first parameter
+        return original(self, renamed, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, method, changed)
     with caplog.at_level(logging.WARNING):

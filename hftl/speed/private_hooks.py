@@ -44,14 +44,17 @@ class PrivateHook:
 
 
 def _signature_problem(owner, name: str, parameters: tuple[str, ...]) -> str | None:
-    """None if `owner.name` is a function whose parameters are exactly `parameters` (after `self`)."""
+    """None if `owner.name` is a function taking `parameters` (after `self`), in that order: exactly, or a prefix
+    of them followed by `*args` / `**kwargs` that take the rest (a wrapper's signature)."""
     function = getattr(owner, name, None)
     if not callable(function):
         return f"{owner.__name__}.{name} does not exist"
-    found = tuple(inspect.signature(function).parameters)[1:]
-    if found != parameters:
-        return f"{owner.__name__}.{name} takes ({', '.join(found)}), not ({', '.join(parameters)})"
-    return None
+    found = list(inspect.signature(function).parameters.values())[1:]
+    named = tuple(p.name for p in found if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    takes_the_rest = any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in found)
+    if named == parameters or (takes_the_rest and parameters[:len(named)] == named):
+        return None
+    return f"{owner.__name__}.{name} takes ({', '.join(p.name for p in found)}), not ({', '.join(parameters)})"
 
 
 def _trainer_method(name: str, *parameters: str) -> Callable[[], str | None]:
