@@ -422,11 +422,12 @@ LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
-def byte_level_checkpoint(folder: Path, style: str, corpus: list[str] | None = None) -> Path:
-    """A tiny GPT-2 with a byte-level BPE tokenizer saved as the generic `PreTrainedTokenizerFast` (what
-    transformers 5 loads as its `TokenizersBackend`), `add_prefix_space` off, as GPT-2 and Llama-3 ship.
+def bpe_checkpoint(folder: Path, style: str, corpus: list[str] | None = None) -> Path:
+    """A tiny GPT-2 with a BPE tokenizer saved as the generic `PreTrainedTokenizerFast` (what transformers 5 loads
+    as its `TokenizersBackend`), set up as the checkpoints it imitates ship it.
 
-    `style`: "gpt2" (ByteLevel with its regex), "llama3" (a regex Split, then ByteLevel without regex) or
+    `style`: "gpt2" (ByteLevel with its regex, `add_prefix_space` off), "llama3" (a regex Split, then ByteLevel
+    without regex), "metaspace" (SentencePiece's `▁`, not split into words: transformers 5's Llama tokenizer) or
     "no-split" (ByteLevel without any regex: BPE merges cross word boundaries).
     """
     import torch
@@ -438,12 +439,16 @@ def byte_level_checkpoint(folder: Path, style: str, corpus: list[str] | None = N
         "gpt2": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False),
         "llama3": lambda: pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
                                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        "metaspace": lambda: pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True),
         "no-split": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     }[style]()
-    tok.decoder = decoders.ByteLevel()
+    tok.decoder = decoders.Metaspace() if style == "metaspace" else decoders.ByteLevel()
     sentences = corpus or [" ".join(words) for words, _ in make_sentences(300, seed=7)]
+    alphabet = [] if style == "metaspace" else pre_tokenizers.ByteLevel.alphabet()
     tok.train_from_iterator(sentences, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+                                                           initial_alphabet=alphabet))
+    if style == "metaspace":  # trained on words (SentencePiece's pieces never cross a ▁), served unsplit
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
                             unk_token="<|endoftext|>", model_max_length=64).save_pretrained(folder)
     config = GPT2Config(vocab_size=tok.get_vocab_size(), n_embd=32, n_layer=2, n_head=2, n_positions=64,
@@ -460,11 +465,11 @@ def pieces(tokenizer, words: list[str]) -> tuple[list[str], list[str]]:
     return by_word, in_text
 
 
-@pytest.mark.parametrize("style", ["gpt2", "llama3"])
+@pytest.mark.parametrize("style", ["gpt2", "llama3", "metaspace"])
 def test_byte_level_words_train_on_the_pieces_a_text_gives(tmp_path, ner_config, style):
     """Words given one by one (training) and the same words in a text (prediction) become the same pieces, each
     word with its leading space, when the tokenizer is loaded for training and when a run is loaded."""
-    folder = byte_level_checkpoint(tmp_path / style, style)
+    folder = bpe_checkpoint(tmp_path / style, style)
     recipe = _recipe(ner_config(model_dir=folder))
     words = ["alice", "met", "bob", "smith", "in", "paris"]
     for tokenizer in (recipe.load_processor(), None):
@@ -477,7 +482,9 @@ def test_byte_level_words_train_on_the_pieces_a_text_gives(tmp_path, ner_config,
                   tokenizer(words, is_split_into_words=True, add_special_tokens=False)["input_ids"]]
         encoding = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
         first = [starts[p] for p, flag in enumerate(word_starts(encoding.word_ids())) if flag]
-        assert len(first) == len(words) and all(piece.startswith("Ġ") for piece in first), first
+        assert len(first) == len(words) and all(piece.startswith(("Ġ", "▁")) for piece in first), first
+        text = " ".join(words)  # and a text has the words: one per word given
+        assert tokenizer(text, add_special_tokens=False).word_ids() == encoding.word_ids()
         assert tokenizer.padding_side == "right"
 
 
@@ -486,7 +493,7 @@ def test_a_tokenizer_whose_words_cannot_match_a_text_is_refused(tmp_path, ner_co
 
     # no pre-tokenizer regex: BPE learns pieces across spaces, so a text's pieces span several words
     corpus = ["Alice met Bob Smith in Paris on Monday"] * 50 + [" ".join(w) for w, _ in make_sentences(50, 7)]
-    folder = byte_level_checkpoint(tmp_path / "no-split", "no-split", corpus)
+    folder = bpe_checkpoint(tmp_path / "no-split", "no-split", corpus)
     with pytest.raises(HftlError) as info:
         _recipe(ner_config(model_dir=folder)).load_processor()
     message = str(info.value)
@@ -497,7 +504,7 @@ def test_a_tokenizer_whose_words_cannot_match_a_text_is_refused(tmp_path, ner_co
 def test_entity_spans_start_on_the_word_not_the_space_before_it(tmp_path, ner_config):
     import numpy as np
 
-    tokenizer = _recipe(ner_config(model_dir=byte_level_checkpoint(tmp_path / "bpe", "gpt2"))).load_processor()
+    tokenizer = _recipe(ner_config(model_dir=bpe_checkpoint(tmp_path / "bpe", "gpt2"))).load_processor()
     text = "Alice met  Bob Smith in Paris"
     names = ["B-loc", "B-per", "I-per", "O"]
     wanted = {"Alice": "B-per", "Bob": "B-per", "Smith": "I-per", "Paris": "B-loc"}
@@ -619,7 +626,7 @@ def test_tiny_gpt2_run(ner_config, tmp_path):
     of words gets the tags those words get one by one (the same pieces), with spans that start on each word."""
     import hftl
 
-    checkpoint = byte_level_checkpoint(tmp_path / "gpt2", "gpt2")
+    checkpoint = bpe_checkpoint(tmp_path / "gpt2", "gpt2")
     result = run_recipe(_recipe(ner_config(model_dir=checkpoint, training__max_steps=12, training__learning_rate=1e-2)))
     test = result.metrics["test"]
     assert test["num_predicted_entities"] > 0 and test["f1"] > 0.3, test

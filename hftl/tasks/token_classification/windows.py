@@ -23,11 +23,11 @@ WINDOW_COLUMNS = ("doc", "word_ids", "starts", "num_words", "gold", "words")
 PROBE_WORDS = ("Alice", "met", "Bob", "Smith", "in", "Paris", "on", "Monday")
 
 
-def _byte_level_parts(pre_tokenizer) -> list:
-    """The `tokenizers.pre_tokenizers.ByteLevel` parts of a backend pre-tokenizer (itself, or inside a Sequence)."""
+def _parts(pre_tokenizer, kind: type) -> list:
+    """The parts of a backend pre-tokenizer of type `kind` (itself, or inside a `Sequence`)."""
     from tokenizers import pre_tokenizers
 
-    if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel):
+    if isinstance(pre_tokenizer, kind):
         return [pre_tokenizer]
     parts = []
     if isinstance(pre_tokenizer, pre_tokenizers.Sequence):
@@ -37,7 +37,7 @@ def _byte_level_parts(pre_tokenizer) -> list:
                 part = pre_tokenizer[index]
             except IndexError:
                 break
-            parts += _byte_level_parts(part)
+            parts += _parts(part, kind)
             index += 1
     return parts
 
@@ -49,15 +49,21 @@ def words_as_in_text(tokenizer, name: str):
     Byte-level BPE (GPT-2, RoBERTa, Llama-3) marks a word's leading space in its first piece (`Ġ`): a word
     given alone has no space before it unless the pre-tokenizer adds one, so `add_prefix_space` is switched on
     in the backend's ByteLevel pre-tokenizer itself (transformers 5's generic backend only stores the attribute
-    when the tokenizer is loaded with it). Raw text then gets the space before its first word too.
+    when the tokenizer is loaded with it). Raw text then gets the space before its first word too. A Metaspace
+    pre-tokenizer that does not split (transformers 5's Llama tokenizer) is made to split at its `▁`, so that a
+    text has words (the pieces stay the same: SentencePiece pieces do not cross a `▁`; the probe checks it).
 
     Raises:
-        `HftlError` naming the tokenizer, where the probe's two paths still give different pieces.
+        `HftlError` naming the tokenizer, where the probe's two paths still give different pieces or words.
     """
+    from tokenizers import pre_tokenizers
+
     backend = tokenizer.backend_tokenizer
-    for part in _byte_level_parts(backend.pre_tokenizer):
+    for part in _parts(backend.pre_tokenizer, pre_tokenizers.ByteLevel):
         part.add_prefix_space = True  # changes the backend in place (a view of its pre-tokenizer)
         tokenizer.add_prefix_space = True
+    for part in _parts(backend.pre_tokenizer, pre_tokenizers.Metaspace):
+        part.split = True
     words = list(PROBE_WORDS)
     by_word = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
     in_text = tokenizer(" ".join(words), add_special_tokens=False)
@@ -65,10 +71,11 @@ def words_as_in_text(tokenizer, name: str):
         raise HftlError(
             f"model.name_or_path: {name}: its tokenizer ({type(tokenizer).__name__}, pre-tokenizer "
             f"{backend.pre_tokenizer!r}) splits words given one by one differently from the same words in a "
-            f"text: {by_word.tokens()} against {in_text.tokens()} for {' '.join(words)!r}. Token classification "
-            "trains on words and predicts on texts, so it would serve pieces it never trained on. Use a checkpoint "
-            "whose tokenizer splits text into words before its sub-tokens (BERT, RoBERTa, GPT-2, Llama and "
-            "SentencePiece models do), or fix the pre_tokenizer in its tokenizer.json.")
+            f"text: pieces {by_word.tokens()} of words {by_word.word_ids()} against pieces {in_text.tokens()} of "
+            f"words {in_text.word_ids()}, for {' '.join(words)!r}. Token classification trains on words and finds "
+            "the words of a text with the same tokenizer, so it would serve pieces it never trained on. Use a "
+            "checkpoint whose tokenizer splits text into words before its sub-tokens (BERT, RoBERTa, GPT-2, "
+            "Llama-3 and Metaspace SentencePiece models do), or give its tokenizer.json a pre_tokenizer that does.")
     tokenizer.padding_side = "right"  # predictions are read back at each sub-token's unpadded position
     return tokenizer
 
