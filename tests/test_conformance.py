@@ -343,7 +343,10 @@ def test_single_process_saves_reloads_and_predicts_the_same(tiny, task, name, st
     inputs = _inputs(tiny, row)
     loaded = load(run_dir)
     model = result.trainer.model.eval()
-    in_memory = result.recipe.predict(model, result.trainer.processing_class, inputs, loaded.labels, **row.predict_kwargs)
+    # what the run fitted on validation (a classifier's decisions) is returned and saved, not kept on the recipe
+    fitted = {} if loaded.decisions is None else {"decisions": loaded.decisions}
+    in_memory = result.recipe.predict(model, result.trainer.processing_class, inputs, loaded.labels,
+                                      **row.predict_kwargs, **fitted)
     reloaded = loaded.predict(inputs, **row.predict_kwargs)
     assert_same_predictions(reloaded, in_memory)
     if strategy == "lora":
@@ -352,7 +355,7 @@ def test_single_process_saves_reloads_and_predicts_the_same(tiny, task, name, st
         plain = getattr(transformers, loaded.recipe.auto_model_class).from_pretrained(out).eval()
         assert not any("lora" in key for key in plain.state_dict())
         processor = loaded.recipe.load_trained_processor(out)
-        merged = loaded.recipe.predict(plain, processor, inputs, loaded.labels, **row.predict_kwargs)
+        merged = loaded.recipe.predict(plain, processor, inputs, loaded.labels, **row.predict_kwargs, **fitted)
         assert_same_predictions(merged, reloaded)
 
 
