@@ -16,6 +16,7 @@ pytest.importorskip("onnxruntime")
 
 from hftl.cli import main as hftl_main  # noqa: E402
 from hftl.runner import run_recipe  # noqa: E402
+from hftl.runner import run_recipe  # noqa: E402
 from tiny_runs import TEXTS, train_tiny_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,3 +205,39 @@ def test_deployment_benchmark_runs(tiny_run, int8_dir, tmp_path, capsys):
     assert rows["teacher float32 (PyTorch, hftl predict)"]["accuracy"] == pytest.approx(
         tiny_run.metrics["test"]["accuracy"])
     assert all(row["texts_per_second"] > 0 and row["latency_p95_ms"] >= row["latency_p50_ms"] for row in rows.values())
+
+
+@pytest.mark.parametrize("problem", ["multi_label_classification", "regression"])
+def test_multi_label_and_regression_runs(tiny_bert_dir, tmp_path, problem):
+    import hftl
+    from conftest import make_sentences, write_tsv
+    from hftl.quantize import export_int8
+
+    def label(text, sentiment, i):
+        if problem == "regression":
+            return f"{(4.0 if sentiment == 'pos' else 1.0) + (i % 5) / 10:.1f}"
+        return json.dumps([sentiment] + (["long"] if len(text.split()) > 5 else []))
+
+    data = {}
+    for name, n, seed in (("train", 64, 1), ("dev", 24, 2), ("test", 24, 3)):
+        rows = [(text, label(text, sentiment, i)) for i, (text, sentiment) in enumerate(make_sentences(n, seed=seed))]
+        data[name] = write_tsv(tmp_path / f"{name}.tsv", rows)
+    result = run_recipe(hftl.TextClassificationRecipe({
+        "model": {"name_or_path": str(tiny_bert_dir), "strategy": "full"},
+        "data": {"train": str(data["train"]), "validation": str(data["dev"]), "test": str(data["test"]),
+                 "text_column": "sentence", "label_column": "label", "max_length": 32, "problem_type": problem},
+        "training": {"output_dir": str(tmp_path / "run"), "num_train_epochs": 2, "learning_rate": 5e-3,
+                     "per_device_train_batch_size": 16, "seed": 42},
+        "speed": {"bf16": False}}))
+    figures = export_int8(result.run_dir, tmp_path / "int8", max_drop=None)
+    metric = {"regression": "pearson", "multi_label_classification": "f1_macro"}[problem]
+    rows = figures["models"]
+    assert figures["metric"] == metric
+    assert rows["float32 (PyTorch)"]["metric"] == pytest.approx(result.metrics["test"][metric])
+    if problem == "regression":  # no labels to agree on: the largest score difference instead
+        assert rows["float32 ONNX"]["label_agreement"] is None
+        assert rows["float32 ONNX"]["max_abs_score_difference"] < 1e-3
+    else:
+        assert rows["float32 ONNX"]["label_agreement"] == 1.0
+    served = hftl.load(tmp_path / "int8").predict(TEXTS)
+    assert set(served[0]) == ({"score"} if problem == "regression" else {"labels", "probabilities"})
