@@ -1,4 +1,5 @@
-"""Trainer callbacks that make a run survive faults: a clean stop on SIGINT/SIGTERM, a stop on non-finite loss.
+"""Trainer callbacks that make a run survive faults: a clean stop on SIGINT/SIGTERM, a stop on non-finite loss; and
+the live training log in the run folder (`hftl.training_log`), which `hftl ui` reads while a run trains.
 
 Both are added to every Trainer `hftl.trainer.build_trainer` builds, so they apply to every task. Under
 distributed training the decision to stop is agreed by all processes (one small all-reduce per step),
@@ -8,6 +9,7 @@ so no process is left waiting in a collective the others have abandoned.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
@@ -15,6 +17,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 
 from transformers import TrainerCallback
 
@@ -139,6 +142,52 @@ class NonFiniteLossCallback(TrainerCallback):
             "for extreme values; then resume with --resume or start again with --overwrite."
         )
 
+class TrainingLogCallback(TrainerCallback):
+    """Append the Trainer's logs and a heartbeat (at most one a second) to the run folder's training log, from the
+    main process only; the format is `hftl.training_log`'s."""
+
+    #: seconds between two heartbeats
+    heartbeat_s = 1.0
+
+    def __init__(self):
+        self._last_beat = 0.0
+
+    def _write(self, args, state, record: dict) -> None:
+        if not state.is_world_process_zero:
+            return
+        path = RunDir(args.output_dir).path / RunDir.TRAINING_LOG
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({**record, "time": round(time.time(), 3)}, default=_plain) + "\n")
+
+    def _beat(self, args, state, phase: str) -> None:
+        now = time.monotonic()
+        if now - self._last_beat >= self.heartbeat_s:
+            self._last_beat = now
+            self._write(args, state, {"event": "progress", "phase": phase, "step": state.global_step,
+                                      "epoch": state.epoch})
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._write(args, state, {"event": "begin", "step": state.global_step, "max_steps": state.max_steps,
+                                  "num_train_epochs": state.num_train_epochs})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._beat(args, state, "train")
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self._beat(args, state, "evaluate")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self._write(args, state, {"event": "log", **(logs or {}), "step": state.global_step})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._write(args, state, {"event": "end", "step": state.global_step, "epoch": state.epoch})
+
+
+def _plain(value):
+    """numpy values (scalars, arrays) in logged metrics as JSON values."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
 
 def resume_command(argv: list[str] | None = None) -> str:
     """The command line that continues this run: the current one with `--resume` (for `hftl train`)."""
@@ -155,6 +204,7 @@ def add_default_callbacks(trainer) -> None:
     stop = GracefulStopCallback(resume_command())
     trainer.add_callback(stop)
     trainer.add_callback(NonFiniteLossCallback(trainer))
+    trainer.add_callback(TrainingLogCallback())
     train = trainer.train
 
     @functools.wraps(train)

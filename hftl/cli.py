@@ -13,7 +13,7 @@ from hftl.tasks import registered_tasks
 
 #: subcommand modules, in the order `hftl --help` lists them
 COMMANDS = ["train", "validate", "evaluate", "demo", "models", "generate", "chat", "predict", "card", "push", "export",
-            "distill", "tune", "compare"]
+            "distill", "tune", "compare", "ui"]
 
 EPILOG = """examples:
   hftl demo                                          fine-tune the packaged MiniLM on the bundled demo set

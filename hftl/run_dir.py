@@ -14,6 +14,7 @@ A run folder holds the model (or LoRA adapter) with its processor, and the run's
     merged/          LoRA language-model runs: the merged model, a plain checkpoint
     checkpoint-N/    the Trainer's resumable checkpoints
     .hftl-run.lock   while a run writes the folder: who holds it (`RunDir.lock`, `hftl.run_lock`)
+    training_log.jsonl  the Trainer's logs and a heartbeat, appended while the run trains (`hftl.training_log`)
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class RunDir:
     MERGED = "merged"
     TRAINING_CURVES_PNG = "training_curves.png"
     CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+    TRAINING_LOG = "training_log.jsonl"
     #: the run's records, copied beside an exported model so that it is a run folder too
     RECORDS = (LABELS, CALIBRATION, METRICS, MANIFEST, TRAINER_STATE)
     #: never pushed: resumable checkpoints, pickled training state, the merged copy of language-model runs, logs

@@ -1,0 +1,91 @@
+"""A runs folder for the UI tests: a tiny finished run of every task, a seed group, an interrupted run, a
+half-written one and a corrupt one, with the data they were trained on under `data/`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from conftest import make_sentences, write_tsv
+from test_image_classification import COLOURS, colour_image
+from test_token_classification import make_sentences as ner_sentences, write_conll
+
+#: run name -> (task, model fixture key, data key, strategy)
+RUNS = {
+    "text-bert-full": ("text-classification", "bert", "text", "full"),
+    "image-vit-freeze": ("image-classification", "vit", "image", "freeze"),
+    "ner-bert-lora": ("token-classification", "bert", "ner", "lora"),
+    "clm-gpt2-lora": ("causal-lm", "gpt2", "lm", "lora"),
+    "mlm-bert-full": ("masked-lm", "bert", "mlm", "full"),
+}
+
+
+def write_data(root: Path) -> dict[str, dict]:
+    """Small data of every task under `root/data`; the `data` section of each task's config."""
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    text = {n: write_tsv(data / f"{n}.tsv", make_sentences(k, seed=s)) for n, k, s in (("train", 48, 1), ("dev", 16, 2),
+                                                                                       ("test", 16, 3))}
+    lm = {}
+    for name, k, seed in (("train", 60, 11), ("dev", 12, 12), ("test", 12, 13)):
+        lm[name] = data / f"lm-{name}.txt"
+        lm[name].write_text("\n".join(s for s, _ in make_sentences(k, seed=seed)) + "\n", encoding="utf-8")
+    images = {}
+    for name, k, seed in (("train", 24, 1), ("dev", 9, 2), ("test", 9, 3)):
+        rng, labels = np.random.default_rng(seed), list(COLOURS)
+        for i in range(k):
+            folder = data / f"images-{name}" / labels[i % len(labels)]
+            folder.mkdir(parents=True, exist_ok=True)
+            colour_image(COLOURS[labels[i % len(labels)]], rng).save(folder / f"{i}.png")
+        images[name] = data / f"images-{name}"
+    ner = {n: write_conll(data / f"ner-{n}.txt", ner_sentences(k, seed=s)) for n, k, s in (("train", 32, 1),
+                                                                                           ("dev", 11, 2), ("test", 13, 3))}
+    split = lambda files: {"train": str(files["train"]), "validation": str(files["dev"]), "test": str(files["test"])}  # noqa: E731
+    return {
+        "text": {**split(text), "text_column": "sentence", "label_column": "label", "max_length": 32},
+        "image": split(images),
+        "ner": {**split(ner), "max_length": 32, "stride": 8},
+        "lm": {**split(lm), "block_size": 16, "baseline": False},
+        "mlm": {**split(lm), "block_size": 16, "baseline": False},
+    }
+
+
+def run_config(root: Path, name: str, task: str, model: Path, data: dict, strategy: str, **training) -> dict:
+    return {
+        "task": task,
+        "model": {"name_or_path": str(model), "strategy": strategy, "lora": {"r": 4, "alpha": 8}},
+        "data": data,
+        "training": {"output_dir": str(root / name), "num_train_epochs": 2, "learning_rate": 5e-3,
+                     "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, "seed": 13,
+                     "logging_steps": 1, **training},
+        "speed": {"bf16": False},
+    }
+
+
+def make_runs_root(root: Path, models: dict[str, Path]) -> dict[str, Path]:
+    """Train the tiny runs into `root`; returns run name -> folder. `models`: {'bert', 'gpt2', 'vit'} -> folder."""
+    from hftl.preflight import load_config
+    from hftl.seeds import run_seeds
+    from hftl.tasks import get_recipe_class
+
+    data = write_data(root)
+    made = {}
+    for name, (task, model, data_key, strategy) in RUNS.items():
+        config = load_config(run_config(root, name, task, models[model], data[data_key], strategy))
+        made[name] = get_recipe_class(task)(config).run().run_dir
+    seeds = load_config(run_config(root, "text-seeds", "text-classification", models["bert"], data["text"], "full",
+                                   num_train_epochs=1))
+    made["text-seeds"] = run_seeds(seeds, 2).run_dir
+    # a half-written run: its records cut off mid-write (training died while saving), and a corrupt one
+    half = root / "half-written"
+    half.mkdir()
+    (half / "config.yaml").write_text((made["text-bert-full"] / "config.yaml").read_text())
+    (half / "metrics.json").write_text('{"test": {"accuracy": 0.9')
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "config.yaml").write_text("task: [unclosed\n  model: {")
+    made["half-written"], made["broken"] = half, broken
+    (root / "notes.json").write_text(json.dumps({"not": "a run"}))
+    return made
