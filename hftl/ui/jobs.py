@@ -26,6 +26,7 @@ QUEUED, RUNNING, STOPPING, FINISHED, FAILED, STOPPED, CANCELLED = (
     "queued", "running", "stopping", "finished", "failed", "stopped", "cancelled")
 #: exit status of `hftl train` after a graceful stop (`hftl.errors.TrainingInterrupted`)
 INTERRUPTED_EXIT = 130
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _TOKEN = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|api_org_[A-Za-z0-9]{8,})")
 
 
@@ -73,7 +74,7 @@ class Job:
             handle.seek(max(0, self.log_file.stat().st_size - 64_000))
             text = handle.read().decode("utf-8", errors="replace")
         shown = [line.rsplit("\r", 1)[-1] for line in text.replace("\r\n", "\n").split("\n")]
-        return redact("\n".join([line for line in shown if line.strip()][-lines:]))
+        return redact(_ANSI.sub("", "\n".join([line for line in shown if line.strip()][-lines:])))
 
 
 class JobQueue:

@@ -146,3 +146,16 @@ def validation_problems(path: Path, overwrite: bool = False, resume: bool = Fals
     except HftlError as err:
         return [str(err)]
     return []
+
+
+def refused_overrides(overrides: list[str]) -> list[str]:
+    """Problems with `--set KEY=VALUE` changes the UI passes on: no remote code or pickle, no other output folder."""
+    problems = []
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"{override!r}: write KEY=VALUE, e.g. training.max_steps=2000.")
+        elif key in {f"{s}.{k}" for s, k in _REFUSED} or key == "training.output_dir":
+            problems.append(f"{key}: cannot be changed from the UI.")
+    return problems

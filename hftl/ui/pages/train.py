@@ -97,6 +97,8 @@ def build(context, pages: dict) -> None:
             stop = gr.Button("Stop (checkpoint, then exit)", variant="stop", elem_id="train-stop")
             resumable = gr.Dropdown(choices=[], label="Interrupted run", allow_custom_value=True,
                                     elem_id="train-resumable")
+            changes = gr.Textbox(label="Changes for the resumed run (--set KEY=VALUE, one a line)", lines=2,
+                                 placeholder="training.max_steps=2000", elem_id="train-resume-set")
             resume = gr.Button("Resume", elem_id="train-resume")
     job_result = gr.Markdown(elem_id="train-job-result")
     progress = gr.Markdown(elem_id="train-progress")
@@ -132,11 +134,11 @@ def build(context, pages: dict) -> None:
 
     def show_problems(found):
         by_field = {k: [p for p in found if p.startswith(train_config.problem_key(k))] for k in order}
-        updates = [gr.update(value="\n".join(f"⚠ {p}" for p in by_field[k]), visible=bool(by_field[k])) for k in order]
+        updates = [gr.update(value="\n".join(f"{p}" for p in by_field[k]), visible=bool(by_field[k])) for k in order]
         if not found:
-            return ["✅ **No problems**: `hftl validate` passes."] + updates
+            return ["**No problems**: `hftl validate` passes."] + updates
         listed = "\n".join(f"- {message(Exception(p))}" for p in found)
-        return [f"❌ **{len(found)} problem(s)**, all of them:\n{listed}"] + updates
+        return [f"**{len(found)} problem(s)**, all of them:\n{listed}"] + updates
 
     def on_validate(run_name, text, replace):
         _, found = check(run_name, text, replace)
@@ -155,15 +157,20 @@ def build(context, pages: dict) -> None:
         job = context.jobs.get(job_id) if job_id else context.jobs.current()
         return context.jobs.stop(job) if job else "No running job."
 
-    def on_resume(run_id):
+    def on_resume(run_id, change_lines):
         try:
-            folder = context.run_folder(run_id)
+            folder = context.run_folder(run_id or "")
         except HftlError as err:
             return f"**Refused:** {message(err)}"
         config = folder / "config.yaml"
         if not config.is_file():
             return f"{run_id} has no config.yaml: it is not a run folder."
-        job = context.jobs.submit(folder.name, config, folder, resume=True, overrides=[f"training.output_dir={folder}"])
+        overrides = [line.strip() for line in (change_lines or "").splitlines() if line.strip()]
+        refused = train_config.refused_overrides(overrides)
+        if refused:
+            return "**Refused:** " + " ".join(refused)
+        job = context.jobs.submit(folder.name, config, folder, resume=True,
+                                  overrides=overrides + [f"training.output_dir={folder}"])
         return f"Queued job {job.id}: resume {run_id} (`hftl {' '.join(job.command()[3:])}`)"
 
     def refresh(job_id):
@@ -185,7 +192,7 @@ def build(context, pages: dict) -> None:
     validate.click(on_validate, [name, yaml_box, overwrite], [problems] + note_list)
     launch.click(on_launch, [name, yaml_box, overwrite, seeds], [problems] + note_list + [job_result])
     stop.click(on_stop, watched, job_result)
-    resume.click(on_resume, resumable, job_result)
+    resume.click(on_resume, [resumable, changes], job_result)
     resumable.focus(lambda: gr.update(choices=[r.id for r in context.runs() if r.status == INTERRUPTED]), None,
                     resumable)
     timer.tick(refresh, watched, [jobs, progress, loss_plot, metric_plot, log, watched])
