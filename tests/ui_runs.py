@@ -26,7 +26,7 @@ def write_data(root: Path) -> dict[str, dict]:
     """Small data of every task under `root/data`; the `data` section of each task's config."""
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
-    text = {n: write_tsv(data / f"{n}.tsv", make_sentences(k, seed=s)) for n, k, s in (("train", 48, 1), ("dev", 16, 2),
+    text = {n: write_tsv(data / f"{n}.tsv", make_sentences(k, seed=s)) for n, k, s in (("train", 96, 1), ("dev", 16, 2),
                                                                                        ("test", 16, 3))}
     lm = {}
     for name, k, seed in (("train", 60, 11), ("dev", 12, 12), ("test", 12, 13)):
@@ -57,7 +57,7 @@ def run_config(root: Path, name: str, task: str, model: Path, data: dict, strate
         "task": task,
         "model": {"name_or_path": str(model), "strategy": strategy, "lora": {"r": 4, "alpha": 8}},
         "data": data,
-        "training": {"output_dir": str(root / name), "num_train_epochs": 2, "learning_rate": 5e-3,
+        "training": {"output_dir": str(root / name), "num_train_epochs": 1, "learning_rate": 5e-3,
                      "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, "seed": 13,
                      "logging_steps": 1, **training},
         "speed": {"bf16": False},
@@ -73,10 +73,11 @@ def make_runs_root(root: Path, models: dict[str, Path]) -> dict[str, Path]:
     data = write_data(root)
     made = {}
     for name, (task, model, data_key, strategy) in RUNS.items():
-        config = load_config(run_config(root, name, task, models[model], data[data_key], strategy))
+        # one run that learns, with curves over three epochs; the others quick
+        longer = {"num_train_epochs": 3, "per_device_train_batch_size": 16} if name == "text-bert-full" else {}
+        config = load_config(run_config(root, name, task, models[model], data[data_key], strategy, **longer))
         made[name] = get_recipe_class(task)(config).run().run_dir
-    seeds = load_config(run_config(root, "text-seeds", "text-classification", models["bert"], data["text"], "full",
-                                   num_train_epochs=1))
+    seeds = load_config(run_config(root, "text-seeds", "text-classification", models["bert"], data["text"], "full"))
     made["text-seeds"] = run_seeds(seeds, 2).run_dir
     # a half-written run: its records cut off mid-write (training died while saving), and a corrupt one
     half = root / "half-written"

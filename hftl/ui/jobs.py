@@ -9,6 +9,7 @@ masked (`redact`).
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import re
@@ -92,6 +93,13 @@ class JobQueue:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._work, name="hftl-ui-jobs", daemon=True)
         self._thread.start()
+        atexit.register(self.stop_all)
+
+    def stop_all(self) -> None:
+        """Stop every running job gracefully (the UI is closing: its runs keep a resumable checkpoint)."""
+        for job in list(self.jobs):
+            if job.status == RUNNING:
+                self.stop(job)
 
     def submit(self, name: str, config: Path, run_dir: Path, resume: bool = False, overwrite: bool = False,
                seeds: int = 1, overrides: list[str] = ()) -> Job:

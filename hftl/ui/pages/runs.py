@@ -55,7 +55,6 @@ def build(context, pages: dict) -> None:
     inputs = [search, status, task, sort, descending]
     for component in (status, task, sort, descending):
         component.change(show, inputs, [grid, count])
-    search.submit(show, inputs, [grid, count])
-    search.input(show, inputs, [grid, count], trigger_mode="always_last")
+    search.change(show, inputs, [grid, count], trigger_mode="always_last")
     refresh.click(show, inputs, [grid, count])
     pages["runs.grid"], pages["runs.show"], pages["runs.inputs"], pages["runs.outputs"] = grid, show, inputs, [grid, count]

@@ -111,11 +111,19 @@ def build(context, pages: dict) -> None:
 
     order = list(fields)
 
-    def yaml_from_form(text, *values):
-        data, _ = train_config.parse_yaml(text)
-        return train_config.dump_yaml(train_config.with_form(data, dict(zip(order, values))))
+    generated = gr.State("")  # the YAML the form last wrote: the editor echoing it back is not an edit
 
-    def form_from_yaml(text):
+    def yaml_from_form(text, *values):
+        data, error = train_config.parse_yaml(text)
+        changed = train_config.with_form(data, dict(zip(order, values)))
+        if changed == data and not error:  # the form echoing the YAML back: leave the user's text as it is
+            return gr.update(), gr.update()
+        new = train_config.dump_yaml(changed)
+        return new, new
+
+    def form_from_yaml(text, last):
+        if text == last:
+            return [gr.update() for _ in order] + [gr.update()]
         data, error = train_config.parse_yaml(text)
         if error:
             return [gr.update() for _ in order] + [f"**{error}**"]
@@ -186,8 +194,8 @@ def build(context, pages: dict) -> None:
 
     field_list = [fields[k] for k in order]
     for component in field_list:
-        component.input(yaml_from_form, [yaml_box] + field_list, yaml_box)
-    yaml_box.input(form_from_yaml, yaml_box, field_list + [problems])
+        component.change(yaml_from_form, [yaml_box] + field_list, [yaml_box, generated], trigger_mode="always_last")
+    yaml_box.input(form_from_yaml, [yaml_box, generated], field_list + [problems], trigger_mode="always_last")
     note_list = [notes[k] for k in order]
     validate.click(on_validate, [name, yaml_box, overwrite], [problems] + note_list)
     launch.click(on_launch, [name, yaml_box, overwrite, seeds], [problems] + note_list + [job_result])

@@ -1,0 +1,215 @@
+"""`hftl ui` timings, measured in a real browser (Debian's chromium through Playwright), against `hftl ui` started as
+a user starts it.
+
+    .venv/bin/python benchmarks/ui.py runs-page [--runs 200] [--repeats 5]
+    .venv/bin/python benchmarks/ui.py live-curves [--steps 40]
+
+runs-page: writes `--runs` run folders (the records of a finished run: config, manifest, metrics, card, trainer
+state and training log; no weights, which the Runs page never reads) under a temporary root, with a seed group
+and a corrupt folder among them, starts `hftl ui` on it, and times, `--repeats` times in a fresh page, from the
+request of the page to the table showing every run (the count line reading "N of N runs"). Also prints the time
+`scan_runs` alone takes.
+
+live-curves: launches a training of the packaged all-MiniLM-L6-v2 on the bundled demo data from the Train page
+(LoRA, `logging_steps: 1`), and for every step the page shows, the delay between the step's record in the run's
+`training_log.jsonl` (the time the Trainer logged it) and the moment the page showed it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def write_runs(root: Path, count: int) -> None:
+    """`count` run folders with a finished run's records (varied tasks, strategies, metrics and dates)."""
+    tasks = ["text-classification", "image-classification", "token-classification"]
+    history = [{"loss": 1.0 / (s + 1), "step": s, "epoch": s / 10} for s in range(1, 101)]
+    for i in range(count):
+        folder = root / f"project-{i % 4}" / f"run-{i:03d}"
+        if i == 7:  # a seed group: two seeds and the aggregate
+            folder = root / "seeds-group" / f"seed-{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"task": tasks[i % 3], "model": {"name_or_path": "packaged:all-MiniLM-L6-v2",
+                                                  "strategy": ["full", "freeze", "lora"][i % 3]},
+                  "data": {"train": "../data/train.tsv", "text_column": "sentence", "label_column": "label"},
+                  "training": {"output_dir": folder.name, "learning_rate": 1e-4 * (1 + i % 5), "seed": i}}
+        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (folder / "manifest.json").write_text(json.dumps({"created": f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+00:00",
+                                                          "task": config["task"], "seed": i}))
+        metrics = {s: {"accuracy": 0.8 + (i % 17) / 100, "f1": 0.75 + (i % 13) / 100, "loss": 0.4,
+                       "per_class": {"a": {"f1": 0.8}, "b": {"f1": 0.7}}, "confusion_matrix": [[10, 2], [3, 9]]}
+                   for s in ("validation", "test")}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        (folder / "README.md").write_text(f"# run {i}\n\n" + "A model card paragraph.\n" * 50)
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": 100, "log_history": history}))
+        (folder / "training_log.jsonl").write_text("".join(json.dumps({"event": "log", **h}) + "\n" for h in history))
+        os.utime(folder / "manifest.json", (time.time() - 3600,) * 2)
+        os.utime(folder / "training_log.jsonl", (time.time() - 3600,) * 2)
+    group = root / "seeds-group"
+    (group / "metrics.json").write_text(json.dumps({"test": {"accuracy": {"mean": 0.8, "std": 0.01, "n": 2}},
+                                                    "seeds": [7], "runs": ["seed-7"]}))
+    (root / "corrupt").mkdir()
+    (root / "corrupt" / "config.yaml").write_text("task: [")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`hftl ui --root ROOT` in a subprocess."""
+
+    def __init__(self, root: Path, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+        self.log = log.open("wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "hftl.cli", "ui", "--root", str(root), "--port",
+                                         str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise SystemExit(log.read_text())
+                time.sleep(0.5)
+        raise SystemExit("hftl ui did not start")
+
+    def close(self):
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def runs_page(args) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from hftl.ui.runs_index import scan_runs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "runs"
+        write_runs(root, args.runs)
+        scans = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            rows = scan_runs(root)
+            scans.append(time.perf_counter() - start)
+        total = len(rows)
+        print(f"{total} rows ({args.runs} run folders, one seed group of 1, one corrupt folder)")
+        print(f"scan_runs: median {statistics.median(scans):.3f} s, max {max(scans):.3f} s over {args.repeats}")
+        server = Server(root, Path(tmp) / "ui.log")
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                times = []
+                for i in range(args.repeats + 1):  # the first, untimed, warms the server (imports, caches)
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    start = time.perf_counter()
+                    page.goto(server.url)
+                    page.locator("#runs-count").get_by_text(f"{total} of {total} runs").wait_for(timeout=60_000)
+                    page.locator("#runs-table").get_by_text("run-").first.wait_for()
+                    if i:
+                        times.append(time.perf_counter() - start)
+                    page.close()
+                browser.close()
+        finally:
+            server.close()
+    print(f"Runs page, request to table shown: median {statistics.median(times):.2f} s, max {max(times):.2f} s "
+          f"over {args.repeats} loads: {', '.join(f'{t:.2f}' for t in times)}")
+
+
+TRAIN_YAML = """\
+task: text-classification
+model: {{name_or_path: "packaged:all-MiniLM-L6-v2", strategy: lora}}
+data: {{train: data/train.tsv, text_column: sentence, label_column: label, max_length: 32}}
+training: {{max_steps: {steps}, per_device_train_batch_size: 8, learning_rate: 0.001, logging_steps: 1,
+           eval_strategy: "no", save_strategy: "no"}}
+"""
+
+
+def live_curves(args) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "runs"
+        (root / "data").mkdir(parents=True)
+        shutil.copy(REPO / "hftl" / "demo_data" / "train.tsv", root / "data" / "train.tsv")
+        server = Server(root, Path(tmp) / "ui.log")
+        seen: dict[int, float] = {}
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(server.url)
+                page.get_by_role("tab", name="Train", exact=True).click()
+                page.locator("#train-name textarea, #train-name input").first.fill("latency")
+                page.locator("#train-yaml .cm-content").click()
+                page.keyboard.press("Control+A")
+                page.keyboard.insert_text(TRAIN_YAML.format(steps=args.steps))
+                page.wait_for_timeout(500)
+                page.locator("#train-launch").click()
+                page.locator("#train-job-result").get_by_text("Queued job").wait_for(timeout=120_000)
+                deadline = time.time() + 900
+                while time.time() < deadline:
+                    text = page.locator("#train-progress").inner_text()
+                    now = time.time()
+                    if "last loss" in text and "step " in text:
+                        step = int(text.split("step ", 1)[1].split()[0])
+                        seen.setdefault(step, now)
+                    if any(word in text for word in ("finished", "failed", "stopped")):
+                        break
+                    page.wait_for_timeout(50)
+                browser.close()
+        finally:
+            server.close()
+        logged = {}
+        for line in (root / "latency" / "training_log.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            if record.get("event") == "log" and "loss" in record:
+                logged.setdefault(record["step"], record["time"])
+    delays = [seen[s] - logged[s] for s in sorted(seen) if s in logged]
+    print(f"{len(delays)} steps shown of {len(logged)} logged (the page shows the latest step each refresh)")
+    print(f"delay from a logged step to the page showing it: median {statistics.median(delays):.2f} s, "
+          f"max {max(delays):.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    one = sub.add_parser("runs-page")
+    one.add_argument("--runs", type=int, default=200)
+    one.add_argument("--repeats", type=int, default=5)
+    two = sub.add_parser("live-curves")
+    two.add_argument("--steps", type=int, default=40)
+    args = parser.parse_args()
+    if CHROMIUM is None:
+        raise SystemExit("needs chromium (apt-get install chromium) and playwright (pip install playwright)")
+    {"runs-page": runs_page, "live-curves": live_curves}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
