@@ -328,3 +328,40 @@ def test_train_validates_launches_watches_stops_and_resumes(page, server, runs_r
     page.get_by_role("tab", name="Runs").click()
     page.locator("#runs-refresh").click()
     page.locator("#runs-table [role=row]", has_text="live-run").get_by_text("finished").wait_for()
+
+
+# -- Compare --------------------------------------------------------------------------------------
+def test_compare_shows_the_metric_table_the_config_diff_and_the_curves(page, server):
+    _open(page, server, tab="Compare")
+    for name in ("text-bert-full", "text-seeds"):
+        box = page.locator("#compare-runs input").first
+        box.click()
+        box.fill(name)
+        box.press("Enter")
+    page.locator("#compare-go").click()
+    page.locator("#compare-note").get_by_text("2 runs").wait_for()
+    diff = _text(page, "compare-diff")
+    assert "training.num_train_epochs" in diff and "training.per_device_train_batch_size" in diff
+    assert "13, 14" in diff  # the seed group's seeds
+    assert re.search(r"\d\.\d{4} ± \d\.\d{4}", _text(page, "compare-table"))  # the seed group's mean ± std
+    assert page.locator("#compare-loss canvas, #compare-loss svg").count() > 0
+    _shot(page, "compare")
+
+
+def test_export_asks_for_confirmation_then_writes_through_hftl_export(page, server, runs_root):
+    _open(page, server, query="?run=text-bert-full")
+    page.get_by_role("tab", name="Export and push").click()
+    page.locator("#run-target textarea, #run-target input").first.fill("exports/text-merged")
+    page.locator("#run-merged").click()
+    page.locator("#run-confirm-text").get_by_text("exports/text-merged").wait_for()
+    page.locator("#run-cancel").click()
+    page.locator("#run-action-result").get_by_text("Cancelled").wait_for()
+    assert not (runs_root / "exports" / "text-merged").exists()
+    page.locator("#run-merged").click()
+    page.locator("#run-confirm").click()
+    page.locator("#run-action-result").get_by_text("Written").wait_for()
+    assert (runs_root / "exports" / "text-merged" / "config.json").is_file()
+    page.locator("#run-target textarea, #run-target input").first.fill("../../outside")
+    page.locator("#run-onnx").click()
+    page.locator("#run-confirm").click()
+    page.locator("#run-action-result").get_by_text("outside the runs folder").wait_for()

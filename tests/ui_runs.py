@@ -67,6 +67,7 @@ def run_config(root: Path, name: str, task: str, model: Path, data: dict, strate
 def make_runs_root(root: Path, models: dict[str, Path]) -> dict[str, Path]:
     """Train the tiny runs into `root`; returns run name -> folder. `models`: {'bert', 'gpt2', 'vit'} -> folder."""
     from hftl.preflight import load_config
+    from hftl.runner import run_recipe
     from hftl.seeds import run_seeds
     from hftl.tasks import get_recipe_class
 
@@ -76,7 +77,7 @@ def make_runs_root(root: Path, models: dict[str, Path]) -> dict[str, Path]:
         # one run that learns, with curves over three epochs; the others quick
         longer = {"num_train_epochs": 3, "per_device_train_batch_size": 16} if name == "text-bert-full" else {}
         config = load_config(run_config(root, name, task, models[model], data[data_key], strategy, **longer))
-        made[name] = get_recipe_class(task)(config).run().run_dir
+        made[name] = run_recipe(get_recipe_class(task)(config)).run_dir
     seeds = load_config(run_config(root, "text-seeds", "text-classification", models["bert"], data["text"], "full"))
     made["text-seeds"] = run_seeds(seeds, 2).run_dir
     # a half-written run: its records cut off mid-write (training died while saving), and a corrupt one

@@ -22,7 +22,8 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
 FINISHED, RUNNING, INTERRUPTED, FAILED, CORRUPT = "finished", "running", "interrupted", "failed", "corrupt"
-#: a run whose training log or manifest changed this recently is taken to be running
+#: a run whose training process cannot be checked (another machine) is taken to be running if its training log or
+#: manifest changed this recently
 RUNNING_WITHIN_S = 90
 #: bookkeeping values of a metrics split, not metrics to show
 _NOT_SHOWN = ("num_examples", "blocks", "tokens", "temperature", "runtime", "per_second", "ece_", "nll_", "epoch")
@@ -133,8 +134,9 @@ def summarise_run(root: Path, path: Path, running: set[str] = frozenset()) -> Ru
 
 def unfinished_status(path: Path, running: set[str] = frozenset()) -> tuple[str, str]:
     """(status, detail) of a run folder without metrics: running, interrupted (resumable) or failed."""
-    if str(path.resolve()) in running or _recently_changed(path):
-        progress = read_training_log(path)
+    progress = read_training_log(path)
+    alive = progress.process_alive()
+    if str(path.resolve()) in running or alive or (alive is None and _recently_changed(path)):
         where = f"step {progress.step}" + (f" of {progress.max_steps}" if progress.max_steps else "")
         return RUNNING, where
     checkpoint = last_complete_checkpoint(path)
