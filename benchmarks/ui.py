@@ -51,8 +51,8 @@ def write_runs(root: Path, count: int) -> None:
                   "data": {"train": "../data/train.tsv", "text_column": "sentence", "label_column": "label"},
                   "training": {"output_dir": folder.name, "learning_rate": 1e-4 * (1 + i % 5), "seed": i}}
         (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        (folder / "manifest.json").write_text(json.dumps({"created": f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+00:00",
-                                                          "task": config["task"], "seed": i}))
+        created = f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+00:00"
+        (folder / "manifest.json").write_text(json.dumps({"created": created, "task": config["task"], "seed": i}))
         metrics = {s: {"accuracy": 0.8 + (i % 17) / 100, "f1": 0.75 + (i % 13) / 100, "loss": 0.4,
                        "per_class": {"a": {"f1": 0.8}, "b": {"f1": 0.7}}, "confusion_matrix": [[10, 2], [3, 9]]}
                    for s in ("validation", "test")}

@@ -305,7 +305,7 @@ def test_train_validates_launches_watches_stops_and_resumes(page, server, runs_r
     first = _step(page)
     page.wait_for_function("n => /step (\\d+)/.test(document.querySelector('#train-progress').innerText) && "
                            "+document.querySelector('#train-progress').innerText.match(/step (\\d+)/)[1] > n", arg=first)
-    assert page.locator("#train-loss canvas, #train-loss svg").count() > 0  # the live loss curve is drawn
+    page.locator("#train-loss canvas, #train-loss svg").first.wait_for()  # the live loss curve is drawn
     _shot(page, "train")
     page.locator("#train-stop").click()
     page.locator("#train-progress").get_by_text("stopped").wait_for()
@@ -344,7 +344,7 @@ def test_compare_shows_the_metric_table_the_config_diff_and_the_curves(page, ser
     assert "training.num_train_epochs" in diff and "training.per_device_train_batch_size" in diff
     assert "13, 14" in diff  # the seed group's seeds
     assert re.search(r"\d\.\d{4} ± \d\.\d{4}", _text(page, "compare-table"))  # the seed group's mean ± std
-    assert page.locator("#compare-loss canvas, #compare-loss svg").count() > 0
+    page.locator("#compare-loss canvas, #compare-loss svg").first.wait_for()  # the curves overlaid
     _shot(page, "compare")
 
 

@@ -40,9 +40,12 @@ def write_data(root: Path) -> dict[str, dict]:
             folder.mkdir(parents=True, exist_ok=True)
             colour_image(COLOURS[labels[i % len(labels)]], rng).save(folder / f"{i}.png")
         images[name] = data / f"images-{name}"
-    ner = {n: write_conll(data / f"ner-{n}.txt", ner_sentences(k, seed=s)) for n, k, s in (("train", 32, 1),
-                                                                                           ("dev", 11, 2), ("test", 13, 3))}
-    split = lambda files: {"train": str(files["train"]), "validation": str(files["dev"]), "test": str(files["test"])}  # noqa: E731
+    ner = {n: write_conll(data / f"ner-{n}.txt", ner_sentences(k, seed=s))
+           for n, k, s in (("train", 32, 1), ("dev", 11, 2), ("test", 13, 3))}
+
+    def split(files):
+        return {"train": str(files["train"]), "validation": str(files["dev"]), "test": str(files["test"])}
+
     return {
         "text": {**split(text), "text_column": "sentence", "label_column": "label", "max_length": 32},
         "image": split(images),

@@ -28,7 +28,7 @@ class RootPaths:
         self.root = Path(root).expanduser().resolve()
 
     def resolve(self, name: str | Path, must_exist: bool = False) -> Path:
-        """The real path of `name` (relative to the root, or absolute inside it); `PathRefused` if it leaves the root."""
+        """The real path of `name` (relative to the root, or absolute inside it); `PathRefused` if it leaves it."""
         text = str(name).strip()
         if not text or "\x00" in text:
             raise PathRefused(f"{text!r}: not a path inside the runs folder.")

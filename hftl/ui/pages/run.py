@@ -73,7 +73,7 @@ def build(context, pages: dict) -> None:
             return (f"**Refused:** {message(err)}", *empty)
         run = RunDir(folder)
         row = next((r for r in context.runs() if r.id == context.paths.relative(folder)), None)
-        head = f"**{rid}** — {row.status}" + (f" ({row.detail})" if row and row.detail else "") if row else f"**{rid}**"
+        head = f"**{rid}**" + (f" — {row.status}" + (f" ({row.detail})" if row.detail else "") if row else "")
         if row and row.task:
             head += f" · {row.task} · `{row.checkpoint}` · {row.strategy}"
         try:

@@ -16,7 +16,8 @@ def table(rows) -> list[list]:
         metrics = "  ".join(f"{name} {value}" for name, value in r.metrics.items())
         if metrics and r.split:
             metrics = f"{r.split}: {metrics}"
-        out.append([r.id, r.task, _short(r.checkpoint), r.strategy, r.status, r.detail, metrics, r.date.replace("T", " ")[:19]])
+        date = r.date.replace("T", " ")[:19]
+        out.append([r.id, r.task, _short(r.checkpoint), r.strategy, r.status, r.detail, metrics, date])
     return out
 
 
@@ -57,4 +58,4 @@ def build(context, pages: dict) -> None:
         component.change(show, inputs, [grid, count])
     search.change(show, inputs, [grid, count], trigger_mode="always_last")
     refresh.click(show, inputs, [grid, count])
-    pages["runs.grid"], pages["runs.show"], pages["runs.inputs"], pages["runs.outputs"] = grid, show, inputs, [grid, count]
+    pages.update({"runs.grid": grid, "runs.show": show, "runs.inputs": inputs, "runs.outputs": [grid, count]})

@@ -106,7 +106,8 @@ def build(context, pages: dict) -> None:
         loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss (live)", elem_id="train-loss")
         metric_plot = gr.LinePlot(x="step", y="value", color="series", title="Validation (live)",
                                   elem_id="train-metrics")
-    log = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, interactive=False, elem_id="train-log")
+    log = gr.Textbox(label="Log (the last lines)", lines=15, max_lines=15, autoscroll=True, interactive=False,
+                     elem_id="train-log")
     timer = gr.Timer(REFRESH_S)
 
     order = list(fields)
@@ -190,7 +191,7 @@ def build(context, pages: dict) -> None:
         state = read_training_log(_log_folder(job.run_dir)) if job else None
         losses, metrics = curve_frames(state.history) if state else (None, None)
         return (rows, progress_text(job, state) if job else progress_text(None, None), losses, metrics,
-                job.log_tail() if job else "", gr.update(choices=[str(j.id) for j in all_jobs]))
+                job.log_tail(15) if job else "", gr.update(choices=[str(j.id) for j in all_jobs]))
 
     field_list = [fields[k] for k in order]
     for component in field_list:
