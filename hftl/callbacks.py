@@ -168,11 +168,8 @@ class TrainingLogCallback(TrainerCallback):
                                       "epoch": state.epoch})
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from hftl.training_log import host_id
-
-        # the process and (hashed) machine: a watcher on this machine tells a live run from one that died
         self._write(args, state, {"event": "begin", "step": state.global_step, "max_steps": state.max_steps,
-                                  "num_train_epochs": state.num_train_epochs, "pid": os.getpid(), "host": host_id()})
+                                  "num_train_epochs": state.num_train_epochs})
 
     def on_step_end(self, args, state, control, **kwargs):
         self._beat(args, state, "train")

@@ -11,19 +11,11 @@ the Trainer's own history drops them.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hftl.run_dir import RunDir
-
-def host_id() -> str:
-    """This machine, hashed (a run folder may be shared; its machine's name need not be)."""
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
-
 
 @dataclass
 class TrainingProgress:
@@ -39,22 +31,6 @@ class TrainingProgress:
     updated: float | None = None
     #: steps a second over the current session (since the last `begin`)
     rate: float | None = None
-    #: the training process of the current session, and its machine (`host_id`)
-    pid: int | None = None
-    host: str | None = None
-
-    def process_alive(self) -> bool | None:
-        """Whether the process that wrote the log still runs: None where this machine cannot tell (another
-        machine, or a log without a pid)."""
-        if not self.pid or self.host != host_id():
-            return None
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # alive, another user's
-            return True
-        return True
 
     @property
     def eta_s(self) -> float | None:
@@ -90,7 +66,6 @@ def read_training_log(path: str | Path) -> TrainingProgress:
         if event == "begin":
             progress.history = [h for h in progress.history if h.get("step", 0) <= step]
             progress.max_steps, progress.ended, progress.started = record.get("max_steps"), False, when
-            progress.pid, progress.host = record.get("pid"), record.get("host")
             session_start = (when, step)
         elif event == "log":
             progress.history.append(record)

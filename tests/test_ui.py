@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -82,22 +85,15 @@ def test_scan_runs_gives_every_status_and_survives_broken_folders(tmp_path):
     _checkpoint(interrupted, 8, complete=False)  # cut off while saving: not the one to resume from
     failed = _run(root, "failed")
     _checkpoint(failed, 2, complete=False)
-    running = _run(root, "running")
+    running = _run(root, "running")  # holds its run lock (hftl.run_lock), as a training run does
     (running / RunDir.TRAINING_LOG).write_text(json.dumps({"event": "begin", "step": 0, "max_steps": 10}) + "\n"
                                                + json.dumps({"event": "progress", "step": 3}) + "\n")
-    # a run whose log names its process: alive (this test's own) -> running, however old the log; gone -> not
-    from hftl.training_log import host_id
-
-    import subprocess
-    import sys
-
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    for name, pid in (("alive", os.getpid()), ("stopped", int(dead.stdout))):
-        folder = _run(root, name)
-        _checkpoint(folder, 2)
-        (folder / RunDir.TRAINING_LOG).write_text(json.dumps({"event": "begin", "step": 0, "max_steps": 9, "pid": pid,
-                                                              "host": host_id()}) + "\n")
-        os.utime(folder / RunDir.TRAINING_LOG, (time.time() - (3600 if name == "alive" else 0),) * 2)
+    RunDir(running).lock().acquire()
+    # a lock left by a killed run (its process is gone) does not make a run running
+    killed = _run(root, "killed")
+    _checkpoint(killed, 2)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (killed / RunDir.LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout)}))
     half = _run(root, "half", None)
     (half / "metrics.json").write_text('{"test": {"accura')
     (root / "corrupt").mkdir()
@@ -106,8 +102,8 @@ def test_scan_runs_gives_every_status_and_survives_broken_folders(tmp_path):
     (root / ".hftl-ui" / "x").mkdir(parents=True)
     (root / ".hftl-ui" / "x" / "config.yaml").write_text("task: hidden\n")
     rows = {r.id: r for r in scan_runs(root)}
-    assert set(rows) == {"done", "nested/interrupted", "failed", "running", "half", "corrupt", "alive", "stopped"}
-    assert (rows["alive"].status, rows["stopped"].status) == (RUNNING, INTERRUPTED)
+    assert set(rows) == {"done", "nested/interrupted", "failed", "running", "half", "corrupt", "killed"}
+    assert rows["killed"].status == INTERRUPTED
     assert (rows["done"].status, rows["done"].metrics, rows["done"].main_metric) == (FINISHED, {"accuracy": 0.9, "f1": 0.8},
                                                                                       "accuracy")
     assert (rows["nested/interrupted"].status, rows["nested/interrupted"].detail) == (INTERRUPTED,

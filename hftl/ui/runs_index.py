@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,9 +21,6 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
 FINISHED, RUNNING, INTERRUPTED, FAILED, CORRUPT = "finished", "running", "interrupted", "failed", "corrupt"
-#: a run whose training process cannot be checked (another machine) is taken to be running if its training log or
-#: manifest changed this recently
-RUNNING_WITHIN_S = 90
 #: bookkeeping values of a metrics split, not metrics to show
 _NOT_SHOWN = ("num_examples", "blocks", "tokens", "temperature", "runtime", "per_second", "ece_", "nll_", "epoch")
 #: how many metrics a row shows
@@ -134,9 +130,8 @@ def summarise_run(root: Path, path: Path, running: set[str] = frozenset()) -> Ru
 
 def unfinished_status(path: Path, running: set[str] = frozenset()) -> tuple[str, str]:
     """(status, detail) of a run folder without metrics: running, interrupted (resumable) or failed."""
-    progress = read_training_log(path)
-    alive = progress.process_alive()
-    if str(path.resolve()) in running or alive or (alive is None and _recently_changed(path)):
+    if str(path.resolve()) in running or RunDir(path).lock().in_use_by() is not None:
+        progress = read_training_log(path)
         where = f"step {progress.step}" + (f" of {progress.max_steps}" if progress.max_steps else "")
         return RUNNING, where
     checkpoint = last_complete_checkpoint(path)
@@ -217,17 +212,6 @@ def _is_scalar(value) -> bool:
     if isinstance(value, dict):
         return isinstance(value.get("mean"), (int, float))
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _recently_changed(path: Path) -> bool:
-    now = time.time()
-    for name in (RunDir.TRAINING_LOG, RunDir.MANIFEST):
-        try:
-            if now - (path / name).stat().st_mtime < RUNNING_WITHIN_S:
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def _relative(root: Path, path: Path) -> str:
