@@ -365,3 +365,17 @@ def test_export_asks_for_confirmation_then_writes_through_hftl_export(page, serv
     page.locator("#run-onnx").click()
     page.locator("#run-confirm").click()
     page.locator("#run-action-result").get_by_text("outside the runs folder").wait_for()
+
+
+# -- Tune -----------------------------------------------------------------------------------------
+def test_tune_shows_a_studys_trials_and_figures(page, server):
+    _open(page, server, tab="Tune")
+    _choose(page, "tune-study", "study")
+    page.locator("#tune-progress").get_by_text("5 trials").wait_for()
+    progress = _text(page, "tune-progress")
+    assert "3 complete" in progress and "1 pruned" in progress and "1 running" in progress
+    assert "maximize validation f1" in progress
+    trials = _text(page, "tune-trials")
+    assert "training.learning_rate" in trials and "0.74" in trials
+    page.locator("#tune-figures img[src^='data:image/png']").first.wait_for()  # Optuna's figures
+    _shot(page, "tune")

@@ -93,4 +93,30 @@ def make_runs_root(root: Path, models: dict[str, Path]) -> dict[str, Path]:
     (broken / "config.yaml").write_text("task: [unclosed\n  model: {")
     made["half-written"], made["broken"] = half, broken
     (root / "notes.json").write_text(json.dumps({"not": "a run"}))
+    made["study"] = write_study(root / "study")
     return made
+
+
+def write_study(folder: Path) -> Path:
+    """A `hftl tune` study folder's record (`study.json`) of five trials over two hyperparameters, without the
+    trials' run folders: what the Tune page reads."""
+    distributions = {
+        "training.learning_rate": {"name": "FloatDistribution",
+                                   "attributes": {"step": None, "low": 1e-5, "high": 1e-2, "log": True}},
+        "model.lora.r": {"name": "IntDistribution", "attributes": {"step": 1, "low": 4, "high": 16, "log": False}},
+    }
+    trials = []
+    for number, (rate, rank, value, state) in enumerate([(1e-4, 8, 0.61, "COMPLETE"), (1e-3, 16, 0.74, "COMPLETE"),
+                                                         (3e-3, 4, 0.70, "COMPLETE"), (1e-5, 8, 0.41, "PRUNED"),
+                                                         (5e-4, 12, None, "RUNNING")]):
+        trials.append({"number": number, "state": state, "value": value,
+                       "params": {"training.learning_rate": rate, "model.lora.r": rank},
+                       "distributions": distributions, "intermediate_values": {"1": value or 0.5},
+                       "started": None, "completed": None, "user_attrs": {}})
+    folder.mkdir(parents=True)
+    (folder / "study.json").write_text(json.dumps({
+        "study": "study", "storage": "optuna-journal.log", "config": "tune.yaml",
+        "objective": {"metric": "f1", "direction": "maximize", "at": "the trial's best evaluation"},
+        "pruner": "median", "sampler": "TPE", "trials": trials, "selection": None}))
+    (folder / "README.md").write_text("# Study `study`\n\nFive trials.\n")
+    return folder
