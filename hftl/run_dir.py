@@ -180,6 +180,10 @@ class RunDir:
             "command": [os.path.basename(sys.argv[0])] + portable_argv(sys.argv[1:], self.path),
         })
 
+    def record_speedups(self, speedups: dict | None) -> None:
+        """Update the manifest's `speedups` with what ran up to now (`write_record` saw the start of the run)."""
+        write_json(self.path / self.MANIFEST, {**self.manifest(), "speedups": speedups or {}})
+
     def write_config(self, config: RunConfig) -> None:
         write_atomic(self.config_file, yaml.safe_dump(portable_config(config, self.path), sort_keys=False))
 

@@ -109,6 +109,8 @@ def _train_and_save(recipe, args, run: RunDir) -> RunResult:
     metrics = {"train": {**train_output.metrics, **parameters}, **({"before_training": before} if before else {})}
     evaluation = recipe.evaluate_splits(trainer, datasets, data.labels)  # what validation fits, test is scored with
     metrics.update(evaluation.metrics)
+    if trainer.is_world_process_zero():  # what ran during evaluation too (a reused final evaluation)
+        run.record_speedups(getattr(trainer, "applied_speedups", None))
 
     save_full_model(trainer, run.path)
     if trainer.is_world_process_zero():

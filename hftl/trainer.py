@@ -132,9 +132,10 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
     trainer.reuse_final_eval = (speed.reuse_final_eval and speedup_available("reuse_final_eval")
                                 and not args.load_best_model_at_end)
     # what actually ran, recorded in the run's manifest (a switch can be on and not apply to a model), and the
-    # private APIs found changed, with the tricks they turned off
+    # private APIs found changed, with the tricks they turned off. reuse_final_eval is True only once an evaluation
+    # was reused (a bf16 run's report computes float32 logits again); the runner records it after evaluation
     trainer.applied_speedups = {"sort_eval_by_length": trainer.sort_eval_by_length,
-                                "length_buckets": trainer.length_buckets, "reuse_final_eval": trainer.reuse_final_eval,
+                                "length_buckets": trainer.length_buckets, "reuse_final_eval": False,
                                 "cheap_dropout": False, "first_token_last_layer": False,
                                 "token_budget": trainer.token_budget or False,
                                 "turned_off": {name: {"tricks": private_hooks.HOOKS[name].trick, "reason": reason}

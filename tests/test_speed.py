@@ -1,5 +1,7 @@
 """hftl's speed switches (`speed:`) change how fast a run is, never what it computes."""
 
+import json
+
 import pytest
 import torch
 from transformers import Trainer
@@ -28,11 +30,26 @@ def test_reuse_final_eval_runs_validation_once_with_the_same_result(text_config,
         count_eval_loops.clear()
         config = text_config(**{"training.num_train_epochs": 1, "speed.reuse_final_eval": reuse,
                                 "training.output_dir": text_config()["training"]["output_dir"] + str(reuse)})
-        metrics[reuse] = run_recipe(TextClassificationRecipe(config)).metrics
+        result = run_recipe(TextClassificationRecipe(config))
+        metrics[reuse] = result.metrics
         # in-training evaluation of validation, the report's validation, the report's test
         assert len(count_eval_loops) == (2 if reuse else 3)
+        assert json.loads((result.run_dir / "manifest.json").read_text())["speedups"]["reuse_final_eval"] is reuse
     for split in ("validation", "test"):
         assert metrics[True][split] == metrics[False][split]
+
+
+def test_reuse_final_eval_recorded_off_where_the_half_precision_evaluation_was_not_reused(text_config,
+                                                                                        count_eval_loops):
+    """A bf16 run's last evaluation in training ran under autocast; the float32 report computes validation again,
+    and the manifest, which lists the speed-ups that ran, must not say the evaluation was reused."""
+    config = text_config(**{"training.num_train_epochs": 1, "speed.reuse_final_eval": True,
+                            "training.bf16": True, "training.use_cpu": True})  # autocast in training, float32 report
+    result = run_recipe(TextClassificationRecipe(config))
+    assert len(count_eval_loops) == 3  # validation computed again in float32
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["training"]["bf16"] is True
+    assert manifest["speedups"]["reuse_final_eval"] is False
 
 
 def test_sorted_evaluation_returns_predictions_in_data_order(tmp_path, tiny_bert_dir):

@@ -96,6 +96,8 @@ def _trainer_class(left_out: frozenset):
             if final and self._final_eval is not None and self._final_eval[0] == key:
                 old_prefix, output = self._final_eval[1:]
                 self._final_eval = None
+                if isinstance(getattr(self, "applied_speedups", None), dict):  # build_trainer's record of what ran
+                    self.applied_speedups["reuse_final_eval"] = True
                 logger.info("%s: reusing the evaluation at step %d (same weights, same data)", description, key[0])
                 metrics = {metric_key_prefix + name[len(old_prefix):] if name.startswith(old_prefix + "_") else name: v
                            for name, v in output.metrics.items()}
