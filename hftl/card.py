@@ -290,7 +290,9 @@ def gather_card_data(run_dir: str | Path, repo_id: str | None = None, variant: s
         "metric_columns": columns,
         "metric_rows": rows,
         "images": images,
-        "errors": run.errors(),  # the most confident mistakes (errors.jsonl), for the task's card
+        # the most confident mistakes (errors.jsonl) for the run's own card; a card for the Hub quotes none of the
+        # user's validation and test inputs (errors.jsonl is not pushed either: RunDir.PUSH_IGNORE)
+        "errors": run.errors() if repo_id is None else [],
         "versions": {"hftl": __version__, **manifest.get("packages", {}), "python": manifest.get("python")},
         "seed": manifest.get("seed"),
         "created": manifest.get("created"),

@@ -76,8 +76,10 @@ class RunDir:
     TRAINING_LOG = "training_log.jsonl"
     #: the run's records, copied beside an exported model so that it is a run folder too
     RECORDS = (LABELS, CALIBRATION, METRICS, MANIFEST, TRAINER_STATE)
-    #: never pushed: resumable checkpoints, pickled training state, the merged copy of language-model runs, logs
-    PUSH_IGNORE = ("checkpoint-*", f"{MERGED}/*", "runs/*", "training_args.bin", "*.pt", "*.pth", "*.pkl", ".*", "*.tmp")
+    #: never pushed: resumable checkpoints, pickled training state, the merged copy of language-model runs, logs,
+    #: and the error analysis (it quotes the validation and test inputs: the user's evaluation data stays local)
+    PUSH_IGNORE = ("checkpoint-*", f"{MERGED}/*", "runs/*", "training_args.bin", "*.pt", "*.pth", "*.pkl", ".*", "*.tmp",
+                   ERRORS)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -49,6 +49,8 @@ def test_push_full_run_and_from_pretrained_gives_identical_predictions(local_hub
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "config.yaml", "metrics.json",
             "confusion_matrix.png", "training_curves.png"} <= set(files)
     assert not any(p.startswith("checkpoint-") or p.endswith((".bin", ".pt", ".pth")) for p in files)
+    # the error analysis quotes the user's validation and test texts: kept local
+    assert (full_run.run_dir / "errors.jsonl").is_file() and "errors.jsonl" not in files
     assert len(repo.commits) == 2  # the repo's creation, then one push
 
     model = AutoModelForSequenceClassification.from_pretrained("user/tiny-full").eval()
@@ -62,6 +64,8 @@ def test_push_full_run_and_from_pretrained_gives_identical_predictions(local_hub
     assert card.data.library_name == "transformers"
     assert 'pipeline("text-classification", model="user/tiny-full")' in card.text
     assert (full_run.run_dir / "README.md").read_text() != card.text  # the run's own card is left as it was
+    assert "most confident mistakes" in (full_run.run_dir / "README.md").read_text()
+    assert "most confident mistakes" not in card.text  # nor does the pushed card quote the evaluation inputs
 
 
 def test_push_adapter_only_and_load_with_peft(local_hub, lora_run, tiny_bert_dir):
