@@ -212,7 +212,7 @@ def tune_thresholds(probabilities, references, floor: float = 0.05, default: flo
         default (`float`, *optional*, defaults to 0.5): Threshold for labels the data cannot tune.
 
     Returns:
-        `list[float]`: one threshold per label, for `multilabel_report(..., thresholds=...)`.
+        `list[float]`: one threshold per label, for `Decisions.thresholds`.
     """
     probabilities, references = _indicator_inputs(probabilities, references)
     return [_best_f1_threshold(probabilities[:, j], references[:, j], floor, default)

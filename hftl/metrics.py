@@ -432,17 +432,18 @@ def _thresholds(thresholds, num_labels: int) -> np.ndarray:
     return np.broadcast_to(thresholds.reshape(-1), (num_labels,))
 
 
-def multilabel_report(probabilities, references, label_names: list[str], thresholds: float | Sequence[float] = 0.5
+def multilabel_report(predictions, references, label_names: list[str], thresholds: float | Sequence[float] = 0.5
                       ) -> dict:
     """
     Compute all multi-label metrics as a JSON-serialisable dict of plain Python values.
 
     Args:
-        probabilities (`array-like` of shape `(n, num_labels)`): Per-label probabilities (sigmoid of the logits).
+        predictions (`array-like` of shape `(n, num_labels)`): 0/1 indicators of the predicted labels, as
+            `hftl.decisions.Decisions.decide` (the one threshold rule) gives them.
         references (`array-like` of shape `(n, num_labels)`): 0/1 indicators of the true labels.
         label_names (`list[str]`): `label_names[j]` is the name of column `j`.
-        thresholds (`float` or `Sequence[float]`, *optional*, defaults to 0.5): A label is predicted when its
-            probability is `>=` its threshold (see `hftl.calibration.tune_thresholds`).
+        thresholds (`float` or `Sequence[float]`, *optional*, defaults to 0.5): The thresholds that made
+            `predictions` (one, or one per label), recorded in the report.
 
     Returns:
         `dict`: `precision_`/`recall_`/`f1_` + `micro`/`macro`/`samples` (macro over the labels present in the
@@ -454,13 +455,12 @@ def multilabel_report(probabilities, references, label_names: list[str], thresho
 
     if len(set(label_names)) != len(label_names):
         raise ValueError(f"label_names must be unique, got {label_names}")
-    probabilities = np.asarray(probabilities, dtype=np.float64)
     references = _as_indicators(references, len(label_names), "references")
-    if probabilities.shape != references.shape or len(references) == 0:
-        raise ValueError(f"Need probabilities of the references' shape {references.shape} (n > 0), "
-                         f"got {probabilities.shape}")
+    predictions = _as_indicators(predictions, len(label_names), "predictions")
+    if predictions.shape != references.shape or len(references) == 0:
+        raise ValueError(f"Need predictions of the references' shape {references.shape} (n > 0), "
+                         f"got {predictions.shape}")
     thresholds = _thresholds(thresholds, len(label_names))
-    predictions = (probabilities >= thresholds).astype(np.int64)
     m = _metric_classes()
     results = m.Combined([m.MultilabelScores(), m.MultilabelPerLabelReport()]).compute(
         predictions=predictions, references=references)

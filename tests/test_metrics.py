@@ -276,8 +276,7 @@ ML_NAMES = ["sports", "politics", "tech"]
 
 
 def test_multilabel_report_matches_hand_computation():
-    probabilities = np.where(np.array(ML_PREDS) == 1, 0.8, 0.2)
-    report = metrics.multilabel_report(probabilities, ML_REFS, ML_NAMES)
+    report = metrics.multilabel_report(ML_PREDS, ML_REFS, ML_NAMES)
 
     # micro: TP 4, FP 1, FN 1
     assert report["precision_micro"] == pytest.approx(4 / 5)
@@ -301,23 +300,31 @@ def test_multilabel_report_matches_hand_computation():
 
 
 def test_multilabel_absent_label_and_per_label_thresholds():
+    from hftl.decisions import MULTI, Decisions
+
+    names = ML_NAMES + ["art"]
     refs = np.hstack([np.array(ML_REFS), np.zeros((4, 1), dtype=int)])
     probabilities = np.hstack([np.where(np.array(ML_PREDS) == 1, 0.8, 0.2), np.full((4, 1), 0.3)])
-    report = metrics.multilabel_report(probabilities, refs, ML_NAMES + ["art"])
+    decisions = Decisions.untuned(MULTI, names)
+    report = metrics.multilabel_report(decisions.decide(probabilities, names), refs, names)
     assert report["f1_macro"] == pytest.approx(2 / 3)  # "art" is neither true nor predicted: left out
     assert report["per_label"]["art"] == {"precision": None, "recall": None, "f1": None, "support": 0}
     assert report["absent_labels"] == ["art"]
     assert report["hamming_loss"] == pytest.approx(2 / 16)
 
     # A threshold of 0.25 on "art" predicts it everywhere: 4 false positives, and it now counts in the macro average.
-    report = metrics.multilabel_report(probabilities, refs, ML_NAMES + ["art"], thresholds=[0.5, 0.5, 0.5, 0.25])
+    # The decisions apply the thresholds (the one rule); the report scores their indicators and records them.
+    decisions.thresholds = [0.5, 0.5, 0.5, 0.25]
+    report = metrics.multilabel_report(decisions.decide(probabilities, names), refs, names, decisions.thresholds)
     assert report["f1_macro"] == pytest.approx(2 / 4)
     assert report["precision_micro"] == pytest.approx(4 / 9)
     assert report["thresholds"] == [0.5, 0.5, 0.5, 0.25]
     with pytest.raises(ValueError, match="one per label"):
-        metrics.multilabel_report(probabilities, refs, ML_NAMES + ["art"], thresholds=[0.5, 0.5])
+        metrics.multilabel_report(refs, refs, names, thresholds=[0.5, 0.5])
     with pytest.raises(ValueError, match="indicator"):
-        metrics.multilabel_report(probabilities, refs * 2, ML_NAMES + ["art"])
+        metrics.multilabel_report(refs, refs * 2, names)
+    with pytest.raises(ValueError, match="predictions must be a 0/1 indicator"):
+        metrics.multilabel_report(probabilities, refs, names)  # probabilities are decided first, not here
 
 
 def test_multilabel_compute_metrics_applies_sigmoid_to_logits():

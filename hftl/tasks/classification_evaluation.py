@@ -45,7 +45,7 @@ def split_report(logits, label_ids, label_names, decisions: Decisions) -> dict:
     probabilities = decisions.probabilities(logits)
     predicted = decisions.decide(probabilities, names)
     if problem == MULTI:
-        report = multilabel_report(probabilities, label_ids, names, decisions.thresholds or 0.5)
+        report = multilabel_report(predicted, label_ids, names, decisions.thresholds or 0.5)
         report["loss"] = _binary_cross_entropy(logits, label_ids)
         report["threshold_comparison"] = _multilabel_comparison(probabilities, label_ids, names, decisions)
         report["f1_macro_threshold_0_5"] = report["threshold_comparison"]["0.5"]["f1_macro"]
@@ -77,7 +77,7 @@ def baseline_report(label_ids, label_names, problem: str) -> dict:
         scores = regression_report(np.full_like(values, values.mean()), values)
         return {"name": "the mean of this split", **{k: scores.get(k) for k in _BASELINE_KEYS[REGRESSION]}}
     if problem == MULTI:
-        scores = multilabel_report(np.zeros(references.shape), references, list(label_names), 0.5)
+        scores = multilabel_report(np.zeros(references.shape, dtype=np.int64), references, list(label_names), 0.5)
         return {"name": "no label for any example", **{k: scores[k] for k in _BASELINE_KEYS[MULTI]}}
     ids = references.astype(np.int64)
     majority = int(np.bincount(ids, minlength=len(label_names)).argmax())
@@ -187,7 +187,8 @@ def _multilabel_comparison(probabilities, label_ids, names, decisions: Decisions
         chosen["tuned_per_label"] = decisions.tuned_thresholds
     comparison = {}
     for name, thresholds in chosen.items():
-        scores = multilabel_report(probabilities, label_ids, names, thresholds)
+        scores = multilabel_report(decisions.decide(probabilities, names, threshold=thresholds), label_ids, names,
+                                   thresholds)
         comparison[name] = {k: scores[k] for k in keys}
         if not isinstance(thresholds, list):
             comparison[name]["threshold"] = float(thresholds)
