@@ -472,30 +472,27 @@ def multilabel_report(predictions, references, label_names: list[str], threshold
     return results
 
 
-def make_multilabel_compute_metrics(label_names: list[str], threshold: float | Sequence[float] = 0.5
-                                    ) -> Callable[[Any], dict]:
+def make_multilabel_compute_metrics(label_names: list[str], decide: Callable[[Any], Any]) -> Callable[[Any], dict]:
     """
     Build a `compute_metrics` function for `transformers.Trainer` on a multi-label model.
 
     Args:
         label_names (`list[str]`): One name per output column.
-        threshold (`float` or `Sequence[float]`, *optional*, defaults to 0.5): Applied to the sigmoid of the logits.
+        decide (`Callable`): logits `(n, num_labels)` -> 0/1 indicators, the run's decisions (`Decisions.decide`
+            on `Decisions.probabilities`: the one threshold rule).
 
     Returns:
         `Callable[[EvalPrediction], dict[str, float]]`: the scalars of `MultilabelScores` (`f1_micro`, `f1_macro`,
         `f1_samples`, the matching precision and recall, `subset_accuracy`, `hamming_loss`).
     """
     num_labels, metric = len(label_names), None
-    thresholds = _thresholds(threshold, num_labels)
 
     def compute_metrics(eval_pred) -> dict:
         nonlocal metric
-        from scipy.special import expit
-
         if metric is None:  # built once, on first use, so creating the Trainer skips `import evaluate`
             metric = _metric_classes().MultilabelScores()
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-        predictions = (expit(_as_logits(logits, num_labels)) >= thresholds).astype("int64")
+        predictions = _as_indicators(decide(_as_logits(logits, num_labels)), num_labels, "decided predictions")
         references = _as_indicators(eval_pred.label_ids, num_labels, "label_ids")
         return metric.compute(predictions=predictions, references=references)
 

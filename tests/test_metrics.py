@@ -330,12 +330,20 @@ def test_multilabel_absent_label_and_per_label_thresholds():
 def test_multilabel_compute_metrics_applies_sigmoid_to_logits():
     logits = np.where(np.array(ML_PREDS) == 1, 1.5, -1.5).astype(np.float32)
     eval_pred = types.SimpleNamespace(predictions=(logits, None), label_ids=np.array(ML_REFS, dtype=np.float32))
-    result = metrics.make_multilabel_compute_metrics(ML_NAMES)(eval_pred)
+    from hftl.decisions import MULTI, Decisions
+
+    decisions = Decisions.untuned(MULTI, ML_NAMES)
+
+    def decide(logits):
+        return decisions.decide(decisions.probabilities(logits), ML_NAMES)
+
+    result = metrics.make_multilabel_compute_metrics(ML_NAMES, decide)(eval_pred)
     assert result["f1_micro"] == pytest.approx(4 / 5)
     assert result["subset_accuracy"] == pytest.approx(1 / 2)
     assert all(type(value) is float for value in result.values())
     # sigmoid(1.5) = 0.818 < 0.9: nothing is predicted, so every true label is missed.
-    assert metrics.make_multilabel_compute_metrics(ML_NAMES, 0.9)(eval_pred)["recall_micro"] == 0.0
+    decisions.thresholds = [0.9] * 3  # sigmoid(1.5) = 0.82: nothing predicted
+    assert metrics.make_multilabel_compute_metrics(ML_NAMES, decide)(eval_pred)["recall_micro"] == 0.0
 
 
 # Regression: errors (0, 0, -1, 0, -2). Ranks of the predictions with the tie at 2: (1, 2.5, 2.5, 5, 4).

@@ -526,7 +526,9 @@ class ClassificationRecipe(Recipe):
             return make_regression_compute_metrics(functools.partial(regression_scores,
                                                                      score_range=self.option("score_range")))
         if self.problem_type == MULTI:
-            return make_multilabel_compute_metrics(list(labels.names))
+            names, decisions = list(labels.names), self.untuned_decisions(labels)  # 0.5 per label, as trained
+            return make_multilabel_compute_metrics(names, lambda logits: decisions.decide(
+                decisions.probabilities(logits), names))
         return make_compute_metrics(list(labels.names))
 
     def inference_precision(self) -> str:
