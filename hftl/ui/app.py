@@ -58,7 +58,8 @@ def _wire(app, tabs, pages: dict) -> None:
         return table, count, (gr.update(value=asked) if asked else gr.update()), \
             (gr.Tabs(selected="run") if asked else gr.Tabs())
 
-    app.load(first_load, pages["runs.inputs"], pages["runs.outputs"] + [run_id, tabs])
+    app.load(first_load, pages["runs.inputs"], pages["runs.outputs"] + [run_id, tabs], queue=False,
+             show_progress="hidden")
 
 
 def theme():
