@@ -283,7 +283,8 @@ def test_train_validates_launches_watches_stops_and_resumes(page, server, runs_r
     _open(page, server, tab="Train")
     page.locator("#train-name input, #train-name textarea").first.fill("live-run")
     _set_code(page, "train-yaml", TRAIN_YAML)
-    sync_api.expect(page.locator("#train-train textarea, #train-train input").first).to_have_value("data/missing.tsv")
+    sync_api.expect(page.locator("#train-train textarea, #train-train input").first).to_have_value(
+        "data/missing.tsv", timeout=WAIT_MS)
     page.locator("#train-validate").click()
     page.locator("#train-problems").get_by_text("3 problem(s)").wait_for()  # every problem at once
     problems = _text(page, "train-problems")
