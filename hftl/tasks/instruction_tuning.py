@@ -315,23 +315,7 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
 
     # -- evaluation -------------------------------------------------------------------------------
     def token_loss(self, trainer, dataset) -> dict:
-        import torch
-
-        def loss_sums(logits, labels):
-            logits = logits[0] if isinstance(logits, tuple) else logits
-            logits, labels = logits[:, :-1], labels[:, 1:]
-            losses = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
-                                                       ignore_index=-100, reduction="none").view(labels.shape)
-            return torch.stack([losses.sum(-1), (labels != -100).sum(-1).float()], dim=-1)
-
-        saved = trainer.args.prediction_loss_only, trainer.preprocess_logits_for_metrics
-        trainer.args.prediction_loss_only, trainer.preprocess_logits_for_metrics = False, loss_sums
-        try:
-            sums = trainer.predict(dataset).predictions
-        finally:
-            trainer.args.prediction_loss_only, trainer.preprocess_logits_for_metrics = saved
-        tokens = float(sums[:, 1].sum())
-        loss = float(sums[:, 0].sum() / max(tokens, 1.0))
+        loss, tokens = self.token_loss_sums(trainer, dataset)
         return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else float("inf"),
                 "trained_tokens": int(tokens), "examples": len(dataset)}
 

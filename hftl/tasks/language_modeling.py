@@ -188,6 +188,14 @@ class LanguageModelingRecipe(Recipe):
         sum and token count come back through `preprocess_logits_for_metrics` (vocabulary-sized logits are
         never gathered) and are gathered exactly, also under distributed evaluation.
         """
+        loss, _ = self.token_loss_sums(trainer, dataset)
+        return {"loss": loss, self.perplexity_key: perplexity(loss), "blocks": len(dataset),
+                "tokens": len(dataset) * self.config.data.block_size}
+
+    def token_loss_sums(self, trainer, dataset) -> tuple[float, float]:
+        """(mean cross-entropy over every labelled token of `dataset`, the number of those tokens), token-weighted
+        whatever the evaluation batch: each example's loss sum and token count come back through
+        `preprocess_logits_for_metrics`, so vocabulary-sized logits are never gathered."""
         import torch
 
         shift = self.labels_are_shifted
@@ -206,9 +214,8 @@ class LanguageModelingRecipe(Recipe):
             sums = trainer.predict(dataset).predictions
         finally:
             trainer.args.prediction_loss_only, trainer.preprocess_logits_for_metrics = saved
-        loss = float(sums[:, 0].sum() / max(sums[:, 1].sum(), 1.0))
-        return {"loss": loss, self.perplexity_key: perplexity(loss), "blocks": len(dataset),
-                "tokens": len(dataset) * self.config.data.block_size}
+        tokens = float(sums[:, 1].sum())
+        return float(sums[:, 0].sum() / max(tokens, 1.0)), tokens
 
     def evaluate_before(self, trainer, datasets: dict, labels=None) -> dict:
         if not self.config.data.baseline or self.config.resume:
