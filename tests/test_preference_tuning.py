@@ -115,3 +115,20 @@ def test_validate_show_example_marks_both_replies(tiny, capsys):
     out = capsys.readouterr().out
     assert "<|im_start|>assistant\n[[negative<|im_end|>\n]]" in out and "[[positive<|im_end|>\n]]" in out
     assert out.count("end of turn scored: yes") == 2 and "0 of 32 pairs exceed max_length=64" in out
+
+
+def test_misnamed_columns_and_template_are_reported_together(tiny, capsys):
+    import yaml
+
+    from hftl.cli import main
+
+    root = tiny[0]
+    settings = config(tiny, "lora", "misnamed")
+    settings["data"].update({"chosen_column": "chosn", "chat_template": str(root / "missing.jinja")})
+    path = root / "misnamed.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    for split in ("train", "validation", "test"):
+        assert f"data.{split}: " in err and "no chosen_column column 'chosn'. Did you mean 'chosen'?" in err
+    assert "data.chat_template: " in err and "missing.jinja is not a file" in err

@@ -127,6 +127,15 @@ def parse_label(text: str, labels: list[str]) -> str:
     return found.pop() if len(found) == 1 else UNPARSEABLE
 
 
+def chat_template_problems(data) -> list[str]:
+    """`data.chat_template`, when set, names a Jinja template file."""
+    from pathlib import Path
+
+    if data.chat_template and not Path(data.chat_template).is_file():
+        return [f"data.chat_template: {data.chat_template} is not a file. Give a Jinja template file."]
+    return []
+
+
 class InstructionTuningRecipe(LanguageModelingRecipe):
     """Fine-tune a chat model on conversations (assistant tokens trained).
 
@@ -172,12 +181,7 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
                 if columns:
                     problem = format_problem(columns, data, f"data.{name}", source)
                     problems += [problem] if problem else []
-        if data.chat_template:
-            from pathlib import Path
-
-            if not Path(data.chat_template).is_file():
-                problems.append(f"data.chat_template: {data.chat_template} is not a file. Give a Jinja template file.")
-        return problems
+        return problems + chat_template_problems(data)
 
     def load_data(self) -> PreparedData:
         """Every split as a list of `Conversation`s (checked whole); validation: a seeded share of train if none."""

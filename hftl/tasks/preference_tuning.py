@@ -32,11 +32,12 @@ from typing import Literal
 
 from hftl.config.parse import field
 from hftl.config.schema import DataConfig
+from hftl.data.columns import check_sources
 from hftl.data.conversations import read_pairs
-from hftl.data.loading import check_source, fingerprint
+from hftl.data.loading import fingerprint
 from hftl.errors import DataError
 from hftl.recipe import PreparedData, register_task
-from hftl.tasks.instruction_tuning import InstructionTuningRecipe, hold_out
+from hftl.tasks.instruction_tuning import InstructionTuningRecipe, chat_template_problems, hold_out
 
 logger = logging.getLogger(__name__)
 
@@ -101,26 +102,9 @@ class PreferenceTuningRecipe(InstructionTuningRecipe):
 
     @classmethod
     def check_config(cls, config, model_ok: bool) -> list[str]:
-        from hftl.data.loading import read_columns
-
         data = config.data
-        problems = []
-        for name, source in data.splits().items():
-            found = check_source(source, f"data.{name}")
-            problems += found
-            if not found:
-                try:
-                    columns = read_columns(source)
-                except DataError as err:
-                    problems.append(f"data.{name}: {err}")
-                    continue
-                missing = [c for c in (data.prompt_column, data.chosen_column, data.rejected_column)
-                           if columns and c not in columns]
-                if missing:
-                    problems.append(f"data.{name}: {source} lacks the column(s) {', '.join(missing)}.")
-        if data.chat_template and not os.path.isfile(data.chat_template):
-            problems.append(f"data.chat_template: {data.chat_template} is not a file. Give a Jinja template file.")
-        return problems
+        required = {role: getattr(data, role) for role in ("prompt_column", "chosen_column", "rejected_column")}
+        return check_sources(data, required) + chat_template_problems(data)
 
     def load_data(self) -> PreparedData:
         data = self.config.data
