@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _agree(flag: bool, device) -> bool:
+def any_process(flag: bool, device) -> bool:
     """True if `flag` is true on any process (a MAX all-reduce); just `flag` when not distributed."""
     import torch.distributed as dist
 
@@ -76,7 +76,7 @@ class GracefulStopCallback(TrainerCallback):
                 signal.signal(signum, self._handle)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if _agree(self.received is not None, args.device):
+        if any_process(self.received is not None, args.device):
             self.received = self.received or "a stop signal on another process"
             self.stopped_at = state.global_step
             control.should_save = True  # the Trainer saves checkpoint-<step> right after this event
@@ -121,7 +121,7 @@ class NonFiniteLossCallback(TrainerCallback):
                                "infinite loss is caught from the logged loss, after the optimizer step")
             return control
         value = float(running.detach().float().sum().item()) if hasattr(running, "detach") else float(running)
-        if _agree(not math.isfinite(value), args.device):
+        if any_process(not math.isfinite(value), args.device):
             self._fail(args, state, value)
         return control
 

@@ -190,14 +190,21 @@ def read_rows(source: str, dataset_config: str | None, split: str) -> tuple[list
     return dataset.to_list(), [f"{source}: row {i + 1}" for i in range(len(dataset))]
 
 
-def read_conversations(source: str, data, split: str, limit: int | None = None) -> list[Conversation]:
-    """Every row of `source` as a `Conversation`; one `DataError` lists every problem of every row."""
+def read_limited_rows(source: str, data, split: str, limit: int | None) -> tuple[list, list, list[str]]:
+    """(rows, where each row is, the column names of the first 100 rows) of `source`, at most `limit` rows; an empty
+    source is refused."""
     rows, places = read_rows(source, data.dataset_config, split)
     if limit is not None:
         rows, places = rows[:limit], places[:limit]
     if not rows:
         raise DataError(f"{source}: no rows. Add examples.")
     columns = list(dict.fromkeys(key for row in rows[:100] for key in row))
+    return rows, places, columns
+
+
+def read_conversations(source: str, data, split: str, limit: int | None = None) -> list[Conversation]:
+    """Every row of `source` as a `Conversation`; one `DataError` lists every problem of every row."""
+    rows, places, columns = read_limited_rows(source, data, split, limit)
     problem = format_problem(columns, data, f"data.{split}", source)
     if problem:
         raise DataError(problem)
@@ -259,12 +266,7 @@ def to_pair(row: dict, data, where: str, problems: list[str]) -> Pair | None:
 
 def read_pairs(source: str, data, split: str, limit: int | None = None) -> list[Pair]:
     """Every row of `source` as a `Pair`; one `DataError` lists every problem of every row."""
-    rows, places = read_rows(source, data.dataset_config, split)
-    if limit is not None:
-        rows, places = rows[:limit], places[:limit]
-    if not rows:
-        raise DataError(f"{source}: no rows. Add examples.")
-    columns = list(dict.fromkeys(key for row in rows[:100] for key in row))
+    rows, places, columns = read_limited_rows(source, data, split, limit)
     missing = [c for c in (data.prompt_column, data.chosen_column, data.rejected_column) if c not in columns]
     if missing:
         raise DataError(f"data.{split}: {source} lacks the column(s) {', '.join(missing)} (it has {', '.join(columns)}); "

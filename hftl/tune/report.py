@@ -16,6 +16,8 @@ import time
 
 from transformers import TrainerCallback
 
+from hftl.callbacks import any_process
+
 logger = logging.getLogger(__name__)
 
 #: the environment variable through which `hftl tune` names the trial a process trains
@@ -56,19 +58,6 @@ def make_pruner(name: str):
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
-
-
-def _agree(flag: bool, device) -> bool:
-    """True on every process if it is true on the main one (a MAX all-reduce; just `flag` when not distributed)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return flag
-    import torch
-
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
 
 
 class TrialReportCallback(TrainerCallback):
@@ -128,7 +117,7 @@ class TrialReportCallback(TrainerCallback):
                     logger.info("hftl tune: pruned at evaluation %d (%s = %.4f): training stops here.",
                                 self.evaluations, self.spec["metric"], value)
                     self._set(PRUNED_AT, self.evaluations)
-        if _agree(prune, args.device):
+        if any_process(prune, args.device):
             control.should_training_stop = True
         return control
 
