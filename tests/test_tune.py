@@ -68,28 +68,33 @@ def load_trials(study_dir: Path):
 
 
 # -- checked before anything runs ---------------------------------------------------------------------------
+BAD_SPACE = {
+    "training.learnin_rate": {"low": 1e-5, "high": 1e-3},         # unknown key
+    "training.weight_decay": {"low": 0.1, "high": 0.01},          # low > high
+    "training.warmup_steps": {"low": 0.0, "high": 0.1, "log": True},  # log range <= 0
+    "model.strategy": ["full", "lora", "lorra"],                  # a choice the config rejects
+    "model.lora.r": [0, 8],                                       # a value the config rejects
+    "training.seed": [1, 2],                                      # not a hyperparameter
+    "training.num_train_epochs": {"low": 1, "hihg": 3},           # misspelt range key
+}
+BAD_SPACE_PROBLEMS = (
+    "unknown key 'training.learnin_rate'. Did you mean 'training.learning_rate'?",
+    "search.training.weight_decay: low (0.1) is greater than high (0.01)",
+    "search.training.warmup_steps: a log range needs low > 0",
+    "search.model.strategy: the value \"lorra\"", "Did you mean 'lora'?",
+    "search.model.lora.r: the value 0 is rejected", "r: must be a positive integer",
+    "search.training.seed: cannot be searched", "unknown range key 'hihg'. Did you mean 'high'?")
+
+
 def test_bad_search_space_lists_every_problem(tmp_path, tiny_bert_dir, capsys):
     from hftl.cli import main
     from hftl.tune.study import TuneOptions, prepare
 
-    config = write_config(tmp_path, tiny_bert_dir, search={
-        "training.learnin_rate": {"low": 1e-5, "high": 1e-3},         # unknown key
-        "training.weight_decay": {"low": 0.1, "high": 0.01},          # low > high
-        "training.warmup_steps": {"low": 0.0, "high": 0.1, "log": True},  # log range <= 0
-        "model.strategy": ["full", "lora", "lorra"],                  # a choice the config rejects
-        "model.lora.r": [0, 8],                                       # a value the config rejects
-        "training.seed": [1, 2],                                      # not a hyperparameter
-        "training.num_train_epochs": {"low": 1, "hihg": 3},           # misspelt range key
-    })
+    config = write_config(tmp_path, tiny_bert_dir, search=BAD_SPACE)
     with pytest.raises(ConfigError) as caught:
         prepare(config, [], TuneOptions(trials=4))
     text = str(caught.value)
-    for expected in ("unknown key 'training.learnin_rate'. Did you mean 'training.learning_rate'?",
-                     "search.training.weight_decay: low (0.1) is greater than high (0.01)",
-                     "search.training.warmup_steps: a log range needs low > 0",
-                     "search.model.strategy: the value \"lorra\"", "Did you mean 'lora'?",
-                     "search.model.lora.r: the value 0 is rejected", "r: must be a positive integer",
-                     "search.training.seed: cannot be searched", "unknown range key 'hihg'. Did you mean 'high'?"):
+    for expected in BAD_SPACE_PROBLEMS:
         assert expected in text, text
     assert len(caught.value.problems) == 8, caught.value.problems
     assert not (tmp_path / "study").exists()  # nothing was created: the checks come first
@@ -97,6 +102,27 @@ def test_bad_search_space_lists_every_problem(tmp_path, tiny_bert_dir, capsys):
     # the command: exit 2, every problem, no traceback
     assert main(["tune", str(config)]) == 2
     assert "8 problem(s)" in capsys.readouterr().err
+
+
+def test_validate_checks_the_search_section(tmp_path, tiny_bert_dir, capsys):
+    """`hftl validate` runs hftl tune's up-front checks of `search:`, listed with the config's own problems."""
+    from hftl.cli import main
+
+    config = write_config(tmp_path, tiny_bert_dir, search=BAD_SPACE)
+    assert main(["validate", str(config)]) == 2
+    err = capsys.readouterr().err
+    for expected in BAD_SPACE_PROBLEMS:
+        assert expected in err, err
+    assert "8 problem(s)" in err
+    # a problem of the config itself comes in the same message as those of the space
+    assert main(["validate", str(config), "--set", "training.learning_rat=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "9 problem(s)" in err and "Did you mean 'learning_rate'?" in err and "search.model.lora.r" in err
+    # a sound space: OK, and the space is named; a config without search: is no study, nothing more to say
+    assert main(["validate", str(write_config(tmp_path, tiny_bert_dir))]) == 0
+    assert "search: 3 parameters (model.lora.r in lora trials only)" in capsys.readouterr().out
+    assert main(["validate", str(write_config(tmp_path, tiny_bert_dir, search=None))]) == 0
+    assert "search" not in capsys.readouterr().out
 
 
 def test_empty_space_and_unreachable_lora_setting(tmp_path, tiny_bert_dir):

@@ -1,4 +1,5 @@
-"""`hftl validate CONFIG`: every check `train` makes before loading a model, and nothing else.
+"""`hftl validate CONFIG`: every check `train` makes before loading a model, and those `hftl tune` makes of the
+config's `search:` section (keys, ranges, and every value the space can give), and nothing else.
 
 `--show-example N` also prints training example N as the model will see it, for tasks that can show one (the
 recipe's `describe_example`): the rendered text with the trained tokens marked, and the training set's lengths.
@@ -18,12 +19,24 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from hftl.errors import HftlError
+    from hftl.errors import ConfigError, HftlError
     from hftl.preflight import load_config
     from hftl.tasks import get_recipe_class
+    from hftl.tune.space import read_space
 
-    config = load_config(args.config, overrides_of(args))
+    overrides = overrides_of(args)
+    try:
+        config, problems = load_config(args.config, overrides), []
+    except ConfigError as err:
+        config, problems = None, list(err.problems)
+    # a search: section is checked as `hftl tune` checks it before its first trial, in the same message
+    space, _, search_problems = read_space(args.config, overrides, defaults=False)
+    problems += [p for p in search_problems if p not in problems]
+    if problems:
+        raise ConfigError(problems, str(args.config))
     print(f"{args.config}: OK (task {config.task}, model {config.model.name_or_path}, strategy {config.model.strategy})")
+    if space is not None:
+        print(f"search: {space.summary()}; hftl tune samples it (docs/tuning.md)")
     if args.show_example is not None:
         recipe = get_recipe_class(config.task)(config)
         describe = getattr(recipe, "describe_example", None)

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from hftl.config.parse import did_you_mean
 
@@ -109,6 +110,11 @@ class SearchSpace:
 
     def to_data(self) -> dict:
         return {p.key: p.to_data() for p in self.params}
+
+    def summary(self) -> str:
+        """One line: how many parameters, and which apply to one strategy only."""
+        conditional = [f"{p.key} in {p.strategy} trials only" for p in self.params if p.strategy]
+        return f"{len(self.params)} parameters" + (f" ({', '.join(conditional)})" if conditional else "")
 
     def sample(self, trial, base_strategy: str) -> dict:
         """Sample one configuration: dotted key -> value. The strategy is drawn first (when searched); settings of
@@ -275,3 +281,29 @@ def value_problems(space: SearchSpace, config_data: dict, base_dir, recipe_cls, 
             shown = json.dumps(value)
             problems += [f"search.{param.key}: the value {shown} is rejected by the config checks: {p}" for p in found]
     return problems
+
+
+def read_space(config_path: str | Path, user_overrides=(), defaults: bool = True):
+    """`(space, sources, problems)`: the search space of the config at `config_path` as `hftl tune` reads it, its
+    `search:` section (or, when it has none and `defaults`, the defaults for its task and strategy, with `sources`,
+    key -> where its range comes from), and every problem of the space's keys, syntax and values. `hftl tune` and
+    `hftl validate` both check a space here. A config whose task is unknown has no space (its own checks say why).
+    """
+    from hftl.config import read_config
+    from hftl.config.load import apply_overrides, read_yaml
+    from hftl.tasks import get_recipe_class, task_data_classes
+    from hftl.tune.defaults import default_search
+
+    first, _, _ = read_config(config_path, task_data_classes(), user_overrides, partial=True)
+    raw = apply_overrides(read_yaml(config_path), list(user_overrides))
+    given = "search" in raw  # `search: {}` is an empty space; no `search:` at all means the defaults
+    if first.task not in task_data_classes() or not (given or defaults):
+        return None, {}, []
+    recipe_cls = get_recipe_class(first.task)
+    strategy = first.model.strategy if first.model else "full"
+    search, sources = (first.search, {}) if given else default_search(recipe_cls, strategy)
+    space, problems = parse_space(search, recipe_cls, strategy)
+    if space is not None:
+        problems += value_problems(space, raw, Path(config_path).resolve().parent, recipe_cls, str(config_path))
+        space = SearchSpace(space.params, "search" if given else "defaults")
+    return space, sources, problems

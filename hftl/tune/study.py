@@ -31,7 +31,7 @@ from hftl.errors import ConfigError, HftlError
 from hftl.run_dir import RunDir
 from hftl.tune.folder import StudyDir
 from hftl.tune.report import PRUNED_AT, TRIAL_ENV, make_pruner, open_storage, shown_url
-from hftl.tune.space import SearchSpace, overrides, parse_space, value_problems
+from hftl.tune.space import SearchSpace, overrides, read_space
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +109,8 @@ def prepare(config_path: str | Path, user_overrides: list[str], options: TuneOpt
     checks it (output folder aside: it is the study folder), the search space and every value it can give, the
     options."""
     from hftl.config import read_config
-    from hftl.config.load import apply_overrides, read_yaml
     from hftl.preflight import load_config
     from hftl.tasks import get_recipe_class, task_data_classes
-    from hftl.tune.defaults import default_search
 
     config_path = Path(config_path)
     first, problems, _ = read_config(config_path, task_data_classes(), user_overrides, partial=True)
@@ -132,14 +130,8 @@ def prepare(config_path: str | Path, user_overrides: list[str], options: TuneOpt
     except ConfigError as err:
         config, problems = None, list(err.problems)
     recipe_cls = get_recipe_class(first.task)
-    strategy = (config or first).model.strategy if (config or first).model else "full"
-    raw = apply_overrides(read_yaml(config_path), list(user_overrides))
-    given = "search" in raw  # `search: {}` is an empty space; no `search:` at all means the defaults
-    search, sources = (first.search, {}) if given else default_search(recipe_cls, strategy)
-    space, space_problems = parse_space(search, recipe_cls, strategy)
+    space, sources, space_problems = read_space(config_path, user_overrides)
     problems += space_problems
-    if space is not None:
-        problems += value_problems(space, raw, config_path.resolve().parent, recipe_cls, str(config_path))
     if problems or config is None:
         raise ConfigError(problems, str(config_path))
     config.training["output_dir"] = str(folder.path)
@@ -149,7 +141,7 @@ def prepare(config_path: str | Path, user_overrides: list[str], options: TuneOpt
     direction = ("maximize" if greater else "minimize") if greater is not None else \
         ("minimize" if metric.endswith("loss") else "maximize")  # TrainingArguments' own rule
     return Plan(config_path=config_path, overrides=list(user_overrides), config=config, recipe_cls=recipe_cls,
-                space=SearchSpace(space.params, "search" if given else "defaults"), space_sources=sources,
+                space=space, space_sources=sources,
                 metric=metric, direction=direction, folder=folder,
                 storage_url=options.storage or f"journal:{folder.journal}",
                 study_name=options.study_name or folder.path.resolve().name, pruner=options.pruner)
