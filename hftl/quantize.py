@@ -21,6 +21,7 @@ with the run's decisions (temperature, thresholds, score range), and it runs wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -95,8 +96,9 @@ def export_int8(run_dir: str | Path, out_dir: str | Path, *, max_drop: float | N
         for path in float_dir.iterdir():  # tokenizer, configs, the run's records
             if path.is_file() and not path.name.startswith(ONNX_FILE):
                 shutil.copyfile(path, out / path.name)
-        quantize_dynamic(str(float_dir / ONNX_FILE), str(out / ONNX_FILE), weight_type=QuantType.QInt8,
-                         per_channel=False)
+        with _root_logger_at(logging.WARNING):  # the quantizer logs a line per skipped tensor on the root logger
+            quantize_dynamic(str(float_dir / ONNX_FILE), str(out / ONNX_FILE), weight_type=QuantType.QInt8,
+                             per_channel=False)
         _record_quantization(out, recipe)
         figures = measure(run.path, {"float32 ONNX": float_dir, "int8 ONNX": out}, source, threads=threads)
     figures["max_drop"] = max_drop
@@ -112,6 +114,17 @@ def export_int8(run_dir: str | Path, out_dir: str | Path, *, max_drop: float | N
     write_deployment_card(run.path, out, figures)
     logger.info("int8 ONNX model written to %s", out)
     return figures
+
+
+@contextlib.contextmanager
+def _root_logger_at(level: int):
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(max(before, level))
+    try:
+        yield
+    finally:
+        root.setLevel(before)
 
 
 def _record_quantization(out: Path, recipe) -> None:
