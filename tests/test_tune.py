@@ -53,7 +53,11 @@ def worker(config: Path, *args: str) -> subprocess.Popen:
 
 
 def finish(process: subprocess.Popen, timeout: float = 600) -> str:
-    out, _ = process.communicate(timeout=timeout)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()  # no worker outlives its test
+        raise
     assert process.returncode == 0, out[-3000:]
     return out
 
@@ -238,6 +242,100 @@ def test_launcher_runs_the_trial_command_once_per_trial(tmp_path):
     sets = [command[i + 1] for i, a in enumerate(command) if a == "--set"]
     assert sets[:3] == ["data.max_train_samples=10", 'model.strategy="lora"', "training.learning_rate=0.0001"]
     assert f"training.output_dir={tmp_path / 'trial-3'}" in sets and "data.test=" in sets  # test unseen
+
+
+# -- trials through the storage ----------------------------------------------------------------------------------------------
+# A stand-in for a trial's `hftl train` process, run through --launcher (`PY STAND_IN -m hftl.cli train CONFIG --set
+# ...`): it reports two evaluations to the study from its own process (as the trial callback does, without loading
+# transformers: seconds, not a training run), and writes the run folder records the tuner reads. Its metric is a function of the sampled learning rate, so a trial's value
+# shows that it came from that trial's own process.
+STAND_IN = """
+import json, os, sys, time
+from pathlib import Path
+import optuna
+
+sets = dict(a.split("=", 1) for a in sys.argv[sys.argv.index("--set") + 1::2])
+out = Path(sets["training.output_dir"])
+out.mkdir(parents=True)
+f1 = float(sets["training.learning_rate"]) * 10
+spec = json.loads(os.environ["HFTL_TUNE_TRIAL"])
+storage = optuna.storages.RDBStorage(spec["storage"])
+study = optuna.load_study(study_name=spec["study"], storage=storage)
+trial = optuna.trial.Trial(study, spec["trial_id"])
+deadline = time.time() + 120  # the first trials wait for each other: both workers run trials, at the same time
+while len({t.user_attrs.get("worker", {}).get("pid") for t in study.get_trials()} - {None}) < 2:
+    if time.time() > deadline:
+        sys.exit("the other worker never started a trial")
+    time.sleep(0.2)
+history = []
+for step, value in ((1, f1 / 2), (2, f1)):
+    trial.report(value, step)
+    history.append({spec["metric"]: value, "step": step})
+(out / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+(out / "metrics.json").write_text(json.dumps({"validation": {"f1": f1}}))
+"""
+
+
+def test_concurrent_workers_on_an_rdb_storage(tmp_path, tiny_bert_dir):
+    """Two workers on one SQLite storage (an RDB URL, through SQLAlchemy) give N distinct trials, each valued by its
+    own process's reports. The trials' processes are stand-ins (see STAND_IN): the storage is what is tested here;
+    real trials on the default journal storage are `concurrent_study`'s."""
+    import optuna
+
+    config = write_config(tmp_path, tiny_bert_dir, search={"training.learning_rate": {"low": 1e-3, "high": 9e-2}})
+    stand_in = tmp_path / "stand_in.py"
+    stand_in.write_text(STAND_IN)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ("--trials", "4", "--no-select", "--storage", url, "--launcher", f"{sys.executable} {stand_in}")
+    outputs = [finish(w, timeout=300) for w in [worker(config, *args) for _ in range(2)]]
+    trials = optuna.load_study(study_name="study", storage=url).get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    others = [t for t in trials if t.state.name != "COMPLETE"]
+    assert len(complete) == 4 and len({t.number for t in complete}) == 4, (trials, outputs)
+    assert all("surplus" in t.user_attrs["failed_because"] for t in others) and len(others) <= 1
+    workers = {t.user_attrs["worker"]["pid"] for t in complete}
+    assert len(workers) == 2, "both workers ran trials"
+    for t in complete:
+        f1 = t.params["training.learning_rate"] * 10
+        assert t.value == pytest.approx(f1)
+        assert t.intermediate_values == pytest.approx({1: f1 / 2, 2: f1})
+        assert json.loads((tmp_path / "study" / f"trial-{t.number}" / RunDir.METRICS).read_text()) == {
+            "validation": {"f1": pytest.approx(f1)}}
+    assert not (tmp_path / "study" / "optuna-journal.log").exists()  # the storage named, no journal besides
+    assert url.split("///")[1] in (tmp_path / "study" / "study.json").read_text()
+
+
+def test_workers_opening_a_new_rdb_storage_at_once(tmp_path):
+    """Workers started together on a new database race to create its tables (Optuna checks for a table, then
+    creates it): every one of them opens the storage, and the schema is recorded once."""
+    import sqlite3
+    import threading
+
+    import optuna
+
+    from hftl.tune.report import open_storage
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    barrier, errors = threading.Barrier(4), []
+
+    def open_at_once():
+        barrier.wait()
+        try:
+            open_storage(url)
+        except Exception as err:  # noqa: BLE001 (any failure is the finding)
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_at_once) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with sqlite3.connect(tmp_path / "new.db") as db:
+        assert db.execute("select count(*) from alembic_version").fetchone() == (1,)
+        assert db.execute("select count(*) from version_info").fetchone() == (1,)
+    optuna.create_study(study_name="s", storage=open_storage(url)).optimize(lambda t: t.suggest_float("x", 0, 1), 2)
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 2
 
 
 # -- real studies ----------------------------------------------------------------------------------------------

@@ -37,7 +37,29 @@ def open_storage(url: str):
         return JournalStorage(JournalFileBackend(url[len("journal:"):]))
     if "://" not in url:
         return JournalStorage(JournalFileBackend(url))
-    return optuna.storages.RDBStorage(url)
+    return _open_rdb(url)
+
+
+def _open_rdb(url: str, attempts: int = 5):
+    """`optuna.storages.RDBStorage(url)`, retried: workers started together on a new database race to create its
+    tables (RDBStorage checks for each table, then creates it; the loser fails with "table ... already exists" or a
+    duplicate key); a retry finds the tables the winner made. SQLite waits up to 60 s for a lock (Python's default
+    is 5) while another worker writes."""
+    import random
+
+    import optuna
+    import sqlalchemy.exc
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
+            if attempt == attempts - 1:
+                raise
+            logger.info("opening %s failed (%s); retrying (another worker may be creating its tables).",
+                        shown_url(url), str(err).splitlines()[0])
+            time.sleep(0.2 + random.random() * (attempt + 1))
 
 
 def shown_url(url: str) -> str:
