@@ -28,7 +28,7 @@ def parse_args(argv=None):
     parser.add_argument("--sft", type=Path, required=True, help="an instruction-tuning run on SST-2 as instructions")
     parser.add_argument("--head-test", type=Path, help="TSV test file (default: the head run's data.test)")
     parser.add_argument("--sft-test", type=Path, help="JSONL test file (default: the SFT run's data.test)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
 
