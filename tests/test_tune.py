@@ -338,6 +338,40 @@ def test_workers_opening_a_new_rdb_storage_at_once(tmp_path):
     assert len(optuna.load_study(study_name="s", storage=url).trials) == 2
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_trial_under_a_two_process_launch(tmp_path, tiny_bert_dir):
+    """--launcher: one trial is one `accelerate launch` of two processes (recipes/accelerate/cpu_ddp.yaml, which
+    really starts two on CPU), its parameters sampled once by the tuner: one trial in the storage, its run trained
+    at world size 2 with the sampled value, each evaluation reported once."""
+    config = write_config(tmp_path, tiny_bert_dir, search={"training.learning_rate": {"low": 5e-3, "high": 3e-2}},
+                          num_train_epochs=1)
+    accelerate_config = Path(__file__).resolve().parent.parent / "recipes" / "accelerate" / "cpu_ddp.yaml"
+    launcher = (f"{sys.executable} -m accelerate.commands.launch --config_file {accelerate_config} "
+                f"--main_process_port {_free_port()}")
+    out = finish(worker(config, "--trials", "1", "--no-select", "--launcher", launcher), timeout=400)
+    study = tmp_path / "study"
+    trials = load_trials(study)
+    assert [t.state.name for t in trials] == ["COMPLETE"], (out[-2000:], _log_tail(study))
+    trial, run = trials[0], RunDir(study / "trial-0")
+    assert json.loads((run.path / RunDir.MANIFEST).read_text())["training"]["world_size"] == 2
+    saved = yaml.safe_load((run.path / RunDir.CONFIG).read_text())
+    assert saved["training"]["learning_rate"] == trial.params["training.learning_rate"]
+    evals = [e["eval_f1"] for e in run.trainer_state()["log_history"] if "eval_f1" in e]
+    assert trial.intermediate_values == pytest.approx({i + 1: v for i, v in enumerate(evals)}) and evals
+    assert trial.value == pytest.approx(max(evals))
+
+
+def _log_tail(study: Path) -> str:
+    return "\n".join(p.read_text()[-3000:] for p in sorted((study / "logs").glob("*.log")))
+
+
 # -- real studies ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def concurrent_study(tmp_path_factory, tiny_bert_dir):
