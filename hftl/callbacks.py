@@ -49,10 +49,13 @@ class GracefulStopCallback(TrainerCallback):
 
     Args:
         resume_hint (`str`): the command that continues the run, quoted in the message.
+        next_step (`str`, *optional*): what to do next, said instead of the resume command (a run that is not to be
+            resumed: a trial of `hftl tune`).
     """
 
-    def __init__(self, resume_hint: str = "hftl train CONFIG --resume"):
+    def __init__(self, resume_hint: str = "hftl train CONFIG --resume", next_step: str | None = None):
         self.resume_hint = resume_hint
+        self.next_step = next_step
         self.received: str | None = None
         self.stopped_at: int | None = None
         self._previous: dict = {}
@@ -89,7 +92,7 @@ class GracefulStopCallback(TrainerCallback):
             raise TrainingInterrupted(
                 f"training stopped by {self.received} at step {self.stopped_at} of {state.max_steps}; "
                 f"checkpoint saved in {args.output_dir}/checkpoint-{self.stopped_at}. "
-                f"Continue the run with: {self.resume_hint}"
+                + (self.next_step or f"Continue the run with: {self.resume_hint}")
             )
 
 

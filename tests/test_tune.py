@@ -210,6 +210,51 @@ def test_report_callback_prunes_below_the_median(tmp_path, value, pruned):
     assert (PRUNED_AT in frozen.user_attrs) is pruned
 
 
+def test_sampler_seed_gives_the_same_order_and_a_restart_draws_new_points(tmp_path, tiny_bert_dir):
+    """--sampler-seed: two studies visit the same points (how pruning is compared with no pruning); a restarted
+    worker continues from seed + trials so far instead of drawing its first points again. No training here."""
+    from hftl.tune.study import TuneOptions, open_study, prepare
+
+    config = write_config(tmp_path, tiny_bert_dir)
+
+    def draws(name: str, n: int, seed=7) -> list[dict]:
+        options = TuneOptions(trials=24, sampler_seed=seed)
+        plan = prepare(config, [f"training.output_dir={tmp_path / name}"], options)
+        study, _ = open_study(plan, options)
+        points = []
+        for _ in range(n):
+            trial = study.ask()
+            points.append(plan.space.sample(trial, "full"))
+            study.tell(trial, 0.5)
+        return points
+
+    first = draws("a", 3)
+    assert draws("b", 3) == first and draws("c", 3, seed=8) != first
+    restarted = draws("a", 2)  # study a holds 3 trials: the restart draws from seed 7 + 3
+    assert restarted != first[:2] and restarted == draws("d", 5, seed=10)[:2]
+
+
+def test_a_stopped_trial_does_not_suggest_resuming_it(monkeypatch):
+    """A trial's process stopped by a signal says the study replaces it, not `hftl train ... --resume` (a trial is
+    never resumed)."""
+    from hftl.callbacks import GracefulStopCallback
+    from hftl.errors import TrainingInterrupted
+    from hftl.tune.report import TRIAL_ENV, TrialReportCallback, add_trial_callback
+
+    stop = GracefulStopCallback("hftl train c.yaml --set training.output_dir=study/trial-3 --resume")
+    trainer = SimpleNamespace(callback_handler=SimpleNamespace(callbacks=[stop]))
+    trainer.add_callback = trainer.callback_handler.callbacks.append
+    monkeypatch.setenv(TRIAL_ENV, json.dumps({"storage": "journal:x", "study": "s", "trial_id": 3,
+                                              "metric": "eval_f1", "pruner": "median"}))
+    add_trial_callback(trainer)
+    assert any(isinstance(c, TrialReportCallback) for c in trainer.callback_handler.callbacks)
+    stop.received, stop.stopped_at = "SIGTERM", 5
+    with pytest.raises(TrainingInterrupted) as caught:
+        stop.on_train_end(SimpleNamespace(output_dir="study/trial-3"), SimpleNamespace(max_steps=10), None)
+    message = str(caught.value)
+    assert "--resume" not in message and "marked failed" in message and "hftl tune" in message, message
+
+
 def test_stale_trials(monkeypatch):
     import socket
     from datetime import datetime

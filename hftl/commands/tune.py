@@ -26,6 +26,9 @@ def register(subparsers):
     parser.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
                         help="stop unpromising trials at an evaluation: Optuna's median pruner (default) or "
                              "successive halving")
+    parser.add_argument("--sampler-seed", type=int, metavar="N",
+                        help="seed TPE (default: unseeded): one worker then visits the space in a reproducible order, "
+                             "e.g. to compare a study with and without pruning; several workers need different seeds")
     parser.add_argument("--metric", help="the validation metric to optimise (default: training.metric_for_best_model, "
                                          "else the task's: macro-F1 for classification, the loss otherwise)")
     parser.add_argument("--top", type=int, default=1, metavar="K", help="re-run the K best configurations ...")
@@ -46,7 +49,7 @@ def run(args) -> int:
     from hftl.tune.workflow import tune
 
     options = TuneOptions(trials=args.trials, timeout=args.timeout, storage=args.storage, study_name=args.study_name,
-                          pruner=args.pruner, metric=args.metric, top=args.top, seeds=args.seeds,
+                          pruner=args.pruner, sampler_seed=args.sampler_seed, metric=args.metric, top=args.top, seeds=args.seeds,
                           launcher=args.launcher, select=args.select)
     plan = prepare(args.config, args.overrides, options)
     return tune(plan, options)

@@ -144,8 +144,19 @@ class TrialReportCallback(TrainerCallback):
         return control
 
 
+#: what a trial's process says when a signal stopped it (instead of `hftl train ... --resume`)
+STOPPED_TRIAL = ("This is a trial of hftl tune, which is never resumed: the trial is marked failed, and a new trial "
+                 "takes its place when the same hftl tune command runs again.")
+
+
 def add_trial_callback(trainer) -> None:
-    """Add `TrialReportCallback` to `trainer` when this process trains a trial of `hftl tune`."""
+    """Add `TrialReportCallback` to `trainer` when this process trains a trial of `hftl tune` (and make a stop by
+    signal say what happens to the trial)."""
+    from hftl.callbacks import GracefulStopCallback
+
     spec = os.environ.get(TRIAL_ENV)
     if spec:
         trainer.add_callback(TrialReportCallback(json.loads(spec)))
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, GracefulStopCallback):
+                callback.next_step = STOPPED_TRIAL

@@ -119,7 +119,7 @@ def tuning_record(plan, options, record_counts: dict, picked: dict, seeds: int) 
         "space_source": plan.space.source,
         "space": {p.key: p.describe() + (f" (only in {p.strategy} trials)" if p.strategy else "")
                   for p in plan.space.params},
-        "sampler": "Optuna TPE",
+        "sampler": "Optuna TPE" + (f" (seed {plan.sampler_seed})" if plan.sampler_seed is not None else ""),
         "pruner": plan.pruner,
         "trials": record_counts,
         "top": options.top,

@@ -51,6 +51,7 @@ class TuneOptions:
     storage: str | None = None
     study_name: str | None = None
     pruner: str = "median"
+    sampler_seed: int | None = None
     launcher: str | None = None
     metric: str | None = None
     top: int = 1
@@ -76,6 +77,7 @@ class Plan:
     storage_url: str
     study_name: str
     pruner: str
+    sampler_seed: int | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -144,7 +146,8 @@ def prepare(config_path: str | Path, user_overrides: list[str], options: TuneOpt
                 space=space, space_sources=sources,
                 metric=metric, direction=direction, folder=folder,
                 storage_url=options.storage or f"journal:{folder.journal}",
-                study_name=options.study_name or folder.path.resolve().name, pruner=options.pruner)
+                study_name=options.study_name or folder.path.resolve().name, pruner=options.pruner,
+                sampler_seed=options.sampler_seed)
 
 
 def open_study(plan: Plan, options: TuneOptions, create: bool = True):
@@ -155,15 +158,21 @@ def open_study(plan: Plan, options: TuneOptions, create: bool = True):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan.folder.path.mkdir(parents=True, exist_ok=True)
     storage = open_storage(plan.storage_url)
-    with warnings.catch_warnings():  # multivariate, group and constant_liar are marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # multivariate + group: TPE models settings that go together (a learning rate with the strategy it was
-        # drawn for; LoRA settings only where they apply); constant_liar: workers running at once do not all draw
-        # the same point
-        sampler = optuna.samplers.TPESampler(n_startup_trials=max(2, min(10, options.trials // 3)), multivariate=True,
-                                             group=True, constant_liar=True)
+
+    def sampler(seed=None):
+        with warnings.catch_warnings():  # multivariate, group and constant_liar are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # multivariate + group: TPE models settings that go together (a learning rate with the strategy it was
+            # drawn for; LoRA settings only where they apply); constant_liar: workers running at once do not all
+            # draw the same point
+            return optuna.samplers.TPESampler(n_startup_trials=max(2, min(10, options.trials // 3)),
+                                              multivariate=True, group=True, constant_liar=True, seed=seed)
+
     study = optuna.create_study(study_name=plan.study_name, storage=storage, direction=plan.direction,
-                                sampler=sampler, pruner=make_pruner(plan.pruner), load_if_exists=True)
+                                sampler=sampler(), pruner=make_pruner(plan.pruner), load_if_exists=True)
+    if plan.sampler_seed is not None:
+        # offset by the trials the study holds: a restarted worker does not draw its first trials' points again
+        study.sampler = sampler(plan.sampler_seed + len(study.get_trials(deepcopy=False)))
     identity, recorded = plan.identity(), study.user_attrs.get("hftl")
     if recorded is None:
         study.set_user_attr("hftl", identity)

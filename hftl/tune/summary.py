@@ -43,7 +43,7 @@ def write_study_record(plan, study, selection: dict | None = None) -> None:
         "config": str(plan.config_path),
         "objective": {"metric": plan.metric, "direction": plan.direction, "at": "the trial's best evaluation"},
         "pruner": plan.pruner,
-        "sampler": "TPE",
+        "sampler": "TPE" + (f" (seed {plan.sampler_seed})" if plan.sampler_seed is not None else ""),
         "space_source": plan.space.source,
         "space": plan.space.to_data(),
         "space_sources": plan.space_sources,
