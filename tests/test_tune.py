@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import make_sentences, write_tsv
+from tiny_runs import tiny_config
 from hftl.errors import ConfigError
 from hftl.run_dir import RunDir
 
@@ -27,17 +27,9 @@ SPACE = {"model.strategy": ["full", "lora"], "model.lora.r": [2, 4],
 
 
 def write_config(folder: Path, model_dir: Path, search: dict | None = SPACE, **training) -> Path:
-    data = {name: write_tsv(folder / f"{name}.tsv", make_sentences(n, seed=seed))
-            for name, n, seed in (("train", 48, 1), ("dev", 24, 2), ("test", 24, 3))}
-    config = {
-        "task": "text-classification",
-        "model": {"name_or_path": str(model_dir), "strategy": "full"},
-        "data": {"train": str(data["train"]), "validation": str(data["dev"]), "test": str(data["test"]),
-                 "text_column": "sentence", "label_column": "label", "max_length": 24},
-        "training": {"output_dir": str(folder / "study"), "num_train_epochs": 2, "learning_rate": 1e-2,
-                     "per_device_train_batch_size": 16, "logging_steps": 1, "seed": 42, **training},
-        "speed": {"bf16": False},
-    }
+    config = tiny_config(folder, model_dir, rows=(48, 24, 24), **{
+        "data.max_length": 24, "training.output_dir": str(folder / "study"), "training.learning_rate": 1e-2,
+        "training.logging_steps": 1, **{f"training.{k}": v for k, v in training.items()}})
     if search is not None:
         config["search"] = search
     path = folder / "tune.yaml"

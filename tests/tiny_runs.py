@@ -12,12 +12,11 @@ from hftl.runner import run_recipe
 TEXTS = ["the film was great", "it was really awful and boring", "a lovely and charming story", "dismal plot"]
 
 
-def train_tiny_run(tmp: Path, model_dir: Path, **changes):
-    """Train the tiny fixture model on the fixture task in `tmp/run`; `changes` are 'section.key' -> value."""
-    from hftl import TextClassificationRecipe
-
+def tiny_config(tmp: Path, model_dir: Path, rows: tuple[int, int, int] = (96, 32, 32), **changes) -> dict:
+    """The fixture task's config on the tiny model, its train / dev / test TSVs (`rows` sentences each) written in
+    `tmp`, output in `tmp/run`; `changes` are 'section.key' -> value."""
     data = {name: write_tsv(tmp / f"{name}.tsv", make_sentences(n, seed=seed))
-            for name, n, seed in (("train", 96, 1), ("dev", 32, 2), ("test", 32, 3))}
+            for name, n, seed in zip(("train", "dev", "test"), rows, (1, 2, 3))}
     config = {
         "task": "text-classification",
         "model": {"name_or_path": str(model_dir), "strategy": "full"},
@@ -27,7 +26,14 @@ def train_tiny_run(tmp: Path, model_dir: Path, **changes):
                      "per_device_train_batch_size": 16, "seed": 42, "logging_steps": 2},
         "speed": {"bf16": False},
     }
-    with_changes(config, changes)
+    return with_changes(config, changes)
+
+
+def train_tiny_run(tmp: Path, model_dir: Path, **changes):
+    """Train the tiny fixture model on the fixture task in `tmp/run`; `changes` are 'section.key' -> value."""
+    from hftl import TextClassificationRecipe
+
+    config = tiny_config(tmp, model_dir, **changes)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_DATASETS_CACHE", str(tmp / "datasets_cache"))
         return run_recipe(TextClassificationRecipe(config))
