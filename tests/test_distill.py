@@ -1,6 +1,7 @@
 """Knowledge distillation (hftl.distillation, hftl.student, `hftl distill`): the loss against a hand computation,
 a student cut from its teacher that plain transformers loads, and distilled runs that are normal runs (text and
-token classification, gradient accumulation exact)."""
+token classification). The distilled rows of tests/test_conformance.py run a student through single process,
+gradient accumulation, DDP, FSDP and kill-resume."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_sentences, write_tsv
 from hftl.cli import main as hftl_main
 from hftl.decisions import MULTI, REGRESSION, SINGLE
 from hftl.distillation import DistillationLoss, DistillationTargets, HardLabelLoss, TeacherLogits
@@ -203,81 +203,6 @@ def test_distill_layers_gives_a_normal_run(teacher, tmp_path, capsys):
     assert "temperature 3 (× 3²)" in card and "layers 0, 2 of 4" in card
     assert len(hftl.load(out).predict(TEXTS)) == len(TEXTS)
     assert hftl.load(out).model.config.num_hidden_layers == 2
-
-
-CONFORMANCE = ["training.max_steps=4", "training.logging_steps=1", "training.eval_strategy='no'",
-               "training.save_strategy='no'", "training.learning_rate=5e-3", "speed.group_by_length=false",
-               "speed.bf16=false",
-               "model.config_overrides={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}"]
-
-
-@pytest.fixture(scope="module")
-def conformance(teacher, tiny_bert_dir, tmp_path_factory):
-    """The distilled student's config (dropout off, 4 steps), and its one-process run at batch 8."""
-    from hftl.preflight import load_config
-    from hftl.runner import run_recipe
-    from hftl.tasks import get_recipe_class
-
-    root = tmp_path_factory.mktemp("conformance")
-    assert hftl_main(["distill", str(teacher.run_dir), "--student", str(tiny_bert_dir), "--output-dir",
-                      str(root / "x"), "--write-config", str(root / "student.yaml")] +
-                     [arg for o in CONFORMANCE for arg in ("--set", o)]) == 0
-
-    def run(name, batch, steps=1):
-        config = load_config(root / "student.yaml", [f"training.output_dir={root / name}",
-                                                     f"training.per_device_train_batch_size={batch}",
-                                                     f"training.gradient_accumulation_steps={steps}"])
-        return run_recipe(get_recipe_class(config.task)(config))
-
-    return root, run, run("one", 8)
-
-
-def _losses(run_dir) -> list[float]:
-    state = json.loads((Path(run_dir) / "trainer_state.json").read_text())
-    return [e["loss"] for e in state["log_history"] if "loss" in e]
-
-
-def _assert_same_training(got, want):
-    from safetensors.torch import load_file
-
-    assert len(_losses(want)) == 4 and np.allclose(_losses(got), _losses(want), rtol=1e-4)
-    w1, w2 = load_file(str(Path(got) / "model.safetensors")), load_file(str(Path(want) / "model.safetensors"))
-    for key in w1:
-        torch.testing.assert_close(w1[key], w2[key], atol=1e-5, rtol=1e-4)
-
-
-def test_gradient_accumulation_is_exact(conformance):
-    """Batch 4 x 2 accumulation steps = batch 8: the same losses and weights (dropout off)."""
-    root, run, one = conformance
-    _assert_same_training(run("accumulated", 4, 2).run_dir, one.run_dir)
-
-
-def test_two_process_ddp_matches_one_process(conformance):
-    """2 DDP processes x batch 4 (recipes/accelerate/cpu_ddp.yaml) = one process at batch 8; rank 0 alone writes."""
-    import os
-    import subprocess
-    import sys
-
-    root, _, one = conformance
-    repo = Path(__file__).resolve().parent.parent
-    command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
-               str(repo / "recipes" / "accelerate" / "cpu_ddp.yaml"), "--main_process_port", str(_free_port()),
-               str(repo / "recipes" / "text_classification.py"), "--config", str(root / "student.yaml"),
-               "--set", f"training.output_dir={root / 'ddp'}", "--set", "training.per_device_train_batch_size=4"]
-    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(repo), timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    _assert_same_training(root / "ddp", one.run_dir)
-    metrics = json.loads((root / "ddp" / "metrics.json").read_text())
-    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 32  # every test example counted once
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_bad_distillation_settings_are_reported_up_front(teacher, tiny_bert_dir, tiny_gpt2_dir, text_config, tmp_path):

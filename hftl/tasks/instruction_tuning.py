@@ -340,7 +340,10 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
     def evaluate_split(self, trainer, name: str, dataset, labels=None, **kwargs) -> dict:
         metrics = self.token_loss(trainer, dataset)
         conversations = getattr(dataset, "conversations", None)
-        if name == "test" and conversations and trainer.is_world_process_zero():
+        # FSDP: every process runs the generation forward passes of rank 0's (each gathers the others' shards);
+        # only rank 0 records the figures. DDP: rank 0 alone, on its full copy of the model
+        every_process = getattr(trainer, "is_fsdp_enabled", False)
+        if name == "test" and conversations and (trainer.is_world_process_zero() or every_process):
             metrics.update(self.generation_metrics(trainer.model, trainer.processing_class, conversations))
         return metrics
 
@@ -430,6 +433,17 @@ def packing_collator():
     return PackingCollator(return_position_ids=True, separator_id=-100)
 
 
+def is_sharded(model) -> bool:
+    """Whether FSDP shards `model` across processes: its forward passes are then collective, and `generate` must
+    keep every process stepping until all are done (`synced_gpus`; transformers detects only the FSDP it applies
+    itself, not accelerate's `fully_shard` of a PEFT model's wrapper)."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FSDPModule
+
+    return (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            and any(isinstance(m, FSDPModule) for m in model.modules()))
+
+
 def generate_batch(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int = 16) -> list[dict]:
     """Greedy replies to prompts (lists of messages, rendered by `hftl.chat`; or plain text), in left-padded batches."""
     import torch
@@ -438,6 +452,7 @@ def generate_batch(model, tokenizer, prompts: list, max_new_tokens: int, batch_s
 
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    synced = is_sharded(model)
     encoded = [prompt_ids(tokenizer, p) if isinstance(p, list) else tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
     replies: list = [None] * len(encoded)
@@ -449,7 +464,8 @@ def generate_batch(model, tokenizer, prompts: list, max_new_tokens: int, batch_s
         mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in rows], device=model.device)
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                 temperature=None, top_p=None, top_k=None, eos_token_id=stops, pad_token_id=pad)
+                                 temperature=None, top_p=None, top_k=None, eos_token_id=stops, pad_token_id=pad,
+                                 synced_gpus=synced)
         for row, i in enumerate(rows):
             new = out[row, width:].tolist()
             ends = [k for k, t in enumerate(new) if t in stops]
