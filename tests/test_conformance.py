@@ -2,13 +2,16 @@
 
 Rows are the tasks of `hftl.tasks.registered_tasks()` (text classification twice: an encoder and a decoder),
 each with the strategies full / freeze / lora, and distilled students of text and token classification (a
-`distillation` section whose teacher is another row's run; `full` only). A task registered later joins by itself; it runs once it has an
-entry in `TINY` below (how to build a tiny config for it), and is skipped, saying so, until then.
+`distillation` section whose teacher is another row's run; `full` only). A task registered later joins by
+itself; it runs once it has an entry in `TINY` below (how to build a tiny config for it), and is skipped, saying
+so, until then.
 
 Columns, and what each asserts:
 
 * single process: 8 steps, save, `hftl.load` predicts exactly what the in-memory model predicts; a LoRA run's
   `hftl.export.export_merged` folder, loaded by plain transformers, predicts the same (tolerance 1e-4).
+* distilled rows, besides every column: the teacher-logit cache holds what the teacher computes on each training
+  example alone, computed once.
 * gradient accumulation: per-device batch 4 x 2 accumulation steps gives the per-step losses (rel. 1e-4) and
   final weights (abs. 1e-5 + rel. 1e-4) of batch 8. Dropout is off (masks are drawn per forward pass, so two
   micro-batches cannot draw the masks of one batch) and masked-LM blocks are masked at fixed positions (BERT's
