@@ -333,6 +333,7 @@ def test_concurrent_workers_on_an_rdb_storage(tmp_path, tiny_bert_dir):
     workers = {t.user_attrs["worker"]["pid"] for t in complete}
     assert len(workers) == 2, "both workers ran trials"
     for t in complete:
+        assert t.user_attrs["process_cpu_seconds"] > 0  # the trial process's compute, not the machine's
         f1 = t.params["training.learning_rate"] * 10
         assert t.value == pytest.approx(f1)
         assert t.intermediate_values == pytest.approx({1: f1 / 2, 2: f1})

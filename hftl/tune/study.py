@@ -36,8 +36,9 @@ from hftl.tune.space import SearchSpace, overrides, read_space
 logger = logging.getLogger(__name__)
 
 #: trial user attributes the tuner writes
-WORKER, HEARTBEAT, FAILED_BECAUSE, PROCESS_S, TUNER_S, VALUES = (
-    "worker", "heartbeat", "failed_because", "process_seconds", "tuner_seconds", "config_values")
+WORKER, HEARTBEAT, FAILED_BECAUSE, PROCESS_S, PROCESS_CPU_S, TUNER_S, VALUES = (
+    "worker", "heartbeat", "failed_because", "process_seconds", "process_cpu_seconds", "tuner_seconds",
+    "config_values")
 #: how many trials in a row may fail on one worker before it stops (a space whose every sample is broken)
 MAX_FAILURES_IN_A_ROW = 3
 
@@ -323,6 +324,15 @@ def launch(command: list[str], log_path: Path, env: dict, beat=None, heartbeat_s
             signal.signal(signal.SIGTERM, previous)
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished children (and theirs): a worker runs one trial process at a time, so
+    the difference around a trial is the trial's compute, whatever else the machine runs."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
@@ -359,7 +369,7 @@ def run_trial(plan: Plan, options: TuneOptions, study, storage, trial) -> str:
             "metric": plan.metric_key, "pruner": plan.pruner}
     env = {**os.environ, TRIAL_ENV: json.dumps(spec)}
     log_path = plan.folder.log_file(run_dir.name)
-    process_started = time.time()
+    process_started, cpu_before = time.time(), _children_cpu_s()
     try:
         code = launch(train_command(plan, options, settings), log_path, env,
                       beat=lambda: storage.set_trial_user_attr(trial_id, HEARTBEAT, time.time()),
@@ -383,6 +393,7 @@ def run_trial(plan: Plan, options: TuneOptions, study, storage, trial) -> str:
         logger.warning("trial %d failed (exit status %d); the end of %s:\n%s", trial.number, code, log_path,
                        _tail(log_path))
     trial.set_user_attr(PROCESS_S, round(process_s, 3))
+    trial.set_user_attr(PROCESS_CPU_S, round(_children_cpu_s() - cpu_before, 3))
     trial.set_user_attr(TUNER_S, round(time.time() - started - process_s, 3))
     try:
         if state == TrialState.COMPLETE:
