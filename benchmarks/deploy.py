@@ -15,8 +15,6 @@ a warm-up; the texts/s figure is the median pass. The machine (CPU flags, thread
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -83,7 +81,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from hftl.run_dir import RunDir
-    from machine import machine_lines
+    from machine import interleaved_throughput, print_results
 
     args = parse_args(argv)
     config = RunDir(args.teacher).saved_config()
@@ -98,15 +96,12 @@ def main(argv=None) -> int:
     if not args.no_pipeline:
         rows["pipeline() on the teacher"] = (args.teacher, pipeline_model)
     models = {name: (folder, make(folder)) for name, (folder, make) in rows.items() if folder is not None}
-    figures = {name: {"size_mb": size_mb(folder), "passes": [], "latency": []} for name, (folder, _) in models.items()}
+    figures = {name: {"size_mb": size_mb(folder), "latency": []} for name, (folder, _) in models.items()}
     for name, (_, predict) in models.items():  # warm-up, and the labels the metric is computed from
         predicted = predict(texts)
         figures[name]["accuracy"] = float(np.mean([str(p) == g for p, g in zip(predicted, gold)]))
-    for _ in range(args.repeats):
-        for name, (_, predict) in models.items():
-            start = time.perf_counter()
-            predict(texts)
-            figures[name]["passes"].append(len(texts) / (time.perf_counter() - start))
+    speeds = interleaved_throughput({name: (lambda p=predict: p(texts)) for name, (_, predict) in models.items()},
+                                    len(texts), args.repeats)
     for text in texts[:args.latency_n]:
         for name, (_, predict) in models.items():
             start = time.perf_counter()
@@ -115,19 +110,16 @@ def main(argv=None) -> int:
     lines = ["| model | size (MB) | texts/s, batch | texts/s, one at a time | latency p50 / p95 (ms) | test accuracy |",
              "|---|---|---|---|---|---|"]
     for name, row in figures.items():
-        row["texts_per_second"] = statistics.median(row["passes"])
+        row["texts_per_second"] = speeds[name]
         latency = np.asarray(row.pop("latency"))
         row["latency_p50_ms"], row["latency_p95_ms"] = float(np.percentile(latency, 50)), float(np.percentile(latency, 95))
         row["one_at_a_time_per_second"] = float(1000 / latency.mean())
         lines.append(f"| {name} | {row['size_mb']:.1f} | {row['texts_per_second']:.0f} | "
                      f"{row['one_at_a_time_per_second']:.0f} | {row['latency_p50_ms']:.1f} / {row['latency_p95_ms']:.1f} | "
                      f"{row['accuracy']:.4f} |")
-    print(f"{len(texts)} test texts from {test}; {args.repeats} timed passes each (median), "
-          f"{min(args.latency_n, len(texts))} texts one at a time")
-    print("\n".join(lines))
-    print("\n".join(machine_lines(bf16=False)))
-    if args.json:
-        args.json.write_text(json.dumps({"test": str(test), "rows": figures}, indent=2) + "\n", encoding="utf-8")
+    print_results(f"{len(texts)} test texts from {test}; {args.repeats} timed passes each (median), "
+                  f"{min(args.latency_n, len(texts))} texts one at a time", lines, {"test": str(test), "rows": figures},
+                  args.json)
     return 0
 
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import sys
-import time
 from pathlib import Path
 
 
@@ -58,7 +56,7 @@ def main(argv=None) -> int:
 
     import hftl
     from hftl.run_dir import RunDir
-    from machine import machine_lines
+    from machine import interleaved_throughput, print_results
 
     args = parse_args(argv)
     head_config, sft_config = RunDir(args.head).saved_config(), RunDir(args.sft).saved_config()
@@ -91,23 +89,15 @@ def main(argv=None) -> int:
         predicted = predict()
         figures[name] = {"accuracy": sum(p == g for p, g in zip(predicted, truth)) / len(truth),
                          "macro_f1": macro_f1(predicted, truth, labels),
-                         "unparseable": sum(p not in labels for p in predicted), "passes": [], **recorded(run)}
-    for _ in range(args.repeats):
-        for name, (_, predict, _) in models.items():
-            start = time.perf_counter()
-            predict()
-            figures[name]["passes"].append(len(gold) / (time.perf_counter() - start))
+                         "unparseable": sum(p not in labels for p in predicted), **recorded(run)}
+    speeds = interleaved_throughput({name: predict for name, (_, predict, _) in models.items()}, len(gold), args.repeats)
     lines = ["| model | test accuracy | macro-F1 | unparseable | trainable parameters | training time (s) | "
              "prediction texts/s |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, row in figures.items():
-        row["texts_per_second"] = statistics.median(row["passes"])
+        row["texts_per_second"] = speeds[name]
         lines.append(f"| {name} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} | {row['unparseable']} | "
                      f"{row['trainable_params']:,} | {row['train_runtime_s']:.0f} | {row['texts_per_second']:.1f} |")
-    print(f"{len(gold)} SST-2 test sentences; {args.repeats} timed passes each (median)")
-    print("\n".join(lines))
-    print("\n".join(machine_lines(bf16=False)))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print_results(f"{len(gold)} SST-2 test sentences; {args.repeats} timed passes each (median)", lines, figures, args.json)
     return 0
 
 

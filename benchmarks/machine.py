@@ -81,3 +81,29 @@ def machine_lines(bf16: bool | str | None = None, info: dict | None = None) -> l
         lines.append(f"GPU: {cuda['name']} x{cuda['count']} ({cuda['memory_gb']:.0f} GiB, sm {cuda['capability']}, "
                      f"CUDA {cuda['cuda']})")
     return lines
+
+
+def interleaved_throughput(predictors: dict, count: int, repeats: int) -> dict[str, float]:
+    """Items/s of each zero-argument `predictors[name]()` (which handles `count` items), timed `repeats` times in
+    turn (so a change of load hits every model alike): the median pass of each. Warm up before calling this."""
+    import statistics
+    import time
+
+    passes: dict[str, list[float]] = {name: [] for name in predictors}
+    for _ in range(repeats):
+        for name, predict in predictors.items():
+            start = time.perf_counter()
+            predict()
+            passes[name].append(count / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in passes.items()}
+
+
+def print_results(heading: str, table: list[str], figures: dict, json_path=None, bf16: bool | str | None = False) -> None:
+    """A benchmark's table under its heading, the machine beneath it, and the figures as JSON where asked."""
+    import json
+
+    print(heading)
+    print("\n".join(table))
+    print("\n".join(machine_lines(bf16=bf16)))
+    if json_path:
+        Path(json_path).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ def main(argv=None) -> int:
 
     from hftl.onnx_export import export_onnx
     from hftl.run_dir import RunDir
-    from machine import machine_lines
+    from machine import interleaved_throughput, print_results
 
     args = parse_args(argv)
     data = RunDir(args.run).saved_config()["data"]
@@ -97,25 +96,19 @@ def main(argv=None) -> int:
         for name, session in sessions.items():
             predicted = [labels[str(i)] for i in predict(session)]
             figures[name] = {"accuracy": sum(p == g for p, g in zip(predicted, gold)) / len(gold),
-                             "size_mb": Path(paths[name]).stat().st_size / 1e6, "predicted": predicted, "passes": []}
-        for _ in range(args.repeats):
-            for name, session in sessions.items():
-                start = time.perf_counter()
-                predict(session)
-                figures[name]["passes"].append(len(texts) / (time.perf_counter() - start))
+                             "size_mb": Path(paths[name]).stat().st_size / 1e6, "predicted": predicted}
+        speeds = interleaved_throughput({name: (lambda s=session: predict(s)) for name, session in sessions.items()},
+                                        len(texts), args.repeats)
     reference = figures["float32 ONNX"]["predicted"]
     lines = ["| model | size (MB) | texts/s | test accuracy | label agreement with float32 |", "|---|---:|---:|---:|---:|"]
     for name, row in figures.items():
-        row["texts_per_second"] = statistics.median(row.pop("passes"))
+        row["texts_per_second"] = speeds[name]
         row["agreement"] = sum(a == b for a, b in zip(row.pop("predicted"), reference)) / len(reference)
         lines.append(f"| {name} | {row['size_mb']:.1f} | {row['texts_per_second']:.0f} | {row['accuracy']:.4f} | "
                      f"{row['agreement']:.4f} |")
-    print(f"{len(texts)} test texts, batch {args.batch_size}, {args.repeats} timed passes each (median); static "
-          f"calibration on {len(calibration)} training texts took {calibration_seconds:.1f} s")
-    print("\n".join(lines))
-    print("\n".join(machine_lines(bf16=False)))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print_results(f"{len(texts)} test texts, batch {args.batch_size}, {args.repeats} timed passes each (median); "
+                  f"static calibration on {len(calibration)} training texts took {calibration_seconds:.1f} s",
+                  lines, figures, args.json)
     return 0
 
 
