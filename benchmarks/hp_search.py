@@ -136,7 +136,9 @@ def study_figures(study: Path) -> dict:
     out = {
         "trials": {s: sum(1 for t in record["trials"] if t["state"] == s) for s in ("COMPLETE", "PRUNED", "FAIL")},
         "trial_process_s": round(process_s, 1),
-        "trial_cpu_s": round(sum(a.get("process_cpu_seconds", 0) for a in attrs), 1),
+        # recorded by hftl tune since 2026-12-04: None for a study whose trials lack it (never a partial sum)
+        "trial_cpu_s": round(sum(a["process_cpu_seconds"] for a in attrs), 1)
+        if attrs and all("process_cpu_seconds" in a for a in attrs) else None,
         "trial_training_s": round(sum(train), 1),
         "mean_trial_process_s": round(statistics.fmean(a["process_seconds"] for a in attrs), 2),
         "mean_tuner_s": round(statistics.fmean(a["tuner_seconds"] for a in attrs), 3),
@@ -309,7 +311,7 @@ def render(results: dict) -> str:
     if tune and unpruned:
         for unit, what in (("trial_cpu_s", "CPU seconds"), ("trial_process_s", "process (wall) seconds"),
                            ("trial_training_s", "training (wall) seconds")):
-            if unpruned.get(unit) and tune.get(unit) is not None:
+            if unpruned.get(unit) and tune.get(unit) is not None:  # both studies measured it
                 lines.append(f"| the trials' {what}, pruned vs not | {tune[unit]} | {unpruned[unit]} | saved "
                              f"{1 - tune[unit] / unpruned[unit]:.1%} | ≥ 30% saved |")
         lines.append(f"| best validation {tune['metric']}, pruned vs not | {tune['best_validation']:.4f} | "
