@@ -25,7 +25,6 @@ beside the tuned one.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,7 +34,7 @@ from hftl.data.conversations import FORMATS, format_problem, read_conversations
 from hftl.data.loading import check_source, fingerprint
 from hftl.errors import DataError
 from hftl.recipe import PreparedData, register_task
-from hftl.tasks.language_modeling import LanguageModelingRecipe
+from hftl.tasks.language_modeling import LanguageModelingRecipe, perplexity
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +319,7 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
     # -- evaluation -------------------------------------------------------------------------------
     def token_loss(self, trainer, dataset) -> dict:
         loss, tokens = self.token_loss_sums(trainer, dataset)
-        return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else float("inf"),
+        return {"loss": loss, "perplexity": perplexity(loss),
                 "trained_tokens": int(tokens), "examples": len(dataset)}
 
     def evaluate_trained(self, model, processor, labels=None, source: str | None = None, **kwargs) -> dict:
