@@ -168,7 +168,7 @@ def test_conditional_lora_settings_are_sampled_only_in_lora_trials():
     assert seen == {"full", "lora"}
 
 
-def _callback_setup(tmp_path, finished_values):
+def _callback_setup(tmp_path, finished_values, intermediate_steps=(1,), prune_after_epochs=0.0):
     import optuna
     from optuna.trial import create_trial
 
@@ -178,12 +178,14 @@ def _callback_setup(tmp_path, finished_values):
     study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize",
                                 pruner=make_pruner("median"))
     for value in finished_values:
-        study.add_trial(create_trial(value=value, intermediate_values={1: value}))
+        study.add_trial(create_trial(value=value, intermediate_values={step: value for step in intermediate_steps}))
     trial = study.ask()
     storage = open_storage(url)
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), trial.number)
-    callback = TrialReportCallback({"storage": url, "study": "s", "trial_id": trial_id, "metric": "eval_f1",
-                                    "pruner": "median"})
+    spec = {"storage": url, "study": "s", "trial_id": trial_id, "metric": "eval_f1", "pruner": "median"}
+    if prune_after_epochs is not None:
+        spec["prune_after_epochs"] = prune_after_epochs
+    callback = TrialReportCallback(spec)
     return study, trial, callback
 
 
@@ -194,12 +196,33 @@ def test_report_callback_prunes_below_the_median(tmp_path, value, pruned):
     from hftl.tune.report import PRUNED_AT
 
     study, trial, callback = _callback_setup(tmp_path, [0.8, 0.85, 0.9, 0.9])
-    args, state = SimpleNamespace(device="cpu"), SimpleNamespace(is_world_process_zero=True)
+    args, state = SimpleNamespace(device="cpu"), SimpleNamespace(is_world_process_zero=True, epoch=0.2)
     control = callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_f1": value, "eval_loss": 0.3})
     assert control.should_training_stop is pruned
     frozen = study.get_trials(deepcopy=False)[trial.number]
     assert frozen.intermediate_values == {1: value}  # step = the evaluation's number
     assert (PRUNED_AT in frozen.user_attrs) is pruned
+
+
+def test_no_pruning_before_the_warm_up_epochs(tmp_path):
+    """A trial is judged only once it has trained `prune_after_epochs` (default 0.5): at its first evaluations a
+    slow starter (full fine-tuning still in its learning-rate warm-up, F1 at the constant-prediction 0.36 after 25
+    steps, 0.82 after 50 on SST-2) looks like a bad trial. Its values are reported either way."""
+    from transformers import TrainerControl
+
+    from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
+
+    assert DEFAULT_PRUNE_AFTER_EPOCHS == 0.5
+    study, trial, callback = _callback_setup(tmp_path, [0.8, 0.85, 0.9, 0.9], intermediate_steps=(1, 2),
+                                             prune_after_epochs=None)
+    args = SimpleNamespace(device="cpu")
+    early = callback.on_evaluate(args, SimpleNamespace(is_world_process_zero=True, epoch=0.25), TrainerControl(),
+                                 metrics={"eval_f1": 0.36})
+    assert not early.should_training_stop
+    late = callback.on_evaluate(args, SimpleNamespace(is_world_process_zero=True, epoch=0.5), TrainerControl(),
+                                metrics={"eval_f1": 0.36})
+    assert late.should_training_stop
+    assert study.get_trials(deepcopy=False)[trial.number].intermediate_values == {1: 0.36, 2: 0.36}
 
 
 def test_sampler_seed_gives_the_same_order_and_a_restart_draws_new_points(tmp_path, tiny_bert_dir):

@@ -1,6 +1,7 @@
 """`hftl tune CONFIG`: hyperparameter and strategy search (Optuna), every trial a run folder (docs/tuning.md)."""
 
 from hftl.commands import RUN_CONFIG_HELP
+from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
 
 
 def register(subparsers):
@@ -26,6 +27,9 @@ def register(subparsers):
     parser.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
                         help="stop unpromising trials at an evaluation: Optuna's median pruner (default) or "
                              "successive halving")
+    parser.add_argument("--prune-after-epochs", type=float, default=DEFAULT_PRUNE_AFTER_EPOCHS, metavar="E",
+                        help="never prune a trial before it has trained E epochs (default %(default)s): at its first "
+                             "evaluations a slow starter looks like a bad trial")
     parser.add_argument("--sampler-seed", type=int, metavar="N",
                         help="seed TPE (default: unseeded): one worker then visits the space in a reproducible order, "
                              "e.g. to compare a study with and without pruning; several workers need different seeds")
@@ -49,7 +53,7 @@ def run(args) -> int:
     from hftl.tune.workflow import tune
 
     options = TuneOptions(trials=args.trials, timeout=args.timeout, storage=args.storage, study_name=args.study_name,
-                          pruner=args.pruner, sampler_seed=args.sampler_seed, metric=args.metric, top=args.top, seeds=args.seeds,
+                          pruner=args.pruner, prune_after_epochs=args.prune_after_epochs, sampler_seed=args.sampler_seed, metric=args.metric, top=args.top, seeds=args.seeds,
                           launcher=args.launcher, select=args.select)
     plan = prepare(args.config, args.overrides, options)
     return tune(plan, options)

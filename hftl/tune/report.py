@@ -17,6 +17,7 @@ import time
 from transformers import TrainerCallback
 
 from hftl.callbacks import any_process
+from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class TrialReportCallback(TrainerCallback):
 
     Args:
         spec (`dict`): `storage` (URL), `study` (name), `trial_id`, `metric` (the logged key, e.g. `eval_f1`),
-            `pruner` (see `make_pruner`).
+            `pruner` (see `make_pruner`), `prune_after_epochs` (no pruning before the trial has trained this many
+            epochs; default `DEFAULT_PRUNE_AFTER_EPOCHS`).
     """
 
     def __init__(self, spec: dict):
@@ -131,7 +133,8 @@ class TrialReportCallback(TrainerCallback):
                 try:
                     trial = self.trial()
                     trial.report(float(value), self.evaluations)
-                    prune = trial.should_prune()
+                    warm_up = self.spec.get("prune_after_epochs", DEFAULT_PRUNE_AFTER_EPOCHS)
+                    prune = (state.epoch or 0) >= warm_up and trial.should_prune()
                 except Exception as err:  # e.g. the tuner was killed and the trial marked failed: stop training
                     logger.warning("hftl tune: this trial can no longer report to its study (%s); stopping.", err)
                     prune = True

@@ -121,6 +121,7 @@ def tuning_record(plan, options, record_counts: dict, picked: dict, seeds: int) 
                   for p in plan.space.params},
         "sampler": "Optuna TPE" + (f" (seed {plan.sampler_seed})" if plan.sampler_seed is not None else ""),
         "pruner": plan.pruner,
+        "prune_after_epochs": plan.prune_after_epochs,
         "trials": record_counts,
         "top": options.top,
         "seeds": seeds,

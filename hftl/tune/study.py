@@ -30,6 +30,7 @@ from pathlib import Path
 from hftl.errors import ConfigError, HftlError
 from hftl.run_dir import RunDir
 from hftl.tune.folder import StudyDir
+from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
 from hftl.tune.report import PRUNED_AT, TRIAL_ENV, make_pruner, open_storage, shown_url
 from hftl.tune.space import SearchSpace, overrides, read_space
 
@@ -52,6 +53,7 @@ class TuneOptions:
     storage: str | None = None
     study_name: str | None = None
     pruner: str = "median"
+    prune_after_epochs: float = DEFAULT_PRUNE_AFTER_EPOCHS
     sampler_seed: int | None = None
     launcher: str | None = None
     metric: str | None = None
@@ -78,6 +80,7 @@ class Plan:
     storage_url: str
     study_name: str
     pruner: str
+    prune_after_epochs: float = DEFAULT_PRUNE_AFTER_EPOCHS
     sampler_seed: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -124,6 +127,8 @@ def prepare(config_path: str | Path, user_overrides: list[str], options: TuneOpt
         problems.append(f"--top and --seeds: must be at least 1, got {options.top} and {options.seeds}.")
     if options.pruner not in ("median", "halving", "none"):
         problems.append(f"--pruner: expected median, halving or none, got {options.pruner!r}.")
+    if options.prune_after_epochs < 0:
+        problems.append(f"--prune-after-epochs: must be 0 or more, got {options.prune_after_epochs}.")
     if problems:
         raise ConfigError(problems, str(config_path))
     # the base config as a trial will be checked (a fresh trial folder), so the study folder's contents are no problem
@@ -148,6 +153,7 @@ def prepare(config_path: str | Path, user_overrides: list[str], options: TuneOpt
                 metric=metric, direction=direction, folder=folder,
                 storage_url=options.storage or f"journal:{folder.journal}",
                 study_name=options.study_name or folder.path.resolve().name, pruner=options.pruner,
+                prune_after_epochs=options.prune_after_epochs,
                 sampler_seed=options.sampler_seed)
 
 
@@ -366,7 +372,7 @@ def run_trial(plan: Plan, options: TuneOptions, study, storage, trial) -> str:
         return "FAIL"
     logger.info("trial %d: %s -> %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()), run_dir)
     spec = {"storage": plan.storage_url, "study": plan.study_name, "trial_id": trial_id,
-            "metric": plan.metric_key, "pruner": plan.pruner}
+            "metric": plan.metric_key, "pruner": plan.pruner, "prune_after_epochs": plan.prune_after_epochs}
     env = {**os.environ, TRIAL_ENV: json.dumps(spec)}
     log_path = plan.folder.log_file(run_dir.name)
     process_started, cpu_before = time.time(), _children_cpu_s()

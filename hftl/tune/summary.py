@@ -43,6 +43,7 @@ def write_study_record(plan, study, selection: dict | None = None) -> None:
         "config": str(plan.config_path),
         "objective": {"metric": plan.metric, "direction": plan.direction, "at": "the trial's best evaluation"},
         "pruner": plan.pruner,
+        "prune_after_epochs": plan.prune_after_epochs,
         "sampler": "TPE" + (f" (seed {plan.sampler_seed})" if plan.sampler_seed is not None else ""),
         "space_source": plan.space.source,
         "space": plan.space.to_data(),
@@ -69,6 +70,13 @@ def _format(value) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
+def _pruner(record: dict) -> str:
+    warm_up = record.get("prune_after_epochs")
+    if record["pruner"] == "none" or not warm_up:
+        return record["pruner"]
+    return f"{record['pruner']}, no trial judged before epoch {warm_up}"
+
+
 def render_report(record: dict) -> str:
     """The study's README.md."""
     objective = record["objective"]
@@ -76,8 +84,8 @@ def render_report(record: dict) -> str:
     lines = [f"# Study {record['study']}", "",
              f"Objective: validation **{objective['metric']}** at each trial's best evaluation "
              f"({objective['direction']}). The test split is never seen during the search; only the final pick is "
-             "evaluated on test, once. Sampler: Optuna TPE; pruner: "
-             f"{record['pruner']}. Storage: `{record['storage']}`.", "",
+             f"evaluated on test, once. Sampler: Optuna TPE; pruner: {_pruner(record)}. "
+             f"Storage: `{record['storage']}`.", "",
              "Trials: " + (", ".join(f"{n} {s.lower()}" for s, n in sorted(found.items())) or "none yet") + ".", "",
              "## Search space" + (" (the defaults for the task and strategy)" if record["space_source"] == "defaults"
                                   else " (the config's `search:`)"), "",
