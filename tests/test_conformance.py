@@ -393,6 +393,42 @@ def test_single_process_saves_reloads_and_predicts_the_same(tiny, task, name, st
         assert_same_predictions(merged, reloaded)
 
 
+# -- column 1b: the default precision ------------------------------------------------------------------
+#: bf16 autocast against float32 over STEPS steps at lr 5e-3: the per-step losses agree within this (relative)
+BF16_LOSS_REL = 0.05
+
+
+@pytest.mark.parametrize("task, name", [p for p in ROWS if not p.marks])
+def test_default_precision_trains_records_and_reloads(tiny, task, name):
+    """Every row as a user runs it, `speed.bf16` left at its default (`auto`: on where the CPU or GPU has native
+    bf16, as on the machines hftl is developed on; float32 elsewhere): the manifest records the precision used, the
+    per-step losses follow the float32 run of the same row within BF16_LOSS_REL, and the saved run predicts what the
+    trained model in memory predicts."""
+    from hftl import load
+    from hftl.trainer import bf16_is_fast
+
+    row = _row(task, name)
+    strategy = row.dropout_strategy if row.dropout_strategy in row.strategies else row.strategies[0]
+    config = tiny.config(row, strategy, f"{name.replace('/', '-')}-{strategy}-default-precision")
+    del config["speed"]["bf16"]
+    result = _train(_recipe_class(task), config)
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["training"]["bf16"] is bf16_is_fast()
+    float32 = single_run(tiny, task, name, strategy)
+    got, want = _history(result.run_dir), _history(float32.run_dir)
+    assert [h["step"] for h in got] == [h["step"] for h in want]
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=BF16_LOSS_REL), f"step {w['step']}"
+    inputs = _inputs(tiny, row)
+    loaded = load(result.run_dir)
+    fitted = {} if loaded.decisions is None else {"decisions": loaded.decisions}
+    # accelerate wraps the trained model's forward in autocast; the weights are float32 either way
+    model = result.trainer.accelerator.unwrap_model(result.trainer.model, keep_fp32_wrapper=False).eval()
+    in_memory = result.recipe.predict(model, result.trainer.processing_class, inputs, loaded.labels,
+                                      **row.predict_kwargs, **fitted)
+    assert_same_predictions(loaded.predict(inputs, **row.predict_kwargs), in_memory)
+
+
 def _distilled_rows() -> list:
     return [p for p in ROWS if not p.marks and _row(*p.values).teacher]
 
