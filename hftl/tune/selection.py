@@ -20,8 +20,9 @@ import yaml
 from hftl.errors import HftlError
 from hftl.files import portable_path, write_atomic
 from hftl.run_dir import RunDir
-from hftl.tune.study import VALUES, launch, run_objective, run_settings, train_command
+from hftl.tune.study import VALUES, run_objective, run_settings, train_command
 from hftl.tune.report import TRIAL_ENV
+from hftl.tune.trial_process import _Stop, launch
 from hftl.tune.space import overrides
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 def _rerun(plan, options, values: dict, run_dir: Path, seed: int) -> None:
     """Train one more seed of a configuration (test unseen), unless a finished run is already there."""
-    from hftl.tune.study import _Stop
-
     if (run_dir / RunDir.METRICS).is_file():
         return
     settings = [*run_settings(plan, values, run_dir, seed=seed), "overwrite=true"]  # an unfinished one is replaced

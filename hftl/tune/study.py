@@ -18,9 +18,7 @@ import json
 import logging
 import os
 import shlex
-import signal
 import socket
-import subprocess
 import sys
 import time
 import warnings
@@ -33,13 +31,14 @@ from hftl.tune.folder import StudyDir
 from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
 from hftl.tune.report import PRUNED_AT, TRIAL_ENV, make_pruner, open_storage, shown_url
 from hftl.tune.space import SearchSpace, overrides, read_space
+from hftl.tune.trial_process import _Stop, launch  # noqa: F401  (selection.py and callers import them from here)
 
 logger = logging.getLogger(__name__)
 
 #: trial user attributes the tuner writes
-WORKER, HEARTBEAT, FAILED_BECAUSE, PROCESS_S, PROCESS_CPU_S, TUNER_S, VALUES = (
-    "worker", "heartbeat", "failed_because", "process_seconds", "process_cpu_seconds", "tuner_seconds",
-    "config_values")
+WORKER, HEARTBEAT, FAILED_BECAUSE, PROCESS_S, PROCESS_CPU_S, PROCESS_START_S, STARTED_BY, TUNER_S, VALUES = (
+    "worker", "heartbeat", "failed_because", "process_seconds", "process_cpu_seconds", "process_start_seconds",
+    "process_started_by", "tuner_seconds", "config_values")
 #: how many trials in a row may fail on one worker before it stops (a space whose every sample is broken)
 MAX_FAILURES_IN_A_ROW = 3
 
@@ -285,60 +284,6 @@ def run_settings(plan: Plan, values: dict, output_dir: Path, seed: int | None = 
     return settings
 
 
-class _Stop(Exception):
-    """SIGTERM reached the worker: finish the trial's process cleanly, mark the trial failed, stop."""
-
-
-def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the trial's process gets SIGTERM if its tuner dies (it then saves a checkpoint and stops)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def launch(command: list[str], log_path: Path, env: dict, beat=None, heartbeat_s: float = 10.0) -> int:
-    """Run `command` (output to `log_path`), calling `beat()` every `heartbeat_s` seconds; on SIGTERM or Ctrl-C the
-    process is asked to stop (it saves a checkpoint) and `_Stop` is raised once it has."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-
-        def stop(signum, frame):
-            raise _Stop(signal.Signals(signum).name)
-
-        previous = signal.signal(signal.SIGTERM, stop)
-        try:
-            while True:
-                try:
-                    return process.wait(timeout=heartbeat_s)
-                except subprocess.TimeoutExpired:
-                    if beat:
-                        beat()
-        except (_Stop, KeyboardInterrupt) as err:
-            if isinstance(err, _Stop):  # Ctrl-C reached the whole process group already; a second signal aborts
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            raise _Stop(str(err) or "SIGINT") from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _children_cpu_s() -> float:
-    """CPU seconds of this process's finished children (and theirs): a worker runs one trial process at a time, so
-    the difference around a trial is the trial's compute, whatever else the machine runs."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
@@ -375,11 +320,11 @@ def run_trial(plan: Plan, options: TuneOptions, study, storage, trial) -> str:
             "metric": plan.metric_key, "pruner": plan.pruner, "prune_after_epochs": plan.prune_after_epochs}
     env = {**os.environ, TRIAL_ENV: json.dumps(spec)}
     log_path = plan.folder.log_file(run_dir.name)
-    process_started, cpu_before = time.time(), _children_cpu_s()
+    process_started, measured = time.time(), {}
     try:
         code = launch(train_command(plan, options, settings), log_path, env,
                       beat=lambda: storage.set_trial_user_attr(trial_id, HEARTBEAT, time.time()),
-                      heartbeat_s=options.heartbeat_s)
+                      heartbeat_s=options.heartbeat_s, measured=measured)
     except _Stop as err:
         storage.set_trial_user_attr(trial_id, FAILED_BECAUSE, f"interrupted by {err}")
         study.tell(trial, state=TrialState.FAIL)
@@ -399,7 +344,11 @@ def run_trial(plan: Plan, options: TuneOptions, study, storage, trial) -> str:
         logger.warning("trial %d failed (exit status %d); the end of %s:\n%s", trial.number, code, log_path,
                        _tail(log_path))
     trial.set_user_attr(PROCESS_S, round(process_s, 3))
-    trial.set_user_attr(PROCESS_CPU_S, round(_children_cpu_s() - cpu_before, 3))
+    trial.set_user_attr(STARTED_BY, measured.get("how"))
+    if measured.get("cpu_s") is not None:  # unknown for a forked trial killed by a signal
+        trial.set_user_attr(PROCESS_CPU_S, round(measured["cpu_s"], 3))
+    if measured.get("start_s") is not None:  # from starting the process to entering hftl.cli's main (forked trials)
+        trial.set_user_attr(PROCESS_START_S, round(measured["start_s"], 3))
     trial.set_user_attr(TUNER_S, round(time.time() - started - process_s, 3))
     try:
         if state == TrialState.COMPLETE:

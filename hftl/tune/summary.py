@@ -51,8 +51,32 @@ def write_study_record(plan, study, selection: dict | None = None) -> None:
         "trials": [trial_snapshot(t) for t in study.get_trials(deepcopy=False)],
         "selection": selection if selection is not None else previous.get("selection"),
     }
+    record["overhead"] = overhead(record["trials"])
     folder.write_record(record)
     write_atomic(folder.report, render_report(record))
+
+
+def overhead(trials: list[dict]) -> dict | None:
+    """The tuner's cost per trial, means over the trials that ran a process: its bookkeeping (`tuner_seconds`), the
+    start of the trial's process up to `hftl.cli`'s main (`process_start_seconds`: known for forked trials; the
+    first one includes the fork server's start), the whole process (`process_seconds`); how processes started."""
+    import statistics
+
+    ran = [t["user_attrs"] for t in trials if "process_seconds" in t["user_attrs"]]
+    if not ran:
+        return None
+
+    def mean(key):
+        values = [a[key] for a in ran if isinstance(a.get(key), (int, float))]
+        return round(statistics.fmean(values), 3) if values else None
+
+    started_by: dict[str, int] = {}
+    for attrs in ran:
+        how = attrs.get("process_started_by") or "subprocess"
+        started_by[how] = started_by.get(how, 0) + 1
+    return {"trials": len(ran), "started_by": started_by, "mean_tuner_seconds": mean("tuner_seconds"),
+            "mean_process_start_seconds": mean("process_start_seconds"),
+            "mean_process_seconds": mean("process_seconds")}
 
 
 def counts(record: dict) -> dict:
@@ -106,6 +130,13 @@ def render_report(record: dict) -> str:
     if failed:
         lines += ["", "Failed trials (never counted; a new trial replaced each):", ""]
         lines += [f"- trial-{t['number']}: {t['user_attrs'].get('failed_because', 'unknown')}" for t in failed]
+    cost = record.get("overhead")
+    if cost:
+        start = cost["mean_process_start_seconds"]
+        lines += ["", f"Tuner overhead per trial (means over {cost['trials']} trial processes, started by "
+                      + ", ".join(f"{how} {n}" for how, n in sorted(cost["started_by"].items())) + "): bookkeeping "
+                      f"{cost['mean_tuner_seconds']} s, process start {'not measured' if start is None else f'{start} s'}"
+                      f", of a {cost['mean_process_seconds']} s process."]
     selection = record.get("selection")
     if selection:
         lines += ["", render_selection(selection, objective["metric"])]
