@@ -452,7 +452,13 @@ def test_concurrent_workers_give_n_distinct_trials(concurrent_study):
     assert len({t.number for t in complete}) == 3
     # at most one surplus ask (both workers asked for the last trial at once), never run
     assert all("surplus" in t.user_attrs["failed_because"] for t in others) and len(others) <= 1
+    overhead = json.loads((concurrent_study.study / "study.json").read_text())["overhead"]
+    assert overhead["started_by"] == {"fork": 3} and overhead["mean_process_start_seconds"] > 0
     for t in complete:
+        # each trial a process forked from its worker's preloaded server (hftl.tune.trial_process), its start and
+        # compute measured: the first trial of a worker waits for the server's imports, later ones fork at once
+        assert t.user_attrs["process_started_by"] == "fork" and t.user_attrs["process_cpu_seconds"] > 0
+        assert 0 < t.user_attrs["process_start_seconds"] < t.user_attrs["process_seconds"]
         run = RunDir(concurrent_study.study / f"trial-{t.number}")
         metrics = run.metrics()
         assert "test" not in metrics and "validation" in metrics  # the search never sees test
@@ -533,15 +539,19 @@ def test_selection_over_seeds_best_yaml_and_compare(concurrent_study, capsys):
 def test_killed_worker_restarts_without_losing_or_repeating_trials(tmp_path, tiny_bert_dir):
     from optuna.trial import TrialState
 
-    config = write_config(tmp_path, tiny_bert_dir, search={"training.learning_rate": {"low": 5e-3, "high": 3e-2}})
+    # 20 epochs (about 10 s of training on one thread): forked trials start at once, so the kill must land in a
+    # trial's training, not after it
+    config = write_config(tmp_path, tiny_bert_dir, search={"training.learning_rate": {"low": 5e-3, "high": 3e-2}},
+                          num_train_epochs=20)
     study = tmp_path / "study"
     first = worker(config, "--trials", "2", "--no-select")
     deadline = time.time() + 300
-    while time.time() < deadline:  # kill the worker while trial 1 runs
+    while time.time() < deadline:  # kill the worker while trial 1 trains
         journal = study / "optuna-journal.log"
         running = [t for t in load_trials(study) if t.number == 1 and t.state == TrialState.RUNNING
                    and "worker" in t.user_attrs] if journal.is_file() else []
-        if running:
+        log = study / "logs" / "trial-1.log"
+        if running and log.is_file() and "'loss'" in log.read_text():
             break
         assert first.poll() is None, first.communicate()[0][-3000:]
         time.sleep(0.2)
@@ -558,3 +568,5 @@ def test_killed_worker_restarts_without_losing_or_repeating_trials(tmp_path, tin
     assert (study / "trial-0" / RunDir.METRICS).stat().st_mtime == finished_first  # a complete trial is not re-run
     assert (study / "trial-2" / RunDir.METRICS).is_file()
     assert not (study / "trial-1" / RunDir.METRICS).is_file()  # the interrupted trial never finished
+    # its tuner's death reached it (through the fork server's exit and PR_SET_PDEATHSIG): it stopped, not finished
+    assert "SIGTERM received: stopping after this step" in (study / "logs" / "trial-1.log").read_text()

@@ -170,3 +170,17 @@ def test_a_server_that_cannot_preload_is_not_used(tmp_path):
     assert (result["code"], result["how"]) == (0, "subprocess"), (out, err)
     assert "not forked from a preloaded server: the server could not import hftl_no_such_module" in err
     assert json.loads((tmp_path / "trial.log").read_text().splitlines()[0])["ppid"] == process.pid
+
+
+def test_trial_start_benchmark_smoke(forkable, monkeypatch):
+    """benchmarks/trial_start.py, both ways once, with a light import list (the real one takes seconds a start)."""
+    monkeypatch.syspath_prepend(str(TESTS.parent / "benchmarks"))
+    monkeypatch.setattr(trial_process, "PRELOAD", trial_process.PRELOAD)  # the benchmark sets it; restored after
+    # the benchmark passes its environment; pytest changed PYTEST_CURRENT_TEST since the server started
+    monkeypatch.setitem(trial_process._server, "env", dict(os.environ))
+    import trial_start
+
+    figures = trial_start.run(1, ["json"])
+    assert figures["fresh_start_s"] > 0 and figures["fork_start_s"] > 0 and figures["fork_cpu_s"] > 0
+    assert figures["ratio"] == pytest.approx(figures["fresh_start_s"] / figures["fork_start_s"])
+    assert any("fork of the preloaded server (n=1)" in line for line in trial_start.render(figures))
