@@ -539,19 +539,17 @@ def test_selection_over_seeds_best_yaml_and_compare(concurrent_study, capsys):
 def test_killed_worker_restarts_without_losing_or_repeating_trials(tmp_path, tiny_bert_dir):
     from optuna.trial import TrialState
 
-    # 20 epochs (about 10 s of training on one thread): forked trials start at once, so the kill must land in a
-    # trial's training, not after it
+    # 40 epochs (120 steps, 5 s or more of training on one thread): forked trials start at once, so the kill must
+    # land in a trial's training, not after it; it is sent as soon as trial 1's log shows its first step
     config = write_config(tmp_path, tiny_bert_dir, search={"training.learning_rate": {"low": 5e-3, "high": 3e-2}},
-                          num_train_epochs=20)
+                          num_train_epochs=40)
     study = tmp_path / "study"
     first = worker(config, "--trials", "2", "--no-select")
     deadline = time.time() + 300
+    log = study / "logs" / "trial-1.log"
     while time.time() < deadline:  # kill the worker while trial 1 trains
-        journal = study / "optuna-journal.log"
-        running = [t for t in load_trials(study) if t.number == 1 and t.state == TrialState.RUNNING
-                   and "worker" in t.user_attrs] if journal.is_file() else []
-        log = study / "logs" / "trial-1.log"
-        if running and log.is_file() and "'loss'" in log.read_text():
+        if log.is_file() and "'loss'" in log.read_text():
+            assert [t.state for t in load_trials(study) if t.number == 1] == [TrialState.RUNNING]
             break
         assert first.poll() is None, first.communicate()[0][-3000:]
         time.sleep(0.2)
