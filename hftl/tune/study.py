@@ -27,11 +27,11 @@ from pathlib import Path
 
 from hftl.errors import ConfigError, HftlError
 from hftl.run_dir import RunDir
-from hftl.tune.folder import StudyDir
 from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
+from hftl.tune.folder import StudyDir
 from hftl.tune.report import PRUNED_AT, TRIAL_ENV, make_pruner, open_storage, shown_url
 from hftl.tune.space import SearchSpace, overrides, read_space
-from hftl.tune.trial_process import _Stop, launch  # noqa: F401  (selection.py and callers import them from here)
+from hftl.tune.trial_process import _Stop, launch, process_alive  # noqa: F401  (_Stop, launch: imported from here)
 
 logger = logging.getLogger(__name__)
 
@@ -192,25 +192,12 @@ def open_study(plan: Plan, options: TuneOptions, create: bool = True):
 
 
 # -- the worker ---------------------------------------------------------------------------------------------
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed process not yet reaped by its parent is a zombie: dead
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def is_stale(trial, stale_after_s: float, now: float | None = None) -> bool:
     """A running trial whose worker is gone: its process is dead on this machine, or it sent no heartbeat for
     `stale_after_s` seconds."""
     now = now or time.time()
     worker = trial.user_attrs.get(WORKER) or {}
-    if worker.get("host") == socket.gethostname() and worker.get("pid") and not _process_alive(worker["pid"]):
+    if worker.get("host") == socket.gethostname() and worker.get("pid") and not process_alive(worker["pid"]):
         return True
     last = trial.user_attrs.get(HEARTBEAT) or (trial.datetime_start.timestamp() if trial.datetime_start else now)
     return now - last > stale_after_s

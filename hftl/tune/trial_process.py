@@ -75,14 +75,15 @@ def _cpu_s(*whos: str) -> float:
     return sum(u.ru_utime + u.ru_stime for u in usages)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` on this machine is alive (a killed one not yet reaped by its parent, a zombie, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    try:  # a zombie is dead
+    try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return True
@@ -238,7 +239,7 @@ def _trial_main(module: str, argv: list[str], env: dict, log_path: str, conn, tu
     alive_closed = _close_alive_pipe()
     if sys.platform.startswith("linux"):
         _die_with_parent()  # relative to the server, which exits when the tuner does (see the module's docstring)
-    if not _alive(tuner_pid):  # the tuner died before the line above: nobody waits for this trial
+    if not process_alive(tuner_pid):  # the tuner died before the line above: nobody waits for this trial
         os._exit(1)
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     for stream in (sys.stdout, sys.stderr):
@@ -303,13 +304,13 @@ class ForkedTrial:
     def wait(self, timeout: float | None) -> int | None:
         self._process.join(timeout)
         code = self._process.exitcode
-        if code is not None and _alive(self.pid):
+        if code is not None and process_alive(self.pid):
             # the server died under the trial (its exit code is then 255): the trial got SIGTERM from it; wait as
             # for a stopped trial, so that no two trials of this worker ever run at once
             deadline = time.time() + STOP_GRACE_S
-            while _alive(self.pid) and time.time() < deadline:
+            while process_alive(self.pid) and time.time() < deadline:
                 time.sleep(0.5)
-            if _alive(self.pid):
+            if process_alive(self.pid):
                 os.kill(self.pid, signal.SIGKILL)
         return code
 
