@@ -184,3 +184,24 @@ def test_trial_start_benchmark_smoke(forkable, monkeypatch):
     assert figures["fresh_start_s"] > 0 and figures["fork_start_s"] > 0 and figures["fork_cpu_s"] > 0
     assert figures["ratio"] == pytest.approx(figures["fresh_start_s"] / figures["fork_start_s"])
     assert any("fork of the preloaded server (n=1)" in line for line in trial_start.render(figures))
+
+
+STOPPING_TUNER = TUNER + """
+tp.stop_server()
+import resource
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"children_cpu_s": usage.ru_utime + usage.ru_stime}))
+"""
+
+
+def test_stopping_the_server_counts_its_trials_cpu_as_the_tuners(tmp_path):
+    """The tuner stops and reaps its server when it is done, so its trials' CPU seconds are its children's (getrusage,
+    `time hftl tune`, a benchmark's accounting), as when trials were its own children; an unreaped server would take
+    them along when it exits."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
+    env.pop(trial_process.FORKSERVER_ENV, None)
+    out = subprocess.run([sys.executable, "-c", STOPPING_TUNER, "[]", str(tmp_path / "trial.log"), "burn", "1.0"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    launched, stopped = (json.loads(line) for line in out.stdout.splitlines()[-2:])
+    assert (launched["code"], launched["how"]) == (0, "fork"), out
+    assert stopped["children_cpu_s"] >= 1.0, out

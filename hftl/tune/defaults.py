@@ -11,7 +11,7 @@ from __future__ import annotations
 #: a trial is not judged before it has trained this many epochs (its values are reported all the same): at its first
 #: evaluations a slow starter looks like a bad trial. On SST-2, full fine-tuning at lr 7e-5 (6% warm-up) predicted one
 #: class after 25 steps (F1 0.36) and reached 0.82 after 50 and the study's best (0.88) at the end; a median pruner
-#: that judged from the first evaluation stopped every such trial there (docs/tuning.md, "Acceptance").
+#: that judged from the first evaluation stopped every such trial there (docs/tuning.md, "First run, step 1").
 DEFAULT_PRUNE_AFTER_EPOCHS = 0.5
 
 #: strategy -> {dotted key: (range or choices, source)}

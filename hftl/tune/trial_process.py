@@ -155,6 +155,25 @@ def _close_alive_pipe() -> bool:
     return True
 
 
+def stop_server() -> None:
+    """Stop this tuner's server, if it started one, and wait for it: the trials it forked (and reaped) then count as
+    this process's children in `getrusage` (`time hftl tune`, a benchmark's CPU accounting), as trials started as our
+    own children do; a server left to exit with the tuner would be reaped by init, their CPU time with it. Relies on
+    multiprocessing's private `forkserver._forkserver._stop()` (closes the alive pipe, waits for the server); where
+    it is missing the server exits with the tuner as before, and the reason is logged."""
+    if _server.get("problem", "not started") is not None:
+        return  # no server in use here
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is None:
+        logger.info("the trials' fork server is left to exit with this process (multiprocessing has no "
+                    "forkserver._forkserver._stop here): its trials' CPU time is not counted as this process's.")
+        return
+    stop()
+    _server.clear()  # a later trial starts a new server
+
+
 def _probe(conn, preload: list[str]) -> None:  # runs in a fork of the server
     """What the server's state lets a fork rely on (checked by `server_problem`)."""
     tasks = Path(f"/proc/{os.getppid()}/task")

@@ -7,12 +7,20 @@ import logging
 
 from hftl.errors import HftlError
 from hftl.tune.study import Plan, TuneOptions, _Stop, open_study, run_worker, wait_for_others
+from hftl.tune.trial_process import stop_server
 
 logger = logging.getLogger(__name__)
 
 
 def tune(plan: Plan, options: TuneOptions) -> int:
     """Run this worker's trials, then (unless `options.select` is off) the selection, once per study folder."""
+    try:
+        return _tune(plan, options)
+    finally:
+        stop_server()  # its trials' CPU time then counts as this process's
+
+
+def _tune(plan: Plan, options: TuneOptions) -> int:
     from hftl.tune.selection import compare_study, select
 
     try:
