@@ -212,7 +212,8 @@ def main(argv=None) -> None:
     results["settings"] = settings_now
     from machine import machine_info
 
-    results["machine"] = machine_info(bf16=False)
+    # not one answer: hftl's steps use speed.bf16 auto (on where the CPU has native bf16), the baseline float32
+    results["machine"] = machine_info(bf16=None)
     files = prepare_data(args.data, args.rows, work / "data")
     common = [*data_settings(files), f"training.eval_steps={args.eval_steps}"]
     tune_config = write_tune_config(work, args.max_epochs)
