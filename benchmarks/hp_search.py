@@ -51,6 +51,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "sst2"
 TUNE_CONFIG = REPO / "recipes" / "configs" / "sst2_minilm_tune.yaml"
 DEFAULT_CONFIG = REPO / "recipes" / "configs" / "sst2_minilm_lora.yaml"
 STEPS = ("tune", "nopruning", "baseline", "default", "overhead")
+#: the precision of the steps: hftl's configs leave speed.bf16 at auto, the baseline is plain float32
+BF16_USED = "hftl steps: speed.bf16 auto (on where the CPU has native bf16); Trainer.hyperparameter_search: float32"
 #: the settings a resumed acceptance must share with the recorded one
 KEPT_SETTINGS = ("data", "rows", "trials", "top", "seeds", "max_epochs", "eval_steps", "sampler_seed")
 
@@ -212,8 +214,7 @@ def main(argv=None) -> None:
     results["settings"] = settings_now
     from machine import machine_info
 
-    # not one answer: hftl's steps use speed.bf16 auto (on where the CPU has native bf16), the baseline float32
-    results["machine"] = machine_info(bf16=None)
+    results["machine"] = machine_info(bf16=None)  # not one answer: see BF16_USED
     files = prepare_data(args.data, args.rows, work / "data")
     common = [*data_settings(files), f"training.eval_steps={args.eval_steps}"]
     tune_config = write_tune_config(work, args.max_epochs)
@@ -308,7 +309,7 @@ def render(results: dict) -> str:
 
     lines = ["# hftl tune acceptance", "", "settings: " + json.dumps(results.get("settings", {}))]
     if results.get("machine"):
-        lines += [f"- {line}" for line in machine_lines(False, results["machine"])]
+        lines += [f"- {line}" for line in machine_lines(BF16_USED, results["machine"])]
     tune, unpruned = results.get("tune"), results.get("nopruning")
     baseline, default, overhead = results.get("baseline"), results.get("default"), results.get("overhead")
     lines += ["", "| figure | hftl tune | compared with | ratio / difference | target |", "|---|---|---|---|---|"]
