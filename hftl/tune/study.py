@@ -31,7 +31,7 @@ from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
 from hftl.tune.folder import StudyDir
 from hftl.tune.report import PRUNED_AT, TRIAL_ENV, make_pruner, open_storage, shown_url
 from hftl.tune.space import SearchSpace, overrides, read_space
-from hftl.tune.trial_process import _Stop, launch, process_alive  # noqa: F401  (_Stop, launch: imported from here)
+from hftl.tune.trial_process import _Stop, launch, process_alive
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import fcntl
 import logging
 
 from hftl.errors import HftlError
-from hftl.tune.study import Plan, TuneOptions, _Stop, open_study, run_worker, wait_for_others
-from hftl.tune.trial_process import stop_server
+from hftl.tune.study import Plan, TuneOptions, open_study, run_worker, wait_for_others
+from hftl.tune.trial_process import _Stop, stop_server
 
 logger = logging.getLogger(__name__)
 
