@@ -195,13 +195,47 @@ def test_report_callback_prunes_below_the_median(tmp_path, value, pruned):
 
     from hftl.tune.report import PRUNED_AT
 
-    study, trial, callback = _callback_setup(tmp_path, [0.8, 0.85, 0.9, 0.9])
-    args, state = SimpleNamespace(device="cpu"), SimpleNamespace(is_world_process_zero=True, epoch=0.2)
-    control = callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_f1": value, "eval_loss": 0.3})
+    study, trial, callback = _callback_setup(tmp_path, [0.8, 0.85, 0.9, 0.9], intermediate_steps=(800,))
+    control = callback.on_evaluate(_train_args(32), _state(25, epoch=0.2), TrainerControl(),
+                                   metrics={"eval_f1": value, "eval_loss": 0.3})
     assert control.should_training_stop is pruned
     frozen = study.get_trials(deepcopy=False)[trial.number]
-    assert frozen.intermediate_values == {1: value}  # step = the evaluation's number
+    assert frozen.intermediate_values == {800: value}  # step = the examples seen: 25 steps x 32
     assert (PRUNED_AT in frozen.user_attrs) is pruned
+
+
+def _train_args(batch, accumulation=1, world_size=1):
+    return SimpleNamespace(device="cpu", per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+                           world_size=world_size)
+
+
+def _state(global_step, epoch):
+    return SimpleNamespace(is_world_process_zero=True, global_step=global_step, epoch=epoch)
+
+
+def test_trials_of_different_batch_sizes_are_compared_after_as_many_examples(tmp_path):
+    """The pruner compares a trial with the finished ones at the same step: the step is the number of training
+    examples seen (optimizer steps x batch x accumulation x processes), not the evaluation's number, so a batch-8
+    trial evaluating every 50 steps (400 examples) is judged against batch-32 trials (1,600 examples an evaluation)
+    where both have seen 1,600 examples, not at its first evaluation against their first."""
+    from transformers import TrainerControl
+
+    finished = [0.80, 0.84, 0.86, 0.90]  # batch 32, an evaluation every 50 steps: 1,600 examples each
+    study, trial, callback = _callback_setup(tmp_path, finished, intermediate_steps=(1600, 3200))
+    args = _train_args(8)
+    reports = [(50, 0.55), (100, 0.70), (150, 0.78), (200, 0.86)]  # at 400, 800, 1200 and 1600 examples
+    for step, value in reports:
+        control = callback.on_evaluate(args, _state(step, epoch=step / 450), TrainerControl(),
+                                       metrics={"eval_f1": value})
+        assert not control.should_training_stop  # nothing to compare with before 1,600; then above the median 0.85
+    assert study.get_trials(deepcopy=False)[trial.number].intermediate_values == {400: 0.55, 800: 0.70,
+                                                                                  1200: 0.78, 1600: 0.86}
+    # an effective batch of 2 processes x 4 accumulated x 4 examples is 32 as well
+    (tmp_path / "ddp").mkdir()
+    study, trial, callback = _callback_setup(tmp_path / "ddp", finished, intermediate_steps=(1600, 3200))
+    control = callback.on_evaluate(_train_args(4, accumulation=4, world_size=2), _state(50, epoch=0.9),
+                                   TrainerControl(), metrics={"eval_f1": 0.82})
+    assert control.should_training_stop  # below the median 0.85 at 1,600 examples
 
 
 def test_no_pruning_before_the_warm_up_epochs(tmp_path):
@@ -213,16 +247,14 @@ def test_no_pruning_before_the_warm_up_epochs(tmp_path):
     from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
 
     assert DEFAULT_PRUNE_AFTER_EPOCHS == 0.5
-    study, trial, callback = _callback_setup(tmp_path, [0.8, 0.85, 0.9, 0.9], intermediate_steps=(1, 2),
+    study, trial, callback = _callback_setup(tmp_path, [0.8, 0.85, 0.9, 0.9], intermediate_steps=(800, 1600),
                                              prune_after_epochs=None)
-    args = SimpleNamespace(device="cpu")
-    early = callback.on_evaluate(args, SimpleNamespace(is_world_process_zero=True, epoch=0.25), TrainerControl(),
-                                 metrics={"eval_f1": 0.36})
+    args = _train_args(32)
+    early = callback.on_evaluate(args, _state(25, epoch=0.25), TrainerControl(), metrics={"eval_f1": 0.36})
     assert not early.should_training_stop
-    late = callback.on_evaluate(args, SimpleNamespace(is_world_process_zero=True, epoch=0.5), TrainerControl(),
-                                metrics={"eval_f1": 0.36})
+    late = callback.on_evaluate(args, _state(50, epoch=0.5), TrainerControl(), metrics={"eval_f1": 0.36})
     assert late.should_training_stop
-    assert study.get_trials(deepcopy=False)[trial.number].intermediate_values == {1: 0.36, 2: 0.36}
+    assert study.get_trials(deepcopy=False)[trial.number].intermediate_values == {800: 0.36, 1600: 0.36}
 
 
 def test_sampler_seed_gives_the_same_order_and_a_restart_draws_new_points(tmp_path, tiny_bert_dir):
@@ -424,8 +456,10 @@ def test_a_trial_under_a_two_process_launch(tmp_path, tiny_bert_dir):
     assert json.loads((run.path / RunDir.MANIFEST).read_text())["training"]["world_size"] == 2
     saved = yaml.safe_load((run.path / RunDir.CONFIG).read_text())
     assert saved["training"]["learning_rate"] == trial.params["training.learning_rate"]
-    evals = [e["eval_f1"] for e in run.trainer_state()["log_history"] if "eval_f1" in e]
-    assert trial.intermediate_values == pytest.approx({i + 1: v for i, v in enumerate(evals)}) and evals
+    evals = {e["step"]: e["eval_f1"] for e in run.trainer_state()["log_history"] if "eval_f1" in e}
+    examples_per_step = 2 * saved["training"]["per_device_train_batch_size"]  # two processes, no accumulation
+    assert trial.intermediate_values == pytest.approx({s * examples_per_step: v for s, v in evals.items()}) and evals
+    evals = list(evals.values())
     assert trial.value == pytest.approx(max(evals))
 
 

@@ -72,19 +72,30 @@ def shown_url(url: str) -> str:
 
 
 def make_pruner(name: str):
-    """`median` (Optuna's MedianPruner: stop a trial whose value at an evaluation is worse than the median of
-    earlier trials at the same evaluation, once 4 trials finished), `halving` (successive halving) or `none`."""
+    """`median` (Optuna's MedianPruner: stop a trial whose best value so far is worse than the median of the
+    finished trials' values after as many training examples, once 4 trials finished), `halving` (successive
+    halving, its first rung estimated from the first finished trial) or `none`."""
     import optuna
 
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
     if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource="auto", reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
+def examples_seen(args, state) -> int:
+    """Training examples seen after `state.global_step` optimizer steps: steps x the effective batch (per device x
+    accumulation x processes; a short last batch counted whole)."""
+    return state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+
 class TrialReportCallback(TrainerCallback):
-    """Report `metric` at each evaluation (step = the evaluation's number, 1, 2, ...) and stop a pruned trial.
+    """Report `metric` at each evaluation and stop a pruned trial.
+
+    The step reported is the number of training examples seen (`examples_seen`), not the evaluation's number:
+    Optuna's pruners compare trials at equal steps, and trials of different batch sizes (or accumulation, or world
+    sizes) evaluating every N optimizer steps have trained on different amounts of data at their k-th evaluation.
 
     Args:
         spec (`dict`): `storage` (URL), `study` (name), `trial_id`, `metric` (the logged key, e.g. `eval_f1`),
@@ -132,15 +143,16 @@ class TrialReportCallback(TrainerCallback):
             else:
                 try:
                     trial = self.trial()
-                    trial.report(float(value), self.evaluations)
+                    trial.report(float(value), examples_seen(args, state))
                     warm_up = self.spec.get("prune_after_epochs", DEFAULT_PRUNE_AFTER_EPOCHS)
                     prune = (state.epoch or 0) >= warm_up and trial.should_prune()
                 except Exception as err:  # e.g. the tuner was killed and the trial marked failed: stop training
                     logger.warning("hftl tune: this trial can no longer report to its study (%s); stopping.", err)
                     prune = True
                 if prune:
-                    logger.info("hftl tune: pruned at evaluation %d (%s = %.4f): training stops here.",
-                                self.evaluations, self.spec["metric"], value)
+                    logger.info("hftl tune: pruned at evaluation %d (%d training examples seen, %s = %.4f): "
+                                "training stops here.", self.evaluations, examples_seen(args, state),
+                                self.spec["metric"], value)
                     self._set(PRUNED_AT, self.evaluations)
         if any_process(prune, args.device):
             control.should_training_stop = True
