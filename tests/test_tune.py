@@ -168,7 +168,7 @@ def test_conditional_lora_settings_are_sampled_only_in_lora_trials():
     assert seen == {"full", "lora"}
 
 
-def _callback_setup(tmp_path, finished_values, intermediate_steps=(1,), prune_after_epochs=0.0):
+def _callback_setup(tmp_path, finished_values, intermediate_steps=(1,), prune_after_epochs=0.0, pruner="median"):
     import optuna
     from optuna.trial import create_trial
 
@@ -176,13 +176,13 @@ def _callback_setup(tmp_path, finished_values, intermediate_steps=(1,), prune_af
 
     url = f"journal:{tmp_path / 'journal.log'}"
     study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize",
-                                pruner=make_pruner("median"))
+                                pruner=make_pruner(pruner))
     for value in finished_values:
         study.add_trial(create_trial(value=value, intermediate_values={step: value for step in intermediate_steps}))
     trial = study.ask()
     storage = open_storage(url)
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), trial.number)
-    spec = {"storage": url, "study": "s", "trial_id": trial_id, "metric": "eval_f1", "pruner": "median"}
+    spec = {"storage": url, "study": "s", "trial_id": trial_id, "metric": "eval_f1", "pruner": pruner}
     if prune_after_epochs is not None:
         spec["prune_after_epochs"] = prune_after_epochs
     callback = TrialReportCallback(spec)
@@ -202,6 +202,21 @@ def test_report_callback_prunes_below_the_median(tmp_path, value, pruned):
     frozen = study.get_trials(deepcopy=False)[trial.number]
     assert frozen.intermediate_values == {800: value}  # step = the examples seen: 25 steps x 32
     assert (PRUNED_AT in frozen.user_attrs) is pruned
+
+
+@pytest.mark.parametrize("pruner, value, pruned", [("median", 0.84, True), ("quartile", 0.84, False),
+                                                   ("quartile", 0.82, True)])
+def test_the_quartile_pruner_stops_only_the_bottom_quarter(tmp_path, pruner, value, pruned):
+    """`--pruner quartile` stops a trial below the finished trials' lower quartile (0.83 of 0.80, 0.84, 0.86,
+    0.90 after as many examples), where the median pruner stops anything below their median (0.85): a trial with a
+    long schedule, still climbing, is kept (docs/tuning.md, "What the pruner does")."""
+    from transformers import TrainerControl
+
+    study, trial, callback = _callback_setup(tmp_path, [0.80, 0.84, 0.86, 0.90], intermediate_steps=(1600,),
+                                             pruner=pruner)
+    control = callback.on_evaluate(_train_args(32), _state(50, epoch=0.9), TrainerControl(),
+                                   metrics={"eval_f1": value})
+    assert control.should_training_stop is pruned
 
 
 def _train_args(batch, accumulation=1, world_size=1):

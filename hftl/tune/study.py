@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hftl.errors import ConfigError, HftlError
 from hftl.run_dir import RunDir
-from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
+from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS, PRUNERS
 from hftl.tune.folder import StudyDir
 from hftl.tune.report import PRUNED_AT, TRIAL_ENV, make_pruner, open_storage, shown_url
 from hftl.tune.space import SearchSpace, overrides, read_space
@@ -124,8 +124,8 @@ def prepare(config_path: str | Path, user_overrides: list[str], options: TuneOpt
         problems.append(f"--trials: must be at least 1, got {options.trials}.")
     if options.top < 1 or options.seeds < 1:
         problems.append(f"--top and --seeds: must be at least 1, got {options.top} and {options.seeds}.")
-    if options.pruner not in ("median", "halving", "none"):
-        problems.append(f"--pruner: expected median, halving or none, got {options.pruner!r}.")
+    if options.pruner not in PRUNERS:
+        problems.append(f"--pruner: expected one of {', '.join(PRUNERS)}, got {options.pruner!r}.")
     if options.prune_after_epochs < 0:
         problems.append(f"--prune-after-epochs: must be 0 or more, got {options.prune_after_epochs}.")
     if problems:
