@@ -145,9 +145,10 @@ class TrialReportCallback(TrainerCallback):
                 logger.warning("hftl tune: the evaluation logged no %s (logged: %s); nothing reported to the study.",
                                self.spec["metric"], ", ".join(sorted(metrics or {})))
             else:
+                seen = examples_seen(args, state)
                 try:
                     trial = self.trial()
-                    trial.report(float(value), examples_seen(args, state))
+                    trial.report(float(value), seen)
                     warm_up = self.spec.get("prune_after_epochs", DEFAULT_PRUNE_AFTER_EPOCHS)
                     prune = (state.epoch or 0) >= warm_up and trial.should_prune()
                 except Exception as err:  # e.g. the tuner was killed and the trial marked failed: stop training
@@ -155,8 +156,7 @@ class TrialReportCallback(TrainerCallback):
                     prune = True
                 if prune:
                     logger.info("hftl tune: pruned at evaluation %d (%d training examples seen, %s = %.4f): "
-                                "training stops here.", self.evaluations, examples_seen(args, state),
-                                self.spec["metric"], value)
+                                "training stops here.", self.evaluations, seen, self.spec["metric"], value)
                     self._set(PRUNED_AT, self.evaluations)
         if any_process(prune, args.device):
             control.should_training_stop = True
