@@ -10,7 +10,7 @@ Steps, each a process of its own, on the same data files (the first --rows rows 
 into train / validation with seed 42; test = the 872-row test.tsv) and the packaged all-MiniLM-L6-v2:
 
 1. `tune`: `hftl tune recipes/configs/sst2_minilm_tune.yaml --trials T --top K --seeds S --sampler-seed 42`
-   (median pruner);
+   (hftl tune's pruner, or --pruner / --prune-after-epochs);
 2. `nopruning`: the same study with `--pruner none` and the same sampler seed, `--top 1 --seeds 1` (pruning
    savings: the trials' compute, and the best validation value, of the two studies);
 3. `baseline`: `benchmarks/hp_search_baseline.py`: `Trainer.hyperparameter_search` (Optuna, its default space,
@@ -54,7 +54,8 @@ STEPS = ("tune", "nopruning", "baseline", "default", "overhead")
 #: the precision of the steps: hftl's configs leave speed.bf16 at auto, the baseline is plain float32
 BF16_USED = "hftl steps: speed.bf16 auto (on where the CPU has native bf16); Trainer.hyperparameter_search: float32"
 #: the settings a resumed acceptance must share with the recorded one
-KEPT_SETTINGS = ("data", "rows", "trials", "top", "seeds", "max_epochs", "eval_steps", "sampler_seed")
+KEPT_SETTINGS = ("data", "rows", "trials", "top", "seeds", "max_epochs", "eval_steps", "sampler_seed", "pruner",
+                 "prune_after_epochs")
 
 
 def parse_args(argv=None):
@@ -68,6 +69,10 @@ def parse_args(argv=None):
     parser.add_argument("--eval-steps", type=int, default=50)
     parser.add_argument("--sampler-seed", type=int, default=42,
                         help="TPE's seed in both studies (with and without pruning): the same first trials")
+    parser.add_argument("--pruner", default=None,
+                        help="the tune step's --pruner (default: hftl tune's); the nopruning step runs without")
+    parser.add_argument("--prune-after-epochs", type=float, default=None,
+                        help="the tune step's --prune-after-epochs (default: hftl tune's)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/hftl-hp-search"))
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     parser.add_argument("--force", nargs="+", choices=STEPS, default=[],
@@ -238,13 +243,15 @@ def main(argv=None) -> None:
         (work / "results.md").write_text(render(results))
 
     sampler = ["--sampler-seed", args.sampler_seed]
+    pruning = [*(["--pruner", args.pruner] if args.pruner else []),
+               *(["--prune-after-epochs", args.prune_after_epochs] if args.prune_after_epochs is not None else [])]
     if todo("tune"):
         study = work / "study-pruned"
         if "tune" in args.force:
             shutil.rmtree(study, ignore_errors=True)  # a new study, not the recorded one continued
         resumed = (study / "study.json").is_file()
         times = timed([*hftl, "tune", tune_config, "--trials", args.trials, "--top", args.top, "--seeds", args.seeds,
-                       *sampler, *settings(f"training.output_dir={study}")], work / "tune.log")
+                       *sampler, *pruning, *settings(f"training.output_dir={study}")], work / "tune.log")
         save("tune", {**times, "resumed": resumed, **study_figures(study)})
     if todo("nopruning"):
         study = work / "study-unpruned"
