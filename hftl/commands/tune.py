@@ -1,7 +1,7 @@
 """`hftl tune CONFIG`: hyperparameter and strategy search (Optuna), every trial a run folder (docs/tuning.md)."""
 
 from hftl.commands import RUN_CONFIG_HELP
-from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS, PRUNERS
+from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS, DEFAULT_PRUNER, PRUNERS
 
 
 def register(subparsers):
@@ -24,9 +24,10 @@ def register(subparsers):
                              "journal:PATH (a journal file); default: a journal file in the study folder")
     parser.add_argument("--study", dest="study_name", metavar="NAME",
                         help="the study's name in the storage (default: the study folder's name)")
-    parser.add_argument("--pruner", choices=PRUNERS, default="median",
-                        help="stop unpromising trials at an evaluation: Optuna's median pruner (default), "
-                             "`quartile` (stop only trials below the lower quartile), or successive halving")
+    parser.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER,
+                        help="stop unpromising trials at an evaluation (default %(default)s): `median` (Optuna's "
+                             "median pruner), `quartile` (stop only trials below the lower quartile), `halving` "
+                             "(successive halving) or `none`")
     parser.add_argument("--prune-after-epochs", type=float, default=DEFAULT_PRUNE_AFTER_EPOCHS, metavar="E",
                         help="never prune a trial before it has trained E epochs (default %(default)s): at its first "
                              "evaluations a slow starter looks like a bad trial")

@@ -14,8 +14,9 @@ from __future__ import annotations
 #: that judged from the first evaluation stopped every such trial there (docs/tuning.md, "First run, step 1").
 DEFAULT_PRUNE_AFTER_EPOCHS = 0.5
 
-#: the pruners `--pruner` names (`hftl.tune.report.make_pruner` builds them)
+#: the pruners `--pruner` names (`hftl.tune.report.make_pruner` builds them), and the one used when none is named
 PRUNERS = ("median", "quartile", "halving", "none")
+DEFAULT_PRUNER = "median"
 
 #: strategy -> {dotted key: (range or choices, source)}
 DEFAULT_SPACES = {

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hftl.errors import ConfigError, HftlError
 from hftl.run_dir import RunDir
-from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS, PRUNERS
+from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS, DEFAULT_PRUNER, PRUNERS
 from hftl.tune.folder import StudyDir
 from hftl.tune.report import PRUNED_AT, TRIAL_ENV, make_pruner, open_storage, shown_url
 from hftl.tune.space import SearchSpace, overrides, read_space
@@ -51,7 +51,7 @@ class TuneOptions:
     timeout: float | None = None
     storage: str | None = None
     study_name: str | None = None
-    pruner: str = "median"
+    pruner: str = DEFAULT_PRUNER
     prune_after_epochs: float = DEFAULT_PRUNE_AFTER_EPOCHS
     sampler_seed: int | None = None
     launcher: str | None = None
