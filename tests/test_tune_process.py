@@ -87,11 +87,28 @@ def test_cpu_seconds_are_the_trials(tmp_path, forkable):
     assert busy["how"] == "fork" and busy["cpu_s"] >= 0.6 > idle["cpu_s"]
 
 
-def test_default_signal_dispositions(tmp_path, forkable):
+def test_signal_dispositions_as_a_fresh_interpreter_gets_them(tmp_path, forkable, monkeypatch):
+    """A forked trial handles signals as a fresh interpreter started here would: Python's defaults, except a signal
+    the tuner was started ignoring (`nohup` ignores SIGHUP), which stays ignored, as across an exec."""
     _, measured, log = run(tmp_path, ["signals"], forkable)
     assert measured["how"] == "fork"
-    assert json.loads(log) == {"SIGTERM": str(signal.SIG_DFL), "SIGINT": str(signal.default_int_handler),
-                               "SIGCHLD": str(signal.SIG_DFL), "SIGHUP": str(signal.SIG_DFL)}
+    monkeypatch.setenv(trial_process.FORKSERVER_ENV, "0")
+    env = {**forkable, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    _, fresh_measured, fresh_log = run(tmp_path, ["signals"], env, "fresh.log")
+    assert fresh_measured["how"] == "subprocess"
+    forked, fresh = json.loads(log), json.loads(fresh_log)
+    assert forked == fresh
+    defaults = {"SIGTERM": signal.SIG_DFL, "SIGINT": signal.default_int_handler, "SIGCHLD": signal.SIG_DFL,
+                "SIGHUP": signal.SIG_DFL}
+    assert forked == {name: str(signal.SIG_IGN if _ignored_at_start(name) else default)
+                      for name, default in defaults.items()}
+
+
+def _ignored_at_start(name: str) -> bool:
+    """Whether this process's parent started it ignoring the signal (Python keeps that disposition)."""
+    mask = int(next(line for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("SigIgn:")).split()[1], 16)
+    return bool(mask >> (getattr(signal, name) - 1) & 1)
 
 
 def test_turned_off_or_another_env_starts_a_fresh_interpreter(tmp_path, forkable, monkeypatch):
