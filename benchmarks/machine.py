@@ -73,7 +73,8 @@ def machine_lines(bf16: bool | str | None = None, info: dict | None = None) -> l
     lines = [
         f"machine: {info['cpu'] or 'unknown CPU'}, {info['cpus']} CPUs; flags {flags}; "
         f"torch CPU capability {info['torch_cpu_capability']}",
-        f"torch {info['torch']} ({info['torch_threads']} thread{'s' * (info['torch_threads'] != 1)}), transformers {info['transformers']}, "
+        f"torch {info['torch']} ({info['torch_threads']} thread{'s' * (info['torch_threads'] != 1)}), "
+        f"transformers {info['transformers']}, "
         f"Python {info['python']}; bf16 {bf16_text}",
     ]
     if info.get("cuda"):

@@ -57,13 +57,18 @@ def test_a_forked_trial_gets_its_env_exactly_and_writes_to_its_log(tmp_path, for
     assert 0 < measured["start_s"] < 30 and measured["cpu_s"] > 0
 
 
+def _fresh_env(forkable: dict) -> dict:
+    """The environment of a trial started as a fresh interpreter: the stub modules of tests/ importable."""
+    return {**forkable, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+
+
 @pytest.mark.parametrize("argv, code", [(["return", "0"], 0), (["return", "5"], 5), (["exit", "3"], 3),
                                         (["exit", "a message"], 1), (["raise"], 1), (["return", "none"], 0)])
 def test_exit_status_as_a_fresh_interpreter_gives_it(tmp_path, forkable, monkeypatch, argv, code):
     forked, measured, log = run(tmp_path, argv, forkable)
     assert measured["how"] == "fork" and forked == code, log
     monkeypatch.setenv(trial_process.FORKSERVER_ENV, "0")
-    env = {**forkable, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = _fresh_env(forkable)
     fresh, measured, fresh_log = run(tmp_path, argv, env, "fresh.log")
     assert measured["how"] == "subprocess" and fresh == code, fresh_log
     if argv[0] == "exit" and code == 1:
@@ -93,7 +98,7 @@ def test_signal_dispositions_as_a_fresh_interpreter_gets_them(tmp_path, forkable
     _, measured, log = run(tmp_path, ["signals"], forkable)
     assert measured["how"] == "fork"
     monkeypatch.setenv(trial_process.FORKSERVER_ENV, "0")
-    env = {**forkable, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = _fresh_env(forkable)
     _, fresh_measured, fresh_log = run(tmp_path, ["signals"], env, "fresh.log")
     assert fresh_measured["how"] == "subprocess"
     forked, fresh = json.loads(log), json.loads(fresh_log)
@@ -105,14 +110,15 @@ def test_signal_dispositions_as_a_fresh_interpreter_gets_them(tmp_path, forkable
 
 
 def _ignored_at_start(name: str) -> bool:
-    """Whether this process's parent started it ignoring the signal (Python keeps that disposition)."""
+    """Whether this process ignores the signal: as its parent started it (Python keeps an ignored disposition, and
+    nothing in these tests changes one)."""
     mask = int(next(line for line in Path("/proc/self/status").read_text().splitlines()
                     if line.startswith("SigIgn:")).split()[1], 16)
     return bool(mask >> (getattr(signal, name) - 1) & 1)
 
 
 def test_turned_off_or_another_env_starts_a_fresh_interpreter(tmp_path, forkable, monkeypatch):
-    env = {**forkable, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = _fresh_env(forkable)
     # an environment the server was not started with: a module may read it at import
     code, measured, log = run(tmp_path, ["env"], env)
     assert (code, measured["how"]) == (0, "subprocess") and "start_s" not in measured
