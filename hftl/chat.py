@@ -157,7 +157,7 @@ def marked_text(tokenizer, encoded: Encoded, start: str = "[[", end: str = "]]")
 
 def generate(model, tokenizer, messages: list[dict], max_new_tokens: int = 128, sample: bool = False,
              seed: int | None = None, temperature: float = 0.7, top_p: float = 0.95, stream: bool = False) -> dict:
-    """The model's reply to `messages`: {"text", "stopped"} (stopped: it ended with EOS / end of turn on its own).
+    """The model's reply to `messages` (`reply`: its text, and whether it stopped on its own or ran to the limit).
 
     `stream=True` prints the reply as it is generated (`hftl chat`).
     """
@@ -179,6 +179,32 @@ def generate(model, tokenizer, messages: list[dict], max_new_tokens: int = 128, 
     model.eval()
     with torch.inference_mode():
         output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
-    new = output[0, ids.shape[1]:].tolist()
-    stopped = bool(new) and new[-1] in stops
-    return {"text": tokenizer.decode(new, skip_special_tokens=True).strip(), "stopped": stopped}
+    return reply(tokenizer, output[0, ids.shape[1]:].tolist(), stops)
+
+
+#: a reply that reached its token limit is "repeating" when its last this many tokens already occur earlier in it
+#: (greedy decoding caught in a loop, whatever the loop's length), and "cut" otherwise (an answer still going)
+REPEAT_WINDOW = 32
+
+
+def reply(tokenizer, new: list[int], stops: list[int]) -> dict:
+    """What generated tokens `new` say: {"text", "stopped", "end", "new_tokens"}.
+
+    `end` is "stopped" (it emitted EOS / end of turn: everything after is padding), "repeating" or "cut" (it
+    reached the token limit; see `REPEAT_WINDOW`); `new_tokens` counts the reply's tokens, the stop included.
+    """
+    end = next((k for k, token in enumerate(new) if token in stops), None)
+    if end is not None:
+        new, how = new[:end + 1], "stopped"
+    else:
+        how = "repeating" if is_looping(new) else "cut"
+    return {"text": tokenizer.decode(new, skip_special_tokens=True).strip(), "stopped": how == "stopped",
+            "end": how, "new_tokens": len(new)}
+
+
+def is_looping(ids: list[int], window: int = REPEAT_WINDOW) -> bool:
+    """Whether the last `window` tokens of `ids` already occur earlier in `ids`."""
+    if len(ids) <= window:
+        return False
+    tail = ids[-window:]
+    return any(ids[start:start + window] == tail for start in range(len(ids) - window))

@@ -203,6 +203,14 @@ def test_tiny_run_learns_the_replies_and_records_generation_metrics(tiny_run):
     assert after["accuracy"] >= 0.8 and after["stopped"] == 1.0
     assert {"accuracy", "f1", "unparseable", "samples"} <= set(after)
     assert len(after["samples"]) == 5
+    # every test generation, in errors.jsonl; metrics.json keeps the shares of each ending, not the generations
+    rows = [json.loads(line) for line in (root / "run" / "errors.jsonl").read_text().splitlines()]
+    assert len(rows) == after["generated"] == 6 and sorted(row["row"] for row in rows) == list(range(6))
+    for end in ("stopped", "repeating", "cut"):
+        assert after[end] == sum(row["end"] == end for row in rows) / 6
+    assert after["mean_new_tokens"] == sum(row["new_tokens"] for row in rows) / 6
+    assert all(row["answer"] in ("positive", "negative") for row in rows)
+    assert "generations" not in after and "generations" not in before and before["generated"] == 6
     card = (root / "run" / "README.md").read_text()
     assert "### Base model against the tuned model" in card and card.count("| positive |") + card.count("| negative |") >= 5
     assert 'chat(messages, max_new_tokens=128, do_sample=False)' in card
@@ -258,3 +266,27 @@ def test_evaluate_command_scores_a_finished_run(tiny_run, capsys):
     out = capsys.readouterr().out
     metrics = json.loads((root / "run" / "metrics.json").read_text())["test"]
     assert f"{metrics['accuracy']:.4f}" in out and f"{metrics['loss']:.4f}" in out
+
+
+def test_reply_says_how_a_generation_ended():
+    """Stopped: cut after the first stop token (the rest is padding); at the limit: repeating when the last 32
+    tokens already occur earlier (a loop of any period), cut otherwise."""
+    from hftl.chat import reply
+
+    tokenizer = build_tokenizer("chatml")
+    stops = stop_token_ids(tokenizer)
+    words = tokenizer("the cat sat on a mat", add_special_tokens=False)["input_ids"]
+    stopped = reply(tokenizer, words + [stops[0]] + [tokenizer.pad_token_id] * 4, stops)
+    assert stopped == {"text": "the cat sat on a mat", "stopped": True, "end": "stopped",
+                       "new_tokens": len(words) + 1}
+
+    distinct = list(range(10, 60))  # 50 tokens, none repeated
+    assert reply(tokenizer, distinct, stops)["end"] == "cut"
+    period_40 = distinct[:40] * 2  # a loop longer than the window: still seen
+    assert reply(tokenizer, distinct[:5] + period_40, stops)["end"] == "repeating"
+    period_3 = [11, 12, 13] * 12
+    assert reply(tokenizer, distinct[:20] + period_3, stops) | {"text": ""} == {
+        "text": "", "stopped": False, "end": "repeating", "new_tokens": 56}
+    # a last window that repeats only partly: not a loop
+    assert reply(tokenizer, distinct[:31] + [99] + distinct[:31], stops)["end"] == "cut"
+

@@ -18,8 +18,8 @@ eager / sdpa / flex, with the cache off: see `packing_collator`). The packed los
 Evaluation: the loss and perplexity on trained tokens (validation, test; also before training, `data.baseline`),
 and generation on the test split: with `data.answer_labels`, answers are parsed to labels (accuracy / macro
 precision, recall, F1 through `hftl.metrics`, unparseable answers counted as wrong and reported); otherwise
-ROUGE-L and exact match; always the share of generations that stop on their own, and samples of the base model
-beside the tuned one.
+ROUGE-L and exact match; always how the generations end (stopped on their own, or at the token limit repeating
+themselves or cut), every generation in the run's errors.jsonl, and samples of the base model beside the tuned one.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from hftl.config.schema import DataConfig
 from hftl.data.conversations import FORMATS, format_problem, read_conversations
 from hftl.data.loading import check_source, fingerprint
 from hftl.errors import DataError
-from hftl.recipe import PreparedData, register_task
+from hftl.recipe import Evaluation, PreparedData, register_task
 from hftl.tasks.language_modeling import LanguageModelingRecipe, perplexity
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,8 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
     title = "Instruction tuning (chat SFT)"
     pipeline_tag = "text-generation"
     summary_metrics = ("loss", "perplexity", "accuracy", "f1", "rouge_l", "stopped")
-    card_metrics = ("loss", "perplexity", "accuracy", "f1", "rouge_l", "exact_match", "stopped", "unparseable")
+    card_metrics = ("loss", "perplexity", "accuracy", "f1", "rouge_l", "exact_match", "stopped", "repeating",
+                    "unparseable")
     index_metrics = {"perplexity": ("perplexity", "Perplexity", None)}
     generates_text = True
     chat = True
@@ -346,11 +347,20 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
             metrics.update(self.generation_metrics(trainer.model, trainer.processing_class, conversations))
         return metrics
 
+    def evaluate_splits(self, trainer, datasets: dict, labels=None) -> Evaluation:
+        """Validation and test metrics; the test generations (`generation_metrics`) become the run's errors.jsonl."""
+        metrics = {split: self.evaluate_split(trainer, split, datasets[split]) for split in ("validation", "test")
+                   if split in datasets}
+        return Evaluation(metrics, errors=metrics.get("test", {}).pop("generations", []))
+
     def evaluate_before(self, trainer, datasets: dict, labels=None) -> dict:
+        """The base model's metrics: its generations' summary and samples, not each generation."""
         if not self.config.data.baseline or self.config.resume:
             return {}
-        return {split: self.evaluate_split(trainer, split, datasets[split]) for split in ("validation", "test")
-                if split in datasets}
+        metrics = {split: self.evaluate_split(trainer, split, datasets[split]) for split in ("validation", "test")
+                   if split in datasets}
+        metrics.get("test", {}).pop("generations", None)
+        return metrics
 
     def generation_metrics(self, model, tokenizer, conversations) -> dict:
         """Greedy replies to the first `data.generation_samples` test prompts, scored against the references."""
@@ -361,7 +371,13 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
         replies = generate_batch(model, tokenizer, [c.prompt_messages() if not c.is_plain else c.prompt
                                                     for c in chosen], data.generation_max_new_tokens)
         references = [c.reference() for c in chosen]
-        metrics = {"generated": len(chosen), "stopped": sum(r["stopped"] for r in replies) / len(chosen)}
+        metrics = {"generated": len(chosen), **{end: sum(r["end"] == end for r in replies) / len(chosen)
+                                                for end in ("stopped", "repeating", "cut")},
+                   "mean_new_tokens": sum(r["new_tokens"] for r in replies) / len(chosen)}
+        rows = [{"split": "test", "row": i, "prompt": (c.prompt_messages()[-1]["content"] if not c.is_plain
+                                                      else c.prompt)[:500], "reference": ref[:500],
+                 "generated": r["text"], "end": r["end"], "new_tokens": r["new_tokens"]}
+                for i, (c, ref, r) in enumerate(zip(chosen, references, replies))]
         if data.answer_labels:
             names = list(data.answer_labels) + [UNPARSEABLE]
             predicted = [names.index(parse_label(r["text"], data.answer_labels)) for r in replies]
@@ -374,13 +390,19 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
             mean = lambda key: sum((row[key] or 0.0) for row in per_class) / len(per_class)  # noqa: E731
             metrics.update(accuracy=report["accuracy"], precision=mean("precision"), recall=mean("recall"),
                            f1=mean("f1"), unparseable=sum(p == len(names) - 1 for p in predicted))
+            for row, p in zip(rows, predicted):
+                row["answer"] = names[p]
         else:
-            metrics.update(rouge_l=sum(rouge_l(r["text"], ref) for r, ref in zip(replies, references)) / len(chosen),
+            for row, r, ref in zip(rows, replies, references):
+                row["rouge_l"] = rouge_l(r["text"], ref)
+            metrics.update(rouge_l=sum(row["rouge_l"] for row in rows) / len(chosen),
                            exact_match=sum(r["text"].strip() == ref.strip() for r, ref in zip(replies, references))
                            / len(chosen))
-        metrics["samples"] = [{"prompt": (c.prompt_messages()[-1]["content"] if not c.is_plain else c.prompt)[:500],
-                               "reference": ref[:500], "generated": r["text"][:500], "stopped": r["stopped"]}
-                              for c, ref, r in list(zip(chosen, references, replies))[:5]]
+        metrics["samples"] = [{**{key: row[key] for key in ("prompt", "reference", "end")},
+                               "generated": row["generated"][:500], "stopped": row["end"] == "stopped"}
+                              for row in rows[:5]]
+        # every generation, those that ran to the limit first: the run saves them as its errors.jsonl
+        metrics["generations"] = sorted(rows, key=lambda row: ("cut", "repeating", "stopped").index(row["end"]))
         return metrics
 
     def predict(self, model, tokenizer, inputs: list, labels=None, batch_size: int = 8, max_new_tokens: int = 128,
@@ -447,7 +469,7 @@ def generate_batch(model, tokenizer, prompts: list, max_new_tokens: int, batch_s
     """Greedy replies to prompts (lists of messages, rendered by `hftl.chat`; or plain text), in left-padded batches."""
     import torch
 
-    from hftl.chat import prompt_ids, stop_token_ids
+    from hftl.chat import prompt_ids, reply, stop_token_ids
 
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
@@ -466,11 +488,7 @@ def generate_batch(model, tokenizer, prompts: list, max_new_tokens: int, batch_s
                                  temperature=None, top_p=None, top_k=None, eos_token_id=stops, pad_token_id=pad,
                                  synced_gpus=synced)
         for row, i in enumerate(rows):
-            new = out[row, width:].tolist()
-            ends = [k for k, t in enumerate(new) if t in stops]
-            stopped = bool(ends)
-            new = new[:ends[0] + 1] if ends else new
-            replies[i] = {"text": tokenizer.decode(new, skip_special_tokens=True).strip(), "stopped": stopped}
+            replies[i] = reply(tokenizer, out[row, width:].tolist(), stops)
     return replies
 
 
