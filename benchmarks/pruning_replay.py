@@ -2,10 +2,12 @@
 that saves and which best validation value survives. No training: it reads the study's `study.json`.
 
     python benchmarks/pruning_replay.py STUDY_DIR --train-rows 3600 [--pruners median quartile] [--warm-ups 0.5 1]
+        [--startup-trials 4 8]
 
 Each trial's reported values (step = training examples seen, as `hftl tune` reports them) are told, in trial order,
 to an in-memory Optuna study whose pruner is built by `hftl tune`'s own `make_pruner`, and asked `should_prune()`
-at each step once the trial has trained `warm-up` epochs, as `TrialReportCallback` does. A trial's compute is its
+at each step once the trial has trained `warm-up` epochs, as `TrialReportCallback` does; no trial is stopped
+before `startup-trials` trials finished (default: what `hftl tune` uses for the study's number of trials). A trial's compute is its
 recorded process CPU seconds; a stopped trial is charged the share of its examples trained (its start and final
 evaluation are not refunded, so the saving is a slight overestimate). What it cannot show: a real pruned study's
 sampler sees the pruned values and samples other trials afterwards; the replay keeps the unpruned study's trials.
@@ -19,14 +21,14 @@ from pathlib import Path
 
 import optuna
 
-from hftl.tune.defaults import PRUNERS
+from hftl.tune.defaults import PRUNERS, startup_trials
 from hftl.tune.report import make_pruner
 
 
-def replay(trials: list[dict], train_rows: int, warm_up: float, pruner: str = "median", step_examples: int = 1,
-           direction: str = "maximize") -> dict:
+def replay(trials: list[dict], train_rows: int, warm_up: float, pruner: str = "median", startup: int = 4,
+           step_examples: int = 1, direction: str = "maximize") -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=direction, pruner=make_pruner(pruner))
+    study = optuna.create_study(direction=direction, pruner=make_pruner(pruner, startup))
     cpu_full = cpu_pruned = 0.0
     stopped, kept = [], {}
     for trial in sorted(trials, key=lambda t: t["number"]):
@@ -49,7 +51,7 @@ def replay(trials: list[dict], train_rows: int, warm_up: float, pruner: str = "m
             cpu_pruned += cpu * stop_at / max(values)
     pick = max if direction == "maximize" else min
     best_trial = pick(kept, key=kept.get)
-    return {"pruner": pruner, "warm_up_epochs": warm_up, "stopped": stopped, "saved": 1 - cpu_pruned / cpu_full,
+    return {"pruner": pruner, "startup_trials": startup, "warm_up_epochs": warm_up, "stopped": stopped, "saved": 1 - cpu_pruned / cpu_full,
             "best": kept[best_trial], "best_trial": best_trial}
 
 
@@ -64,19 +66,23 @@ def main(argv=None) -> None:
     parser.add_argument("--pruners", nargs="+", default=["median"], choices=[p for p in PRUNERS if p != "none"],
                         help="`hftl tune --pruner` names, built as hftl tune builds them")
     parser.add_argument("--warm-ups", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5])
+    parser.add_argument("--startup-trials", type=int, nargs="+",
+                        help="finished trials before any is stopped (default: hftl tune's for the study's trials)")
     args = parser.parse_args(argv)
     record = json.loads((args.study / "study.json").read_text())
     trials = [t for t in record["trials"] if t["state"] == "COMPLETE"]
     direction = record["objective"]["direction"]
     unpruned_best = (max if direction == "maximize" else min)(t["value"] for t in trials)
     print(f"{args.study}: {len(trials)} complete trials, best validation {unpruned_best:.4f}")
-    print("| pruner | warm-up (epochs) | trials stopped | CPU saved | best validation kept | best trial |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| pruner | start-up trials | warm-up (epochs) | trials stopped | CPU saved | best validation kept | "
+          "best trial |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for pruner in args.pruners:
-        for warm_up in args.warm_ups:
-            r = replay(trials, args.train_rows, warm_up, pruner, args.step_examples, direction)
-            print(f"| {pruner} | {warm_up:g} | {len(r['stopped'])} | {r['saved']:.1%} | {r['best']:.4f} | "
-                  f"trial-{r['best_trial']} |")
+        for startup in args.startup_trials or [record.get("startup_trials") or startup_trials(len(trials))]:
+            for warm_up in args.warm_ups:
+                r = replay(trials, args.train_rows, warm_up, pruner, startup, args.step_examples, direction)
+                print(f"| {pruner} | {startup} | {warm_up:g} | {len(r['stopped'])} | {r['saved']:.1%} | "
+                      f"{r['best']:.4f} | trial-{r['best_trial']} |")
 
 
 if __name__ == "__main__":

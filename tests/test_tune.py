@@ -168,7 +168,8 @@ def test_conditional_lora_settings_are_sampled_only_in_lora_trials():
     assert seen == {"full", "lora"}
 
 
-def _callback_setup(tmp_path, finished_values, intermediate_steps=(1,), prune_after_epochs=0.0, pruner="median"):
+def _callback_setup(tmp_path, finished_values, intermediate_steps=(1,), prune_after_epochs=0.0, pruner="median",
+                    startup_trials=4):
     import optuna
     from optuna.trial import create_trial
 
@@ -176,17 +177,34 @@ def _callback_setup(tmp_path, finished_values, intermediate_steps=(1,), prune_af
 
     url = f"journal:{tmp_path / 'journal.log'}"
     study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize",
-                                pruner=make_pruner(pruner))
+                                pruner=make_pruner(pruner, startup_trials))
     for value in finished_values:
         study.add_trial(create_trial(value=value, intermediate_values={step: value for step in intermediate_steps}))
     trial = study.ask()
     storage = open_storage(url)
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), trial.number)
-    spec = {"storage": url, "study": "s", "trial_id": trial_id, "metric": "eval_f1", "pruner": pruner}
+    spec = {"storage": url, "study": "s", "trial_id": trial_id, "metric": "eval_f1", "pruner": pruner,
+            "startup_trials": startup_trials}
     if prune_after_epochs is not None:
         spec["prune_after_epochs"] = prune_after_epochs
     callback = TrialReportCallback(spec)
     return study, trial, callback
+
+
+@pytest.mark.parametrize("trials, pruned", [(12, True), (24, False)])
+def test_no_trial_is_pruned_before_the_random_start_up_trials_finished(tmp_path, trials, pruned):
+    """The pruner waits for as many finished trials as TPE draws at random (`startup_trials`): 4 of a 12-trial
+    budget, 8 of a 24-trial one; with 4 finished, a trial far below their median is stopped only in the first."""
+    from transformers import TrainerControl
+
+    from hftl.tune.defaults import startup_trials
+
+    assert (startup_trials(12), startup_trials(24), startup_trials(100), startup_trials(3)) == (4, 8, 10, 2)
+    study, trial, callback = _callback_setup(tmp_path, [0.8, 0.85, 0.9, 0.9], intermediate_steps=(800,),
+                                             startup_trials=startup_trials(trials))
+    control = callback.on_evaluate(_train_args(32), _state(25, epoch=0.2), TrainerControl(),
+                                   metrics={"eval_f1": 0.1, "eval_loss": 0.3})
+    assert control.should_training_stop is pruned
 
 
 @pytest.mark.parametrize("value, pruned", [(0.1, True), (0.95, False)])
@@ -307,7 +325,8 @@ def test_a_stopped_trial_does_not_suggest_resuming_it(monkeypatch):
     trainer = SimpleNamespace(callback_handler=SimpleNamespace(callbacks=[stop]))
     trainer.add_callback = trainer.callback_handler.callbacks.append
     monkeypatch.setenv(TRIAL_ENV, json.dumps({"storage": "journal:x", "study": "s", "trial_id": 3,
-                                              "metric": "eval_f1", "pruner": "median"}))
+                                              "metric": "eval_f1", "pruner": "median",
+                                              "startup_trials": 4}))
     add_trial_callback(trainer)
     assert any(isinstance(c, TrialReportCallback) for c in trainer.callback_handler.callbacks)
     stop.received, stop.stopped_at = "SIGTERM", 5

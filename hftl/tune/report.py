@@ -71,18 +71,18 @@ def shown_url(url: str) -> str:
     return url
 
 
-def make_pruner(name: str):
+def make_pruner(name: str, startup_trials: int):
     """`median` (Optuna's MedianPruner: stop a trial whose best value so far is worse than the median of the
-    finished trials' values after as many training examples, once 4 trials finished), `halving` (successive
-    halving, its first rung estimated from the first finished trial), `quartile` (Optuna's PercentilePruner keeping
-    the top 75%: stop a trial whose best value so far is below the lower quartile instead of the median) or
-    `none`."""
+    finished trials' values after as many training examples, once `startup_trials` trials finished), `halving`
+    (successive halving, its first rung estimated from the first finished trial), `quartile` (Optuna's
+    PercentilePruner keeping the top 75%: stop a trial whose best value so far is below the lower quartile instead
+    of the median) or `none`. `startup_trials`: `hftl.tune.defaults.startup_trials` of the study's trial budget."""
     import optuna
 
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0)
     if name == "quartile":  # stop only the bottom quarter: kinder to long schedules when the epochs are searched
-        return optuna.pruners.PercentilePruner(75.0, n_startup_trials=4, n_warmup_steps=0)
+        return optuna.pruners.PercentilePruner(75.0, n_startup_trials=startup_trials, n_warmup_steps=0)
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource="auto", reduction_factor=3)
     return optuna.pruners.NopPruner()
@@ -103,7 +103,7 @@ class TrialReportCallback(TrainerCallback):
 
     Args:
         spec (`dict`): `storage` (URL), `study` (name), `trial_id`, `metric` (the logged key, e.g. `eval_f1`),
-            `pruner` (see `make_pruner`), `prune_after_epochs` (no pruning before the trial has trained this many
+            `pruner` and `startup_trials` (see `make_pruner`), `prune_after_epochs` (no pruning before the trial has trained this many
             epochs; default `DEFAULT_PRUNE_AFTER_EPOCHS`).
     """
 
@@ -117,7 +117,7 @@ class TrialReportCallback(TrainerCallback):
             import optuna
 
             study = optuna.load_study(study_name=self.spec["study"], storage=open_storage(self.spec["storage"]),
-                                      pruner=make_pruner(self.spec["pruner"]))
+                                      pruner=make_pruner(self.spec["pruner"], self.spec["startup_trials"]))
             self._trial = optuna.trial.Trial(study, self.spec["trial_id"])
         return self._trial
 

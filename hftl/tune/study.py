@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hftl.errors import ConfigError, HftlError
 from hftl.run_dir import RunDir
-from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS, DEFAULT_PRUNER, PRUNERS
+from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS, DEFAULT_PRUNER, PRUNERS, startup_trials
 from hftl.tune.folder import StudyDir
 from hftl.tune.report import PRUNED_AT, TRIAL_ENV, make_pruner, open_storage, shown_url
 from hftl.tune.space import SearchSpace, overrides, read_space
@@ -79,6 +79,7 @@ class Plan:
     storage_url: str
     study_name: str
     pruner: str
+    startup_trials: int = 4  # `hftl.tune.defaults.startup_trials` of the trial budget: TPE's and the pruner's
     prune_after_epochs: float = DEFAULT_PRUNE_AFTER_EPOCHS
     sampler_seed: int | None = None
     extra: dict = field(default_factory=dict)
@@ -152,7 +153,7 @@ def prepare(config_path: str | Path, user_overrides: list[str], options: TuneOpt
                 metric=metric, direction=direction, folder=folder,
                 storage_url=options.storage or f"journal:{folder.journal}",
                 study_name=options.study_name or folder.path.resolve().name, pruner=options.pruner,
-                prune_after_epochs=options.prune_after_epochs,
+                startup_trials=startup_trials(options.trials), prune_after_epochs=options.prune_after_epochs,
                 sampler_seed=options.sampler_seed)
 
 
@@ -171,11 +172,12 @@ def open_study(plan: Plan, options: TuneOptions, create: bool = True):
             # multivariate + group: TPE models settings that go together (a learning rate with the strategy it was
             # drawn for; LoRA settings only where they apply); constant_liar: workers running at once do not all
             # draw the same point
-            return optuna.samplers.TPESampler(n_startup_trials=max(2, min(10, options.trials // 3)),
+            return optuna.samplers.TPESampler(n_startup_trials=plan.startup_trials,
                                               multivariate=True, group=True, constant_liar=True, seed=seed)
 
     study = optuna.create_study(study_name=plan.study_name, storage=storage, direction=plan.direction,
-                                sampler=sampler(), pruner=make_pruner(plan.pruner), load_if_exists=True)
+                                sampler=sampler(), pruner=make_pruner(plan.pruner, plan.startup_trials),
+                                load_if_exists=True)
     if plan.sampler_seed is not None:
         # offset by the trials the study holds: a restarted worker does not draw its first trials' points again
         study.sampler = sampler(plan.sampler_seed + len(study.get_trials(deepcopy=False)))
@@ -304,7 +306,8 @@ def run_trial(plan: Plan, options: TuneOptions, study, storage, trial) -> str:
         return "FAIL"
     logger.info("trial %d: %s -> %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()), run_dir)
     spec = {"storage": plan.storage_url, "study": plan.study_name, "trial_id": trial_id,
-            "metric": plan.metric_key, "pruner": plan.pruner, "prune_after_epochs": plan.prune_after_epochs}
+            "metric": plan.metric_key, "pruner": plan.pruner, "startup_trials": plan.startup_trials,
+            "prune_after_epochs": plan.prune_after_epochs}
     env = {**os.environ, TRIAL_ENV: json.dumps(spec)}
     log_path = plan.folder.log_file(run_dir.name)
     process_started, measured = time.time(), {}

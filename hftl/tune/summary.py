@@ -43,6 +43,7 @@ def write_study_record(plan, study, selection: dict | None = None) -> None:
         "config": str(plan.config_path),
         "objective": {"metric": plan.metric, "direction": plan.direction, "at": "the trial's best evaluation"},
         "pruner": plan.pruner,
+        "startup_trials": plan.startup_trials,
         "prune_after_epochs": plan.prune_after_epochs,
         "sampler": "TPE" + (f" (seed {plan.sampler_seed})" if plan.sampler_seed is not None else ""),
         "space_source": plan.space.source,
@@ -95,10 +96,15 @@ def _format(value) -> str:
 
 
 def _pruner(record: dict) -> str:
-    warm_up = record.get("prune_after_epochs")
-    if record["pruner"] == "none" or not warm_up:
-        return record["pruner"]
-    return f"{record['pruner']}, no trial judged before epoch {warm_up}"
+    warm_up, startup = record.get("prune_after_epochs"), record.get("startup_trials")
+    if record["pruner"] == "none":
+        return "none"
+    parts = [record["pruner"]]
+    if startup and record["pruner"] != "halving":
+        parts.append(f"from {startup} finished trials on")
+    if warm_up:
+        parts.append(f"no trial judged before epoch {warm_up}")
+    return ", ".join(parts)
 
 
 def render_report(record: dict) -> str:
