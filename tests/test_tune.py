@@ -207,6 +207,15 @@ def test_no_trial_is_pruned_before_the_random_start_up_trials_finished(tmp_path,
     assert control.should_training_stop is pruned
 
 
+def test_the_pruning_rule_in_words():
+    from hftl.tune.summary import pruning_text
+
+    assert pruning_text("median", 8, 0.5) == "median, no trial stopped before 8 had finished, none judged before epoch 0.5"
+    assert pruning_text("halving", 8, 1.0) == "halving, none judged before epoch 1"
+    assert pruning_text("quartile", 4, 0.0) == "quartile, no trial stopped before 4 had finished"
+    assert pruning_text("none", 8, 0.5) == "none"
+
+
 @pytest.mark.parametrize("value, pruned", [(0.1, True), (0.95, False)])
 def test_report_callback_prunes_below_the_median(tmp_path, value, pruned):
     from transformers import TrainerControl
@@ -581,6 +590,7 @@ def test_selection_over_seeds_best_yaml_and_compare(concurrent_study, capsys):
     assert "test" in RunDir(study / f"rerun-{picked['trial']}").metrics()
     card = (study / f"trial-{picked['trial']}" / RunDir.CARD).read_text()
     assert "### How the hyperparameters were chosen" in card and "2 seeds each" in card
+    assert "Optuna TPE and no pruner;" in card  # --pruner none
     report = (study / "README.md").read_text()
     assert "**(picked)**" in report and " ± " in report and "evaluated once" in report
     assert "picked trial-" in out and "test (evaluated once)" in out

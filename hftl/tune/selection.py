@@ -24,6 +24,7 @@ from hftl.tune.study import VALUES, run_objective, run_settings, train_command
 from hftl.tune.report import TRIAL_ENV
 from hftl.tune.trial_process import _Stop, launch
 from hftl.tune.space import overrides
+from hftl.tune.summary import counts, pruning_text, write_study_record
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,7 @@ def tuning_record(plan, options, record_counts: dict, picked: dict, seeds: int) 
         "space": {p.key: p.describe() + (f" (only in {p.strategy} trials)" if p.strategy else "")
                   for p in plan.space.params},
         "sampler": "Optuna TPE" + (f" (seed {plan.sampler_seed})" if plan.sampler_seed is not None else ""),
-        "pruner": plan.pruner,
-        "prune_after_epochs": plan.prune_after_epochs,
+        "pruner": pruning_text(plan.pruner, plan.startup_trials, plan.prune_after_epochs),
         "trials": record_counts,
         "top": options.top,
         "seeds": seeds,
@@ -138,7 +138,6 @@ def select(plan, options, study) -> dict:
 
     from hftl.card import render_run_card
     from hftl.seeds import seed_values
-    from hftl.tune.summary import counts, write_study_record
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:

@@ -95,15 +95,15 @@ def _format(value) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
-def _pruner(record: dict) -> str:
-    warm_up, startup = record.get("prune_after_epochs"), record.get("startup_trials")
-    if record["pruner"] == "none":
+def pruning_text(pruner: str, startup_trials: int | None, prune_after_epochs: float | None) -> str:
+    """How a study pruned, in words (its report and the picked run's card)."""
+    if pruner == "none":
         return "none"
-    parts = [record["pruner"]]
-    if startup and record["pruner"] != "halving":
-        parts.append(f"from {startup} finished trials on")
-    if warm_up:
-        parts.append(f"no trial judged before epoch {warm_up}")
+    parts = [pruner]
+    if startup_trials and pruner != "halving":  # successive halving compares within rungs, from the first trial
+        parts.append(f"no trial stopped before {startup_trials} had finished")
+    if prune_after_epochs:
+        parts.append(f"none judged before epoch {prune_after_epochs:g}")
     return ", ".join(parts)
 
 
@@ -111,10 +111,11 @@ def render_report(record: dict) -> str:
     """The study's README.md."""
     objective = record["objective"]
     found = counts(record)
+    pruning = pruning_text(record["pruner"], record.get("startup_trials"), record.get("prune_after_epochs"))
     lines = [f"# Study {record['study']}", "",
              f"Objective: validation **{objective['metric']}** at each trial's best evaluation "
              f"({objective['direction']}). The test split is never seen during the search; only the final pick is "
-             f"evaluated on test, once. Sampler: Optuna TPE; pruner: {_pruner(record)}. "
+             f"evaluated on test, once. Sampler: Optuna TPE; pruner: {pruning}. "
              f"Storage: `{record['storage']}`.", "",
              "Trials: " + (", ".join(f"{n} {s.lower()}" for s, n in sorted(found.items())) or "none yet") + ".", "",
              "## Search space" + (" (the defaults for the task and strategy)" if record["space_source"] == "defaults"
