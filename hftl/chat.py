@@ -156,10 +156,11 @@ def marked_text(tokenizer, encoded: Encoded, start: str = "[[", end: str = "]]")
 
 
 def generate(model, tokenizer, messages: list[dict], max_new_tokens: int = 128, sample: bool = False,
-             seed: int | None = None, temperature: float = 0.7, top_p: float = 0.95, stream: bool = False) -> dict:
+             seed: int | None = None, temperature: float = 0.7, top_p: float = 0.95, stream: bool = False,
+             repetition_penalty: float = 1.0) -> dict:
     """The model's reply to `messages` (`reply`: its text, and whether it stopped on its own or ran to the limit).
 
-    `stream=True` prints the reply as it is generated (`hftl chat`).
+    `stream=True` prints the reply as it is generated (`hftl chat`); `repetition_penalty`: see `reply_penalty`.
     """
     import torch
     from transformers import TextStreamer, set_seed
@@ -167,7 +168,8 @@ def generate(model, tokenizer, messages: list[dict], max_new_tokens: int = 128, 
     ids = torch.tensor([prompt_ids(tokenizer, messages)], device=model.device)
     stops = stop_token_ids(tokenizer)
     options = {"max_new_tokens": max_new_tokens, "do_sample": sample, "eos_token_id": stops,
-               "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]}
+               "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0],
+               "logits_processor": reply_penalty(repetition_penalty, ids.shape[1])}
     if sample:
         options.update(temperature=temperature, top_p=top_p, top_k=0)
         if seed is not None:
@@ -182,9 +184,24 @@ def generate(model, tokenizer, messages: list[dict], max_new_tokens: int = 128, 
     return reply(tokenizer, output[0, ids.shape[1]:].tolist(), stops)
 
 
+def reply_penalty(repetition_penalty: float, prompt_length: int):
+    """transformers' repetition penalty (CTRL's: the logits of tokens already used are divided by it) on the reply's
+    own tokens only. Left as `generate(repetition_penalty=...)` does it, it would count the prompt too, and every
+    chat prompt holds the end-of-turn token: a penalty meant to break loops would make the model stop less."""
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    if repetition_penalty == 1.0:
+        return LogitsProcessorList()
+    return LogitsProcessorList([RepetitionPenaltyLogitsProcessor(float(repetition_penalty), prompt_length)])
+
+
 #: a reply that reached its token limit is "repeating" when its last this many tokens already occur earlier in it
-#: (greedy decoding caught in a loop, whatever the loop's length), and "cut" otherwise (an answer still going)
+#: (greedy decoding caught in a loop, whatever the loop's length), and "cut" otherwise (an answer still going, or a
+#: loop this rule cannot see, such as one counting in Roman numerals). Numbers are masked first: a numbered list
+#: that repeats its item under a rising counter ("16. The Bravo...", "17. The Bravo...") is a loop.
 REPEAT_WINDOW = 32
+#: what every run of number tokens becomes before the loop check (no token id is negative)
+NUMBER = -1
 
 
 def reply(tokenizer, new: list[int], stops: list[int]) -> dict:
@@ -197,9 +214,21 @@ def reply(tokenizer, new: list[int], stops: list[int]) -> dict:
     if end is not None:
         new, how = new[:end + 1], "stopped"
     else:
-        how = "repeating" if is_looping(new) else "cut"
+        how = "repeating" if is_looping(numbers_masked(tokenizer, new)) else "cut"
     return {"text": tokenizer.decode(new, skip_special_tokens=True).strip(), "stopped": how == "stopped",
             "end": how, "new_tokens": len(new)}
+
+
+def numbers_masked(tokenizer, ids: list[int]) -> list[int]:
+    """`ids` with every run of tokens that decode to digits replaced by one `NUMBER` (so 9 and 10 look alike)."""
+    masked: list[int] = []
+    for token in ids:
+        if tokenizer.decode([token]).strip().isdigit():
+            if masked and masked[-1] == NUMBER:
+                continue
+            token = NUMBER
+        masked.append(token)
+    return masked
 
 
 def is_looping(ids: list[int], window: int = REPEAT_WINDOW) -> bool:

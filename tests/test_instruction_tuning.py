@@ -251,7 +251,8 @@ def test_chat_repl_streams_replies_with_the_conversation_so_far(tiny_run, capsys
     root, _ = tiny_run
     said = iter(["was it boring", "/reset", "a lovely story", "/exit"])
     args = Namespace(run_dir=str(root / "run"), system=None, max_new_tokens=12, sample=False, seed=None,
-                     temperature=0.7, top_p=0.95, trust_remote_code=False, allow_pickle=False)
+                     temperature=0.7, top_p=0.95, repetition_penalty=1.0, trust_remote_code=False,
+                     allow_pickle=False)
     assert run(args, read=lambda prompt: next(said)) == 0
     out = capsys.readouterr().out
     assert out.count("model> ") == 2
@@ -270,7 +271,7 @@ def test_evaluate_command_scores_a_finished_run(tiny_run, capsys):
 
 def test_reply_says_how_a_generation_ended():
     """Stopped: cut after the first stop token (the rest is padding); at the limit: repeating when the last 32
-    tokens already occur earlier (a loop of any period), cut otherwise."""
+    tokens, numbers masked, already occur earlier (a loop of any period, counters included), cut otherwise."""
     from hftl.chat import reply
 
     tokenizer = build_tokenizer("chatml")
@@ -280,7 +281,7 @@ def test_reply_says_how_a_generation_ended():
     assert stopped == {"text": "the cat sat on a mat", "stopped": True, "end": "stopped",
                        "new_tokens": len(words) + 1}
 
-    distinct = list(range(10, 60))  # 50 tokens, none repeated
+    distinct = list(range(30, 80))  # 50 tokens, none repeated, none a digit
     assert reply(tokenizer, distinct, stops)["end"] == "cut"
     period_40 = distinct[:40] * 2  # a loop longer than the window: still seen
     assert reply(tokenizer, distinct[:5] + period_40, stops)["end"] == "repeating"
@@ -289,4 +290,26 @@ def test_reply_says_how_a_generation_ended():
         "text": "", "stopped": False, "end": "repeating", "new_tokens": 56}
     # a last window that repeats only partly: not a loop
     assert reply(tokenizer, distinct[:31] + [99] + distinct[:31], stops)["end"] == "cut"
+    # a numbered list repeating its item under a rising counter (what SmolLM2 does on Dolly): a loop
+    counting = tokenizer("".join(f"{n}. the cat sat on a mat\n" for n in range(7, 40)), add_special_tokens=False)
+    assert reply(tokenizer, counting["input_ids"], stops)["end"] == "repeating"
+    listing = tokenizer("".join(f"{n}. {w}\n" for n, w in enumerate("the cat sat on a mat with my dog".split())),
+                        add_special_tokens=False)  # numbered, but the items differ
+    assert reply(tokenizer, listing["input_ids"], stops)["end"] == "cut"
 
+
+def test_repetition_penalty_spares_the_prompt_and_its_end_of_turn():
+    """The loop breaker penalises the reply's own tokens only: every chat prompt holds the end-of-turn token, and a
+    penalty on it would make replies stop less (transformers' `generate(repetition_penalty=...)` counts the prompt)."""
+    from hftl.chat import reply_penalty
+
+    tokenizer = build_tokenizer("chatml")
+    prompt = prompt_ids(tokenizer, [{"role": "user", "content": "was it boring"}])
+    end_of_turn = stop_token_ids(tokenizer)[0]
+    assert end_of_turn in prompt
+    ids = torch.tensor([prompt + [40, 41, 40]])  # the reply so far
+    scores = torch.full((1, len(tokenizer)), 2.0)
+    out = reply_penalty(1.5, len(prompt))(ids, scores.clone())
+    assert torch.nonzero(out[0] != 2.0).flatten().tolist() == [40, 41]
+    assert out[0, 40].item() == pytest.approx(2.0 / 1.5) and out[0, end_of_turn].item() == 2.0
+    assert reply_penalty(1.0, len(prompt))(ids, scores.clone()).equal(scores)

@@ -17,14 +17,18 @@ def register(subparsers):
     parser.add_argument("--seed", type=int, default=None, help="seed for --sample")
     parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (with --sample)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (with --sample)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0,
+                        help="above 1, tokens already in the reply are made less likely: breaks greedy loops "
+                        "(default 1.0: none; 1.1-1.3 are usual)")
     add_trust_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args, read=input) -> int:
     from hftl.chat import generate
-    from hftl.commands.generate import load_chat_run
+    from hftl.commands.generate import check_generation_options, load_chat_run
 
+    check_generation_options(args)
     loaded = load_chat_run(args.run_dir, trust_of(args))
     start = [{"role": "system", "content": args.system}] if args.system else []
     messages = list(start)
@@ -46,5 +50,5 @@ def run(args, read=input) -> int:
         print("model> ", end="", flush=True)
         reply = generate(loaded.model, loaded.processor, messages, max_new_tokens=args.max_new_tokens,
                          sample=args.sample, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
-                         stream=True)
+                         repetition_penalty=args.repetition_penalty, stream=True)
         messages.append({"role": "assistant", "content": reply["text"]})

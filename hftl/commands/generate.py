@@ -19,6 +19,9 @@ def register(subparsers):
     parser.add_argument("--seed", type=int, default=None, help="seed for --sample: the same seed gives the same text")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (with --sample)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0,
+                        help="above 1, tokens already in the reply are made less likely: breaks greedy loops "
+                        "(default 1.0: none; 1.1-1.3 are usual)")
     add_trust_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -47,18 +50,27 @@ def load_chat_run(run_dir, trust: dict):
     return loaded
 
 
+def check_generation_options(args) -> None:
+    """`hftl generate` / `hftl chat` flags out of range, named before a model is loaded."""
+    from hftl.errors import HftlError
+
+    if args.max_new_tokens < 1:
+        raise HftlError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
+    if args.repetition_penalty <= 0:
+        raise HftlError(f"--repetition-penalty must be above 0 (1.0: none), got {args.repetition_penalty}.")
+
+
 def run(args) -> int:
     import json
     from pathlib import Path
 
     from hftl.errors import HftlError
 
-    if args.max_new_tokens < 1:
-        raise HftlError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
+    check_generation_options(args)
     if not (args.prompt or args.message or args.messages):
         raise HftlError("give --prompt TEXT (continue text), or --message TEXT / --messages FILE (chat runs).")
     options = dict(max_new_tokens=args.max_new_tokens, sample=args.sample, seed=args.seed,
-                   temperature=args.temperature, top_p=args.top_p)
+                   temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty)
     if args.message or args.messages:
         from hftl.chat import generate
 

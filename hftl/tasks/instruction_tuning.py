@@ -68,6 +68,9 @@ class InstructionData(DataConfig):
         "parsed to a label and scored as a classification")
     generation_max_new_tokens: int = field(64, help="the most tokens generated per test example")
     generation_samples: int | None = field(200, help="test examples evaluated by generation (null: all)")
+    generation_repetition_penalty: float = field(
+        1.0, help="1.0: plain greedy replies; above 1, tokens already in the reply (not the prompt) are made less "
+        "likely (transformers' repetition penalty, from CTRL), which breaks the loops small models fall into")
 
     def check(self) -> list[str]:
         problems = []
@@ -77,6 +80,9 @@ class InstructionData(DataConfig):
             problems.append(f"max_length: must be at least 8 tokens, got {self.max_length}.")
         if self.answer_labels is not None and len(set(a.strip().lower() for a in self.answer_labels)) < 2:
             problems.append("answer_labels: give at least two distinct labels, or null for free-form answers.")
+        if self.generation_repetition_penalty <= 0:
+            problems.append("generation_repetition_penalty: must be above 0 (1.0: none), got "
+                            f"{self.generation_repetition_penalty}.")
         return problems
 
 
@@ -369,7 +375,8 @@ class InstructionTuningRecipe(LanguageModelingRecipe):
         data = self.config.data
         chosen = conversations[:data.generation_samples] if data.generation_samples else conversations
         replies = generate_batch(model, tokenizer, [c.prompt_messages() if not c.is_plain else c.prompt
-                                                    for c in chosen], data.generation_max_new_tokens)
+                                                    for c in chosen], data.generation_max_new_tokens,
+                                 repetition_penalty=data.generation_repetition_penalty)
         references = [c.reference() for c in chosen]
         metrics = {"generated": len(chosen), **{end: sum(r["end"] == end for r in replies) / len(chosen)
                                                 for end in ("stopped", "repeating", "cut")},
@@ -465,11 +472,15 @@ def is_sharded(model) -> bool:
             and any(isinstance(m, FSDPModule) for m in model.modules()))
 
 
-def generate_batch(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int = 16) -> list[dict]:
-    """Greedy replies to prompts (lists of messages, rendered by `hftl.chat`; or plain text), in left-padded batches."""
+def generate_batch(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int = 16,
+                   repetition_penalty: float = 1.0) -> list[dict]:
+    """Greedy replies to prompts (lists of messages, rendered by `hftl.chat`; or plain text), in left-padded batches.
+
+    `repetition_penalty` above 1 penalises tokens already in the reply (`hftl.chat.reply_penalty`): still
+    deterministic, but not plain greedy."""
     import torch
 
-    from hftl.chat import prompt_ids, reply, stop_token_ids
+    from hftl.chat import prompt_ids, reply, reply_penalty, stop_token_ids
 
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
@@ -486,7 +497,7 @@ def generate_batch(model, tokenizer, prompts: list, max_new_tokens: int, batch_s
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                  temperature=None, top_p=None, top_k=None, eos_token_id=stops, pad_token_id=pad,
-                                 synced_gpus=synced)
+                                 logits_processor=reply_penalty(repetition_penalty, width), synced_gpus=synced)
         for row, i in enumerate(rows):
             replies[i] = reply(tokenizer, out[row, width:].tolist(), stops)
     return replies
