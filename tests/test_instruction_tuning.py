@@ -313,3 +313,40 @@ def test_repetition_penalty_spares_the_prompt_and_its_end_of_turn():
     assert torch.nonzero(out[0] != 2.0).flatten().tolist() == [40, 41]
     assert out[0, 40].item() == pytest.approx(2.0 / 1.5) and out[0, end_of_turn].item() == 2.0
     assert reply_penalty(1.0, len(prompt))(ids, scores.clone()).equal(scores)
+
+
+def _penalised_greedy(model, tokenizer, messages, penalty: float, max_new_tokens: int) -> list[int]:
+    """Greedy decoding written out: CTRL's penalty on the tokens of the reply so far (divide a positive logit,
+    multiply a negative one), the prompt left out; stops at the first stop token."""
+    stops = stop_token_ids(tokenizer)
+    ids, new = prompt_ids(tokenizer, messages), []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits = model(torch.tensor([ids + new])).logits[0, -1].clone()
+            for token in set(new):
+                logits[token] = logits[token] / penalty if logits[token] > 0 else logits[token] * penalty
+            new.append(int(logits.argmax()))
+            if new[-1] in stops:
+                break
+    return new
+
+
+def test_replies_with_a_repetition_penalty_match_penalised_greedy_written_out(tmp_path):
+    """`generate_batch` (the run's test replies, left-padded batches) and `hftl.chat.generate` (`hftl generate` /
+    `hftl chat`) both apply the penalty to the reply only: their replies equal the loop above, token for token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hftl.chat import generate, reply
+    from hftl.tasks.instruction_tuning import generate_batch
+
+    folder = build_model_dir(tmp_path / "model", "llama3")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    prompts = [[{"role": "user", "content": "was it boring"}],
+               [{"role": "user", "content": "the plot was dreadful and the acting quite tedious"}]]
+    stops = stop_token_ids(tokenizer)
+    expected = {penalty: [reply(tokenizer, _penalised_greedy(model, tokenizer, p, penalty, 24), stops) for p in prompts]
+                for penalty in (1.0, 3.0)}
+    assert expected[1.0] != expected[3.0]  # the untrained model repeats itself: the penalty changes its replies
+    for penalty, replies in expected.items():
+        assert generate_batch(model, tokenizer, prompts, 24, repetition_penalty=penalty) == replies
+        assert [generate(model, tokenizer, p, 24, repetition_penalty=penalty) for p in prompts] == replies
