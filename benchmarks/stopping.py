@@ -42,10 +42,11 @@ def main(argv=None) -> int:
     recipe, data = loaded.recipe, loaded.recipe.config.data
     conversations = recipe.prepare_source(recipe.evaluation_source(None), loaded.processor).conversations
     samples = args.samples or data.generation_samples
+    max_new_tokens = args.max_new_tokens or data.generation_max_new_tokens
     rows, replies = [], {}
     for penalty in args.penalties:
         variant = dataclasses.replace(data, generation_repetition_penalty=penalty, generation_samples=samples,
-                                      generation_max_new_tokens=args.max_new_tokens or data.generation_max_new_tokens)
+                                      generation_max_new_tokens=max_new_tokens)
         start = time.perf_counter()
         metrics = type(recipe)(dataclasses.replace(recipe.config, data=variant)).generation_metrics(
             loaded.model, loaded.processor, conversations)
@@ -56,8 +57,7 @@ def main(argv=None) -> int:
                                                  "rouge_l", "exact_match")}})
         print(f"penalty {penalty}: {rows[-1]}", flush=True)
     info = machine_info()
-    print(f"\n{args.run_dir}: {rows[0]['generated']} test prompts, up to "
-          f"{args.max_new_tokens or data.generation_max_new_tokens} new tokens")
+    print(f"\n{args.run_dir}: {rows[0]['generated']} test prompts, up to {max_new_tokens} new tokens")
     print("| repetition penalty | stopped | repeating | cut | mean new tokens | ROUGE-L | exact match | seconds |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:

@@ -103,8 +103,8 @@ class TrialReportCallback(TrainerCallback):
 
     Args:
         spec (`dict`): `storage` (URL), `study` (name), `trial_id`, `metric` (the logged key, e.g. `eval_f1`),
-            `pruner` and `startup_trials` (see `make_pruner`), `prune_after_epochs` (no pruning before the trial has trained this many
-            epochs; default `DEFAULT_PRUNE_AFTER_EPOCHS`).
+            `pruner` and `startup_trials` (see `make_pruner`), `prune_after_epochs` (no pruning before the trial has
+            trained this many epochs; default `DEFAULT_PRUNE_AFTER_EPOCHS`).
     """
 
     def __init__(self, spec: dict):

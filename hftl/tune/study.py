@@ -79,7 +79,7 @@ class Plan:
     storage_url: str
     study_name: str
     pruner: str
-    startup_trials: int = 4  # `hftl.tune.defaults.startup_trials` of the trial budget: TPE's and the pruner's
+    startup_trials: int  # `hftl.tune.defaults.startup_trials` of the trial budget: TPE's and the pruner's
     prune_after_epochs: float = DEFAULT_PRUNE_AFTER_EPOCHS
     sampler_seed: int | None = None
     extra: dict = field(default_factory=dict)
