@@ -7,7 +7,8 @@ The same probes wrap hftl and the baselines, so their cost is shared. OUT.json g
     t_first_step   seconds from the launch (env BENCH_T0, set by the suite) to the first optimizer step's start
     train_s        seconds inside `Trainer.train`, minus the evaluations run during training
     eval_s         seconds in `Trainer.evaluate` / `Trainer.predict` (during and after training)
-    train_samples   examples fed to the model in training (rows of input_ids, or of pixel_values for images)
+    train_samples   examples fed to the model in training (rows of input_ids, or of pixel_values for images; DPO's
+                    batches hold each pair's chosen and rejected rows)
     train_tokens, train_nonpad_tokens   input_ids elements fed to the model, and those the attention mask keeps
                     (all of them when there is no mask, as in packed causal-LM blocks); 0 for images
 """
@@ -21,6 +22,7 @@ import runpy
 import shutil
 import sys
 import time
+import types
 
 
 def install(out_path: str) -> None:
@@ -30,7 +32,7 @@ def install(out_path: str) -> None:
     t0 = float(os.environ.get("BENCH_T0", time.time()))
     stats = {"t_first_step": None, "train_s": 0.0, "eval_s": 0.0, "eval_in_train_s": 0.0,
              "checkpoint_s": 0.0, "save_model_s": 0.0, "train_samples": 0, "train_tokens": 0, "train_nonpad_tokens": 0, "train_steps": 0}
-    state = {"in_train": False}
+    state = {"in_train": False, "in_loss": False}
 
     class Probe(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
@@ -46,6 +48,8 @@ def install(out_path: str) -> None:
     def init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
         self.add_callback(Probe())
+        if type(self).compute_loss is not Trainer.compute_loss:  # a subclass's own loss (TRL's DPOTrainer)
+            self.compute_loss = types.MethodType(counted(type(self).compute_loss), self)
 
     def train(self, *args, **kwargs):
         state["in_train"], start, eval_before = True, time.perf_counter(), stats["eval_s"]
@@ -57,18 +61,31 @@ def install(out_path: str) -> None:
             stats["eval_in_train_s"] += in_train_eval
             stats["train_s"] += time.perf_counter() - start - in_train_eval
 
-    def compute_loss(self, model, inputs, *args, **kwargs):
-        if model.training:
-            mask = inputs.get("attention_mask")
-            ids = inputs.get("input_ids")
-            if ids is not None:
-                stats["train_samples"] += int(ids.shape[0]) if ids.dim() > 1 else 1
-                stats["train_tokens"] += int(ids.numel())
-                # packed causal-LM blocks carry no mask (or one of all ones): every token counts
-                stats["train_nonpad_tokens"] += int(mask.sum()) if mask is not None else int(ids.numel())
-            elif inputs.get("pixel_values") is not None:  # images: samples only, no tokens
-                stats["train_samples"] += int(inputs["pixel_values"].shape[0])
-        return original_compute_loss(self, model, inputs, *args, **kwargs)
+    def count(inputs):
+        mask = inputs.get("attention_mask")
+        ids = inputs.get("input_ids")
+        if ids is not None:
+            stats["train_samples"] += int(ids.shape[0]) if ids.dim() > 1 else 1
+            stats["train_tokens"] += int(ids.numel())
+            # packed causal-LM blocks carry no mask (or one of all ones): every token counts
+            stats["train_nonpad_tokens"] += int(mask.sum()) if mask is not None else int(ids.numel())
+        elif inputs.get("pixel_values") is not None:  # images: samples only, no tokens
+            stats["train_samples"] += int(inputs["pixel_values"].shape[0])
+
+    def counted(method):
+        """`method` (a compute_loss) counting its training batch once, also when it calls another compute_loss."""
+        def wrapper(self, model, inputs, *args, **kwargs):
+            outer = state["in_loss"]
+            if model.training and not outer:
+                count(inputs)
+            state["in_loss"] = True
+            try:
+                return method(self, model, inputs, *args, **kwargs)
+            finally:
+                state["in_loss"] = outer
+        return wrapper
+
+    compute_loss = counted(original_compute_loss)
 
     def timed(method, key):
         def wrapper(self, *args, **kwargs):

@@ -56,10 +56,10 @@ sys.path[:0] = [str(HERE)]  # benchmarks/machine.py, benchmarks/baselines.py
 
 from machine import machine_info, machine_lines  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "sst2"
-BASELINES = ("baseline-padded", "baseline-dynamic", "baseline-best")
+DATASETS = REPO.parent / "shared" / "datasets"
+BASELINES = ("baseline-padded", "baseline-dynamic", "baseline-best", "baseline-trl")
 #: defaults of the size options, for every workload unless its own `defaults` say otherwise
-COMMON_DEFAULTS = {"train_rows": 2000, "validation_rows": 500, "test_rows": None, "max_length": 128, "epochs": 1.0,
+COMMON_DEFAULTS = {"data": str(DATASETS / "sst2"), "train_rows": 2000, "validation_rows": 500, "test_rows": None, "max_length": 128, "epochs": 1.0,
                    "batch_size": 32, "lr": 5e-5, "repeats": 3, "max_steps": -1}
 SMOKE = {"train_rows": 48, "validation_rows": 16, "test_rows": 16, "max_length": 32, "batch_size": 8,
          "repeats": 1, "max_steps": 2}
@@ -123,6 +123,32 @@ def prepare_sst2(args, workdir: Path) -> dict:
         files[split] = workdir / "data" / name
         files[split].parent.mkdir(parents=True, exist_ok=True)
         counts[split] = head_lines(data / name, files[split], rows[split])
+    return {"files": files, "rows": counts}
+
+
+def prepare_pairs(args, workdir: Path) -> dict:
+    """Preference pairs that fit `--max-length` tokens as hftl renders them (so that hftl drops none and the TRL
+    baseline truncates none: both train on the same pairs): of the first `--train-rows` of train.jsonl (train), the
+    next `--validation-rows` kept (validation), and the first `--test-rows` of test.jsonl; written as JSONL."""
+    from hftl.data.conversations import read_pairs
+    from hftl.tasks.preference_tuning import PreferenceTuningRecipe
+
+    data = Path(args.data)
+    recipe = PreferenceTuningRecipe({"task": "preference-tuning", "model": {"name_or_path": args.model},
+                                     "data": {"train": str(data / "train.jsonl"), "max_length": args.max_length}})
+    tokenizer = recipe.load_processor()
+    train_and_validation = read_pairs(str(data / "train.jsonl"), recipe.config.data, "train")
+    wanted = {"train": (train_and_validation[:args.train_rows], None),
+              "validation": (train_and_validation[args.train_rows:], args.validation_rows),
+              "test": (read_pairs(str(data / "test.jsonl"), recipe.config.data, "test")[:args.test_rows], None)}
+    files, counts = {}, {}
+    for split, (pairs, limit) in wanted.items():
+        kept = recipe.encode_pairs(pairs, tokenizer, split)[0][:limit]
+        files[split] = workdir / "data" / f"{split}.jsonl"
+        files[split].parent.mkdir(parents=True, exist_ok=True)
+        files[split].write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected})
+                                        + "\n" for p in kept), encoding="utf-8")
+        counts[split] = len(kept)
     return {"files": files, "rows": counts}
 
 
@@ -271,6 +297,27 @@ WORKLOADS = {
             "model": {"strategy": "full"},
             "data": {"train": str(files["train"]), "validation": str(files["validation"]), "test": str(files["test"])}},
     ),
+    "preference-tuning": Workload(
+        name="preference-tuning",
+        task="preference-tuning",
+        baseline_script="baselines_dpo.py",
+        baselines={"baseline-trl": "plain"},
+        not_applicable="its baseline is TRL's DPOTrainer as its docs write it: baseline-trl",
+        defaults={"data": str(DATASETS / "preference"), "model": "packaged:SmolLM2-135M-Instruct",
+                  "train_rows": 300, "validation_rows": 16, "test_rows": 64, "max_length": 512, "batch_size": 8,
+                  "lr": 5e-4, "repeats": 1},
+        smoke={"train_rows": 24, "validation_rows": 4, "test_rows": 4, "max_length": 512, "batch_size": 4},
+        metrics=(("reward_accuracy", "test reward acc", "{:.3f}"), ("reward_margin", "test margin", "{:.3f}")),
+        required_files=("train.jsonl", "test.jsonl"),
+        prepare_data=prepare_pairs,
+        prepare_model=dense_causal_lm,
+        hftl_sections=lambda args, files: {
+            "model": {"strategy": "lora", "lora": {"r": 16, "alpha": 32, "dropout": 0.0}},
+            "data": {"train": str(files["train"]), "validation": str(files["validation"]), "test": str(files["test"]),
+                     "max_length": args.max_length,
+                     "baseline": False}},  # no evaluation before training: the baseline does none
+        baseline_options=lambda args: ["--max-length", str(args.max_length)],
+    ),
 }
 DEFAULT_WORKLOAD = "sst2-classification"
 
@@ -308,9 +355,10 @@ def parse_args(argv=None):
     unset = argparse.SUPPRESS  # size options left out take the workload's default (then --smoke's)
     parser.add_argument("--workload", choices=list(WORKLOADS), default=DEFAULT_WORKLOAD,
                         help="what to train and measure (see above)")
-    parser.add_argument("--data", default=str(DEFAULT_DATA),
-                        help="folder with train.tsv, dev.tsv, test.tsv (text workloads; image-classification makes "
-                             "its own data)")
+    parser.add_argument("--data", default=unset,
+                        help="folder with train.tsv, dev.tsv, test.tsv (text workloads), or train.jsonl and test.jsonl "
+                             "(preference-tuning); default: the workload's folder in ../shared/datasets "
+                             "(image-classification makes its own data)")
     parser.add_argument("--model", default=unset,
                         help="a checkpoint folder or packaged:NAME (default: the workload's; image-classification: "
                              "a random ViT made in the workdir)")

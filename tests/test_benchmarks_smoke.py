@@ -154,3 +154,34 @@ def test_predict_speed_compares_methods_on_the_same_texts(tmp_path, tiny_bert_di
     assert set(rows) == set(methods)
     for method in methods:  # every float32 method gives pipeline()'s labels
         assert rows[method][3] == "48/48", rows[method]
+
+
+def test_smoke_preference_tuning_workload(tmp_path):
+    """hftl's DPO against TRL's DPOTrainer as its docs write it, on the same pairs: both train, count their tokens
+    (TRL's own compute_loss included) and report the test reward accuracy and margin."""
+    from chat_fixtures import QUESTIONS, build_model_dir, write_jsonl
+
+    model = build_model_dir(tmp_path / "model", "llama3")
+    data = tmp_path / "pairs"
+    data.mkdir()
+    for name, n in (("train.jsonl", 32), ("test.jsonl", 8)):
+        write_jsonl(data / name, [{"prompt": [{"role": "user", "content": QUESTIONS[i % 6][0]}],
+                                   "chosen": [{"role": "assistant", "content": "good " * (1 + i % 3)}],
+                                   "rejected": [{"role": "assistant", "content": "bad"}]} for i in range(n)])
+    out = tmp_path / "results.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--workload", "preference-tuning", "--smoke",
+         "--data", str(data), "--model", str(model), "--max-length", "96", "--out", str(out),
+         "--workdir", str(tmp_path / "work"), "--no-startup"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["workload"]["rows"] == {"train": 24, "validation": 4, "test": 4}
+    assert list(report["summary"]) == ["baseline-trl", "hftl"]
+    for name, summary in report["summary"].items():
+        assert summary["train_steps"] == 2, name
+        assert summary["train_samples"] == 16, name  # 2 steps x 4 pairs x (chosen, rejected)
+        assert 0 < summary["padding_fraction"] < 1 and summary["reward_margin"] != 0, name
+    assert set(report["ratios"]) == {"hftl vs baseline-trl"}
+    assert "test reward acc" in completed.stdout
