@@ -27,6 +27,11 @@ Workloads (`--workload`; each one fixes its data, model, baselines, default size
       starts from the same weights (--model DIR to use another), on scikit-learn's digits, exported to image
       folders (stratified: 20% test, 10% of the rest validation). Baseline: baseline-best (benchmarks/
       baselines_image.py, as run_image_classification.py, bf16 where fast). Test accuracy and macro F1.
+  preference-tuning  DPO with LoRA of packaged SmolLM2-135M-Instruct (de-quantised once, as for causal-lm) on
+      the oasst1 pairs (--data: train.jsonl, test.jsonl): of the first --train-rows training pairs those that
+      fit --max-length tokens as hftl renders them, the next --validation-rows that fit, and those of the first
+      --test-rows test pairs. Baseline: baseline-trl (benchmarks/baselines_dpo.py, TRL's DPOTrainer as its docs
+      write it). Test reward accuracy and margin.
 
 Variants: the workload's baselines, hftl, and `hftl[key=value,...]`: hftl with `--set` overrides (e.g.
 `hftl[model.strategy=lora]`). The text data folder holds train.tsv, dev.tsv (validation) and test.tsv with
