@@ -16,6 +16,10 @@ from hftl.tune.report import add_trial_callback
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRAIN_BATCH = 32
+#: `TrainingArguments` names transformers 5 deprecated, and their successors. transformers ignores an old name once
+#: the new one is set, so a user's old name is passed under the new one: it then wins over a default set under it
+RENAMED_TRAINING_ARGS = {"gradient_checkpointing": "activation_checkpointing",
+                         "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
 
 
 def bf16_is_fast() -> bool:
@@ -61,6 +65,9 @@ def training_arguments(config, task_defaults: dict | None = None, auto_eval_batc
         # CPU; an accelerator (CUDA, XPU, MPS...) must keep the run, so only a machine with none is told so
         defaults["use_cpu"] = True
     training = {k: v for k, v in config.training.items() if k not in HFTL_TRAINING_KEYS}  # read by build_trainer
+    for old, new in RENAMED_TRAINING_ARGS.items():
+        if old in training and new not in training:
+            training[new] = training.pop(old)
     if config.training.get("early_stopping_patience"):
         defaults["load_best_model_at_end"] = True  # EarlyStoppingCallback needs the best metric tracked
     kwargs = {**defaults, **(task_defaults or {}), **training}

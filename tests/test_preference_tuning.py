@@ -167,7 +167,7 @@ def test_training_batches_pairs_of_similar_length(tiny, tmp_path):
 
 
 def test_activation_checkpointing_is_on_by_default_and_changes_no_weight(tiny):
-    """DPO checkpoints activations by default (TRL's DPOConfig default; on a CPU it was also 1.4x faster,
+    """DPO checkpoints activations by default (TRL's DPOConfig default; on a CPU it was also faster,
     docs/benchmarks.md), a user's `gradient_checkpointing: false` (the old name) still turns it off, and it
     changes nothing but memory and time: LoRA weights after 16 steps equal those of a run without it."""
     import torch

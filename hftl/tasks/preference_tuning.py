@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down")
 #: two replies are of similar length when they differ by at most this share of the longer one
 SIMILAR_LENGTH = 0.2
+#: the dataset column with each pair's width in DPO's batch (prompt + the longer reply): Trainer's
+#: `length_column_name`, so that `speed.group_by_length` batches pairs of similar length
+LENGTH_COLUMN = "length"
 
 
 @dataclass
@@ -167,13 +170,11 @@ class PreferenceTuningRecipe(InstructionTuningRecipe):
         out = {}
         for name, pairs in data.splits.items():
             kept, encoded = self.encode_pairs(pairs, tokenizer, name)
-            # `length`: the pair's padded width in DPO's batch (prompt + the longer reply), Trainer's
-            # `length_column_name`, so that `speed.group_by_length` batches pairs of similar length
             dataset = datasets.Dataset.from_dict({"prompt": [p.prompt for p in kept],
                                                   "chosen": [p.chosen for p in kept],
                                                   "rejected": [p.rejected for p in kept],
-                                                  "length": [len(e.prompt) + max(len(e.chosen), len(e.rejected))
-                                                             for e in encoded]})
+                                                  LENGTH_COLUMN: [len(e.prompt) + max(len(e.chosen), len(e.rejected))
+                                                                  for e in encoded]})
             dataset.encoded = encoded  # hftl's tokens: checked against TRL's, and scored by evaluate_split
             out[name] = dataset
         return out
@@ -213,14 +214,11 @@ class PreferenceTuningRecipe(InstructionTuningRecipe):
         return None  # DPOTrainer's own (prompt + chosen and prompt + rejected, padded)
 
     def training_defaults(self) -> dict:
-        # keep the `length` column (not a model input) for the length-grouped sampler; TRL's collator reads only
-        # the token columns it made
-        defaults = {"remove_unused_columns": False, "length_column_name": "length"}
-        if not {"activation_checkpointing", "gradient_checkpointing"} & set(self.config.training):
-            # TRL's DPOConfig default: a pair is two sequences, and their activations dominate memory. Measured
-            # 1.4x faster on a CPU too (docs/benchmarks.md); `gradient_checkpointing: false` turns it off
-            defaults["activation_checkpointing"] = True
-        return defaults
+        # the length column (not a model input) is kept for the length-grouped sampler: TRL's collator reads only
+        # the token columns it made. Activation checkpointing is TRL's DPOConfig default (a pair is two sequences,
+        # and their activations dominate memory); on a CPU it was faster too, 1.05-1.15x with grouped batches
+        # (docs/benchmarks.md). The user's `training.gradient_checkpointing: false` turns it off.
+        return {"remove_unused_columns": False, "length_column_name": LENGTH_COLUMN, "activation_checkpointing": True}
 
     def training_arguments(self):
         """hftl's `TrainingArguments` as TRL's `DPOConfig`, with the data section's DPO settings."""
