@@ -2,15 +2,19 @@
 that saves and which best validation value survives. No training: it reads the study's `study.json`.
 
     python benchmarks/pruning_replay.py STUDY_DIR --train-rows 3600 [--pruners median quartile] [--warm-ups 0.5 1]
-        [--startup-trials 4 8]
+        [--startup-trials 4 8] [--chance 0.499]
 
 Each trial's reported values (step = training examples seen, as `hftl tune` reports them) are told, in trial order,
 to an in-memory Optuna study whose pruner is built by `hftl tune`'s own `make_pruner`, and asked `should_prune()`
 at each step once the trial has trained `warm-up` epochs, as `TrialReportCallback` does; no trial is stopped
-before `startup-trials` trials finished (default: what `hftl tune` uses for the study's number of trials). A trial's compute is its
-recorded process CPU seconds; a stopped trial is charged the share of its examples trained (its start and final
-evaluation are not refunded, so the saving is a slight overestimate). What it cannot show: a real pruned study's
-sampler sees the pruned values and samples other trials afterwards; the replay keeps the unpruned study's trials.
+before `startup-trials` trials finished (default: what `hftl tune` uses for the study's number of trials), except,
+with `--chance`, one whose best value so far is no better than that bar: chance's validation score, which
+`TrialReportCallback` is given by the task (`Recipe.chance_scores`: for SST-2's macro-F1, a random guess) and which
+studies before 2026-12-05's fourth session did not record; each rule is replayed with and without it. A trial's
+compute is its recorded process CPU seconds; a stopped trial is charged the share of its examples trained (its
+start and final evaluation are not refunded, so the saving is a slight overestimate). What it cannot show: a real
+pruned study's sampler sees the pruned values and samples other trials afterwards; the replay keeps the unpruned
+study's trials.
 """
 
 from __future__ import annotations
@@ -22,23 +26,31 @@ from pathlib import Path
 import optuna
 
 from hftl.tune.defaults import PRUNERS, startup_trials
-from hftl.tune.report import make_pruner
+from hftl.tune.report import make_pruner, no_better
 
 
 def replay(trials: list[dict], train_rows: int, warm_up: float, pruner: str = "median", startup: int = 4,
-           step_examples: int = 1, direction: str = "maximize") -> dict:
+           step_examples: int = 1, direction: str = "maximize", chance: float | None = None) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=direction, pruner=make_pruner(pruner, startup))
     cpu_full = cpu_pruned = 0.0
-    stopped, kept = [], {}
+    stopped, kept, at_chance = [], {}, []
     for trial in sorted(trials, key=lambda t: t["number"]):
         values = {int(k) * step_examples: v for k, v in trial["intermediate_values"].items()}
         cpu = trial["user_attrs"]["process_cpu_seconds"]
         cpu_full += cpu
-        replayed, stop_at = study.ask(), None
+        replayed, stop_at, best = study.ask(), None, None
         for step in sorted(values):
             replayed.report(values[step], step)
-            if step / train_rows >= warm_up and replayed.should_prune():
+            if best is None or not no_better(values[step], best, direction):
+                best = values[step]
+            if step / train_rows < warm_up:
+                continue
+            if chance is not None and no_better(best, chance, direction):
+                stop_at = step
+                at_chance.append(trial["number"])
+                break
+            if replayed.should_prune():
                 stop_at = step
                 break
         if stop_at is None:
@@ -51,8 +63,9 @@ def replay(trials: list[dict], train_rows: int, warm_up: float, pruner: str = "m
             cpu_pruned += cpu * stop_at / max(values)
     pick = max if direction == "maximize" else min
     best_trial = pick(kept, key=kept.get)
-    return {"pruner": pruner, "startup_trials": startup, "warm_up_epochs": warm_up, "stopped": stopped, "saved": 1 - cpu_pruned / cpu_full,
-            "best": kept[best_trial], "best_trial": best_trial}
+    return {"pruner": pruner, "startup_trials": startup, "warm_up_epochs": warm_up, "stopped": stopped,
+            "at_chance": at_chance, "saved": 1 - cpu_pruned / cpu_full, "best": kept[best_trial],
+            "best_trial": best_trial}
 
 
 def main(argv=None) -> None:
@@ -68,21 +81,27 @@ def main(argv=None) -> None:
     parser.add_argument("--warm-ups", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5])
     parser.add_argument("--startup-trials", type=int, nargs="+",
                         help="finished trials before any is stopped (default: hftl tune's for the study's trials)")
+    parser.add_argument("--chance", type=float,
+                        help="chance's validation score (hftl.tasks.classification_evaluation.chance_scores): "
+                             "each rule is also replayed stopping trials no better than it")
     args = parser.parse_args(argv)
     record = json.loads((args.study / "study.json").read_text())
     trials = [t for t in record["trials"] if t["state"] == "COMPLETE"]
     direction = record["objective"]["direction"]
     unpruned_best = (max if direction == "maximize" else min)(t["value"] for t in trials)
     print(f"{args.study}: {len(trials)} complete trials, best validation {unpruned_best:.4f}")
-    print("| pruner | start-up trials | warm-up (epochs) | trials stopped | CPU saved | best validation kept | "
-          "best trial |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| pruner | start-up trials | warm-up (epochs) | chance bar | trials stopped (by the bar) | "
+          "CPU saved | best validation kept | best trial |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    bars = [None] if args.chance is None else [None, args.chance]
     for pruner in args.pruners:
         for startup in args.startup_trials or [record.get("startup_trials") or startup_trials(len(trials))]:
             for warm_up in args.warm_ups:
-                r = replay(trials, args.train_rows, warm_up, pruner, startup, args.step_examples, direction)
-                print(f"| {pruner} | {startup} | {warm_up:g} | {len(r['stopped'])} | {r['saved']:.1%} | "
-                      f"{r['best']:.4f} | trial-{r['best_trial']} |")
+                for bar in bars:
+                    r = replay(trials, args.train_rows, warm_up, pruner, startup, args.step_examples, direction, bar)
+                    print(f"| {pruner} | {startup} | {warm_up:g} | {'–' if bar is None else f'{bar:.4f}'} | "
+                          f"{len(r['stopped'])} ({len(r['at_chance'])}) | {r['saved']:.1%} | {r['best']:.4f} | "
+                          f"trial-{r['best_trial']} |")
 
 
 if __name__ == "__main__":

@@ -170,6 +170,12 @@ class Recipe:
         validation split: a task whose metric needs more than the rows' logits and labels reads it there)."""
         return None
 
+    def chance_scores(self, dataset, labels: LabelMap | None) -> dict | None:
+        """The best that an answer ignoring the input (a constant, a random guess) scores on `dataset` (the
+        preprocessed validation split), by the metric names of `compute_metrics`: the bar a trial of `hftl tune`
+        must clear to have learned anything. None: the task has no such answer."""
+        return None
+
     def loss_function(self, train_dataset, labels: LabelMap | None):
         """The Trainer's `compute_loss_func`, or None for the model's own loss (token-level tasks: a cross-entropy
         weighted by labelled token across micro-batches and processes, `hftl.trainer.token_cross_entropy`)."""

@@ -210,10 +210,78 @@ def test_no_trial_is_pruned_before_the_random_start_up_trials_finished(tmp_path,
 def test_the_pruning_rule_in_words():
     from hftl.tune.summary import pruning_text
 
-    assert pruning_text("median", 8, 0.5) == "median, no trial stopped before 8 had finished, none judged before epoch 0.5"
-    assert pruning_text("halving", 8, 1.0) == "halving, none judged before epoch 1"
-    assert pruning_text("quartile", 4, 0.0) == "quartile, no trial stopped before 4 had finished"
+    chance = "no better than an answer that ignores the input"
+    assert pruning_text("median", 8, 0.5) == \
+        f"median, no trial stopped before 8 had finished unless {chance}, none judged before epoch 0.5"
+    assert pruning_text("halving", 8, 1.0) == f"halving, a trial {chance} stopped, none judged before epoch 1"
+    assert pruning_text("quartile", 4, 0.0) == f"quartile, no trial stopped before 4 had finished unless {chance}"
     assert pruning_text("none", 8, 0.5) == "none"
+
+
+@pytest.mark.parametrize("pruner", ["median", "halving", "none"])
+def test_a_trial_no_better_than_chance_is_stopped_before_the_start_up_finished(tmp_path, pruner):
+    """With no trial finished (the median pruner would stop nothing), a warmed-up trial whose best value so far
+    does not beat chance is stopped, and its reason recorded; one that beat it once, one above it, or one not yet
+    warmed up goes on. `--pruner none` stops nothing."""
+    from transformers import TrainerControl
+
+    from hftl.tune.report import PRUNED_AT, PRUNED_AT_CHANCE, PRUNED_BECAUSE, TrialReportCallback
+
+    study, trial, callback = _callback_setup(tmp_path, [], prune_after_epochs=0.5, pruner=pruner)
+    chance = 0.4995  # a random guess's macro-F1 on a binary split
+    args = _train_args(32)
+
+    def evaluations(*values_at_epochs):
+        """Whether each evaluation stopped a fresh trial's callback (steps 1, 2, ...: no step told twice)."""
+        fresh = TrialReportCallback(callback.spec, chance)
+        start = evaluations.step
+        evaluations.step += len(values_at_epochs)
+        return [fresh.on_evaluate(args, _state(start + i, epoch=epoch), TrainerControl(),
+                                  metrics={"eval_f1": value}).should_training_stop
+                for i, (value, epoch) in enumerate(values_at_epochs)]
+    evaluations.step = 1
+
+    stops = pruner != "none"
+    assert evaluations((chance, 0.2), (0.6, 0.6)) == [False, False]  # judged from epoch 0.5 only; then beats it
+    assert evaluations((0.36, 0.2), (chance + 1e-12, 0.7)) == [False, stops]  # a tie (float noise) does not beat it
+    attrs = study.get_trials(deepcopy=False)[trial.number].user_attrs
+    assert (attrs.get(PRUNED_BECAUSE), attrs.get(PRUNED_AT)) == ((PRUNED_AT_CHANCE, 2) if stops else (None, None))
+    assert evaluations((0.7, 0.2), (0.36, 0.6)) == [False, False]  # its best so far (0.7) beat chance
+
+
+def test_chance_reaches_the_trial_under_the_metric_names_evaluations_log(tmp_path, tiny_bert_dir, monkeypatch):
+    """A classifier's chance is the best of its validation split's most frequent class and random guesses, scored
+    under the names its evaluations log (`eval_f1` -> `f1`), and `hftl.trainer` hands it to the trial's callback."""
+    import datasets
+    import numpy as np
+    from transformers import EvalPrediction
+
+    from hftl import TextClassificationRecipe
+    from hftl.data.labels import LabelMap
+    from hftl.tune.report import TRIAL_ENV, TrialReportCallback, add_trial_callback
+
+    recipe = TextClassificationRecipe(tiny_config(tmp_path, tiny_bert_dir))
+    labels = LabelMap(("neg", "pos"))
+    validation = datasets.Dataset.from_dict({"input_ids": [[1]] * 8, "labels": [0, 0, 0, 0, 0, 0, 1, 1]})
+    scores = recipe.chance_scores(validation, labels)
+    # by hand. "neg" for all 8 rows: accuracy 6/8, macro-F1 (6/7 + 0) / 2 = 3/7. A uniform guess deals each class's
+    # rows half and half: confusion [[3, 3], [1, 1]], accuracy 4/8, F1 of neg 2 (3/4)(1/2) / (3/4 + 1/2) = 3/5, of
+    # pos 2 (1/4)(1/2) / (1/4 + 1/2) = 1/3: macro 7/15, the best of the answers that ignore the input
+    assert scores["accuracy"] == pytest.approx(0.75)
+    assert scores["f1"] == pytest.approx(7 / 15)
+    logged = recipe.compute_metrics(labels, validation)(EvalPrediction(np.zeros((8, 2)), np.array(
+        validation["labels"])))
+    assert logged["f1"] == pytest.approx(3 / 7)  # an all-"neg" evaluation logs the same name, below chance
+    assert recipe.chance_scores(validation.remove_columns("labels"), labels) is None
+
+    trainer = SimpleNamespace(callback_handler=SimpleNamespace(callbacks=[]))
+    trainer.add_callback = trainer.callback_handler.callbacks.append
+    monkeypatch.setenv(TRIAL_ENV, json.dumps({"storage": "journal:x", "study": "s", "trial_id": 3,
+                                              "metric": "eval_f1", "direction": "maximize", "pruner": "median",
+                                              "startup_trials": 4}))
+    add_trial_callback(trainer, scores)
+    callback, = [c for c in trainer.callback_handler.callbacks if isinstance(c, TrialReportCallback)]
+    assert callback.chance == pytest.approx(7 / 15)
 
 
 @pytest.mark.parametrize("value, pruned", [(0.1, True), (0.95, False)])
@@ -646,3 +714,47 @@ def test_killed_worker_restarts_without_losing_or_repeating_trials(tmp_path, tin
     assert not (study / "trial-1" / RunDir.METRICS).is_file()  # the interrupted trial never finished
     # its tuner's death reached it (through the fork server's exit and PR_SET_PDEATHSIG): it stopped, not finished
     assert "SIGTERM received: stopping after this step" in (study / "logs" / "trial-1.log").read_text()
+
+
+def test_the_pruning_replay_applies_the_chance_bar_during_the_start_up():
+    """`benchmarks/pruning_replay.py --chance`: the replay stops a trial whose best value so far never beat the
+    bar, from the warm-up on, although too few trials have finished for the median; CPU is charged pro rata."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning_replay.py"
+    spec = importlib.util.spec_from_file_location("pruning_replay", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def trial(number, values):  # values at 400, 800, 1200, 1600 examples; 100 CPU s a trial
+        return {"number": number, "value": max(values), "user_attrs": {"process_cpu_seconds": 100.0},
+                "intermediate_values": {str(400 * (i + 1)): v for i, v in enumerate(values)}}
+
+    trials = [trial(0, [0.35, 0.35, 0.35, 0.35]), trial(1, [0.6, 0.7, 0.8, 0.85]), trial(2, [0.35, 0.5, 0.6, 0.7])]
+    plain = module.replay(trials, 800, warm_up=0.5, startup=8)
+    assert (plain["stopped"], plain["saved"]) == ([], 0.0)  # 8 start-up trials: the median stops nothing
+    barred = module.replay(trials, 800, warm_up=0.5, startup=8, chance=0.35)
+    # judged from 400 examples (half an epoch of 800), where trials 0 and 2 are at the bar: each stopped after a
+    # quarter of its examples, 75 of its 100 CPU s saved
+    assert (barred["stopped"], barred["at_chance"]) == ([0, 2], [0, 2])
+    assert barred["saved"] == pytest.approx(2 * 75 / 300)
+    assert (barred["best"], barred["best_trial"]) == (0.85, 1)
+    late = module.replay(trials, 400, warm_up=2.0, startup=8, chance=0.35)  # from 800: trial 2 has beaten it
+    assert (late["stopped"], late["saved"]) == ([0], pytest.approx(50 / 300))
+
+
+def test_the_report_says_which_trials_were_stopped_as_no_better_than_chance():
+    from hftl.tune.report import PRUNED_AT_CHANCE, PRUNED_BECAUSE
+    from hftl.tune.summary import render_report
+
+    def trial(number, state, **attrs):
+        return {"number": number, "state": state, "value": 0.5, "params": {}, "intermediate_values": {"400": 0.5},
+                "user_attrs": attrs}
+
+    record = {"study": "s", "storage": "journal", "objective": {"metric": "f1", "direction": "maximize"},
+              "pruner": "median", "startup_trials": 8, "prune_after_epochs": 0.5, "space_source": "config",
+              "space": {}, "space_sources": {},
+              "trials": [trial(0, "PRUNED", **{PRUNED_BECAUSE: PRUNED_AT_CHANCE}),
+                         trial(1, "PRUNED", **{PRUNED_BECAUSE: "pruner"}), trial(2, "COMPLETE")]}
+    rows = [line for line in render_report(record).splitlines() if line.startswith("| trial-")]
+    assert [row.split(" | ")[1] for row in rows] == ["pruned (at chance)", "pruned", "complete"]

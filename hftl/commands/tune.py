@@ -27,7 +27,9 @@ def register(subparsers):
     parser.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER,
                         help="stop unpromising trials at an evaluation (default %(default)s): `median` (Optuna's "
                              "median pruner), `quartile` (stop only trials below the lower quartile), `halving` "
-                             "(successive halving) or `none`")
+                             "(successive halving) or `none`; with any but `none`, a trial no better than chance (an "
+                             "answer ignoring the input: a classifier's most frequent class or a random guess) is "
+                             "stopped too, however few trials have finished")
     parser.add_argument("--prune-after-epochs", type=float, default=DEFAULT_PRUNE_AFTER_EPOCHS, metavar="E",
                         help="never prune a trial before it has trained E epochs (default %(default)s): at its first "
                              "evaluations a slow starter looks like a bad trial")

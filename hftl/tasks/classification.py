@@ -31,7 +31,7 @@ from hftl.errors import ConfigError, DataError
 from hftl.metrics import make_compute_metrics, make_multilabel_compute_metrics, make_regression_compute_metrics
 from hftl.modeling import load_pretrained_model, read_model_config
 from hftl.recipe import Evaluation, PreparedData, Recipe
-from hftl.tasks.classification_evaluation import error_rows, split_report
+from hftl.tasks.classification_evaluation import chance_scores, error_rows, split_report
 
 logger = logging.getLogger(__name__)
 
@@ -530,6 +530,13 @@ class ClassificationRecipe(Recipe):
             return make_multilabel_compute_metrics(names, lambda logits: decisions.decide(
                 decisions.probabilities(logits), names))
         return make_compute_metrics(list(labels.names))
+
+    def chance_scores(self, dataset, labels: LabelMap | None) -> dict | None:
+        """`chance_scores` of the split: the most frequent class or a random guess (single-label), no label
+        (multi-label), the mean (regression)."""
+        if dataset is None or "labels" not in dataset.column_names:
+            return None
+        return chance_scores(dataset["labels"], list(labels.names) if labels is not None else None, self.problem_type)
 
     def inference_precision(self) -> str:
         """The one precision of a run's logits, for fitting the decisions, reporting and serving: bfloat16

@@ -86,6 +86,30 @@ def baseline_report(label_ids, label_names, problem: str) -> dict:
             **{k: scores[k] for k in _BASELINE_KEYS[None]}}
 
 
+def chance_scores(label_ids, label_names, problem: str) -> dict:
+    """The best that an answer ignoring the input scores on this split, metric by metric: the baseline's constant
+    answer (`baseline_report`) and, for single-label classes, guessing at random, uniformly or in proportion to the
+    classes (every metric kept here is higher-is-better). A guess is scored at its expected confusion matrix: each
+    class's examples are dealt out to the predicted classes in the guess's shares, so no random draw is needed."""
+    import numpy as np
+
+    scores = {k: v for k, v in baseline_report(label_ids, label_names, problem).items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if problem in (MULTI, REGRESSION):
+        return scores
+    ids = np.asarray(label_ids).astype(np.int64).reshape(-1)
+    counts = np.bincount(ids, minlength=len(label_names))
+    for shares in (np.full(len(label_names), 1 / len(label_names)), counts / counts.sum()):
+        dealt = np.empty_like(ids)
+        for label in np.flatnonzero(counts):
+            rows = np.flatnonzero(ids == label)
+            positions = (np.arange(len(rows)) + 0.5) / len(rows)
+            dealt[rows] = np.minimum(np.searchsorted(np.cumsum(shares), positions), len(label_names) - 1)
+        guessed = classification_report(dealt, ids, list(label_names))
+        scores = {k: max(v, guessed[k]) for k, v in scores.items()}
+    return scores
+
+
 def warnings(report: dict, predicted, problem: str, label_names) -> list[str]:
     """Plain-language warnings: the model answers the same for every example, or does no better than the
     baseline on the metric that shows it (accuracy; Hamming loss for multi-label; MSE for regression)."""

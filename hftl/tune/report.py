@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 TRIAL_ENV = "HFTL_TUNE_TRIAL"
 #: trial user attributes written from inside the trial's process
 PRUNED_AT = "pruned_at_evaluation"
+#: why: the study's pruner, or no better than an answer that ignores the input (`PRUNED_AT_CHANCE`)
+PRUNED_BECAUSE = "pruned_because"
+PRUNED_AT_CHANCE = "no better than chance"
 TRAIN_STARTED = "train_started"
 TRAIN_ENDED = "train_ended"
 
@@ -94,6 +97,11 @@ def examples_seen(args, state) -> int:
     return state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
 
 
+def no_better(value: float, bar: float, direction: str) -> bool:
+    """`value` does not beat `bar` (a tie does not beat it; 1e-9 absorbs float noise between two computations)."""
+    return value <= bar + 1e-9 if direction == "maximize" else value >= bar - 1e-9
+
+
 class TrialReportCallback(TrainerCallback):
     """Report `metric` at each evaluation and stop a pruned trial.
 
@@ -101,15 +109,26 @@ class TrialReportCallback(TrainerCallback):
     Optuna's pruners compare trials at equal steps, and trials of different batch sizes (or accumulation, or world
     sizes) evaluating every N optimizer steps have trained on different amounts of data at their k-th evaluation.
 
+    Once warmed up, a trial is also stopped, whatever the pruner and however few trials have finished, while its
+    best value so far is no better than `chance`: the best that an answer ignoring the input scores on the
+    validation split (a classifier's most frequent class, or a random guess). Such a trial has learned nothing yet;
+    the pruner's median needs `startup_trials` finished trials first, and a study's hopeless trials (a learning
+    rate far too low) often fall among them.
+
     Args:
         spec (`dict`): `storage` (URL), `study` (name), `trial_id`, `metric` (the logged key, e.g. `eval_f1`),
-            `pruner` and `startup_trials` (see `make_pruner`), `prune_after_epochs` (no pruning before the trial has
-            trained this many epochs; default `DEFAULT_PRUNE_AFTER_EPOCHS`).
+            `direction` (`maximize` or `minimize`), `pruner` and `startup_trials` (see `make_pruner`; pruner `none`
+            stops nothing), `prune_after_epochs` (no pruning before the trial has trained this many epochs; default
+            `DEFAULT_PRUNE_AFTER_EPOCHS`).
+        chance (`float`, *optional*): chance's `metric` on the validation split (`Recipe.chance_scores`); None: no
+            such bar.
     """
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, chance: float | None = None):
         self.spec = spec
+        self.chance = chance if spec.get("pruner", "none") != "none" else None
         self.evaluations = 0
+        self.best = None
         self._trial = None
 
     def trial(self):
@@ -128,7 +147,7 @@ class TrialReportCallback(TrainerCallback):
             logger.warning("hftl tune: could not record %s for this trial: %s", key, err)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.evaluations = 0
+        self.evaluations, self.best = 0, None
         if state.is_world_process_zero:
             self._set(TRAIN_STARTED, time.time())
 
@@ -145,19 +164,27 @@ class TrialReportCallback(TrainerCallback):
                 logger.warning("hftl tune: the evaluation logged no %s (logged: %s); nothing reported to the study.",
                                self.spec["metric"], ", ".join(sorted(metrics or {})))
             else:
-                seen = examples_seen(args, state)
+                seen, direction = examples_seen(args, state), self.spec.get("direction", "maximize")
+                if self.best is None or not no_better(float(value), self.best, direction):
+                    self.best = float(value)
+                warmed_up = (state.epoch or 0) >= self.spec.get("prune_after_epochs", DEFAULT_PRUNE_AFTER_EPOCHS)
+                hopeless = warmed_up and self.chance is not None and no_better(self.best, self.chance, direction)
+                reason = PRUNED_AT_CHANCE if hopeless else "pruner"
                 try:
                     trial = self.trial()
                     trial.report(float(value), seen)
-                    warm_up = self.spec.get("prune_after_epochs", DEFAULT_PRUNE_AFTER_EPOCHS)
-                    prune = (state.epoch or 0) >= warm_up and trial.should_prune()
+                    prune = hopeless or (warmed_up and trial.should_prune())
                 except Exception as err:  # e.g. the tuner was killed and the trial marked failed: stop training
                     logger.warning("hftl tune: this trial can no longer report to its study (%s); stopping.", err)
-                    prune = True
+                    prune, reason = True, None
                 if prune:
-                    logger.info("hftl tune: pruned at evaluation %d (%d training examples seen, %s = %.4f): "
-                                "training stops here.", self.evaluations, seen, self.spec["metric"], value)
+                    logger.info("hftl tune: pruned at evaluation %d (%d training examples seen, %s = %.4f%s): "
+                                "training stops here.", self.evaluations, seen, self.spec["metric"], value,
+                                f"; best so far no better than chance, {self.chance:.4f}"
+                                if reason == PRUNED_AT_CHANCE else "")
                     self._set(PRUNED_AT, self.evaluations)
+                    if reason:
+                        self._set(PRUNED_BECAUSE, reason)
         if any_process(prune, args.device):
             control.should_training_stop = True
         return control
@@ -168,14 +195,17 @@ STOPPED_TRIAL = ("This is a trial of hftl tune, which is never resumed: the tria
                  "takes its place when the same hftl tune command runs again.")
 
 
-def add_trial_callback(trainer) -> None:
+def add_trial_callback(trainer, chance_scores: dict | None = None) -> None:
     """Add `TrialReportCallback` to `trainer` when this process trains a trial of `hftl tune` (and make a stop by
-    signal say what happens to the trial)."""
+    signal say what happens to the trial). `chance_scores`: `Recipe.chance_scores` of the validation
+    split (metric names without `eval_`), where the task has them."""
     from hftl.callbacks import GracefulStopCallback
 
     spec = os.environ.get(TRIAL_ENV)
     if spec:
-        trainer.add_callback(TrialReportCallback(json.loads(spec)))
+        spec = json.loads(spec)
+        metric = spec["metric"].removeprefix("eval_")
+        trainer.add_callback(TrialReportCallback(spec, (chance_scores or {}).get(metric)))
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, GracefulStopCallback):
                 callback.next_step = STOPPED_TRIAL

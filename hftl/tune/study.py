@@ -306,7 +306,8 @@ def run_trial(plan: Plan, options: TuneOptions, study, storage, trial) -> str:
         return "FAIL"
     logger.info("trial %d: %s -> %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()), run_dir)
     spec = {"storage": plan.storage_url, "study": plan.study_name, "trial_id": trial_id,
-            "metric": plan.metric_key, "pruner": plan.pruner, "startup_trials": plan.startup_trials,
+            "metric": plan.metric_key, "direction": plan.direction, "pruner": plan.pruner,
+            "startup_trials": plan.startup_trials,
             "prune_after_epochs": plan.prune_after_epochs}
     env = {**os.environ, TRIAL_ENV: json.dumps(spec)}
     log_path = plan.folder.log_file(run_dir.name)

@@ -99,9 +99,12 @@ def pruning_text(pruner: str, startup_trials: int | None, prune_after_epochs: fl
     """How a study pruned, in words (its report and the picked run's card)."""
     if pruner == "none":
         return "none"
+    chance = "no better than an answer that ignores the input"  # `TrialReportCallback`'s own rule
     parts = [pruner]
     if startup_trials and pruner != "halving":  # successive halving compares within rungs, from the first trial
-        parts.append(f"no trial stopped before {startup_trials} had finished")
+        parts.append(f"no trial stopped before {startup_trials} had finished unless {chance}")
+    else:
+        parts.append(f"a trial {chance} stopped")
     if prune_after_epochs:
         parts.append(f"none judged before epoch {prune_after_epochs:g}")
     return ", ".join(parts)
@@ -128,10 +131,14 @@ def render_report(record: dict) -> str:
     keys = list(dict.fromkeys(k for t in trials for k in t["params"]))
     lines += ["", "## Trials", "", "| trial | state | " + objective["metric"] + " | evaluations | " +
               " | ".join(f"`{k}`" for k in keys) + " |", "|---|---|---|---|" + "---|" * len(keys)]
+    from hftl.tune.report import PRUNED_AT_CHANCE, PRUNED_BECAUSE
+
     for t in trials:
         value = "" if t["value"] is None else f"{t['value']:.4f}"
+        state = t["state"].lower() + (" (at chance)" if t["user_attrs"].get(PRUNED_BECAUSE) == PRUNED_AT_CHANCE
+                                      else "")
         cells = [_format(t["params"][k]) if k in t["params"] else "–" for k in keys]
-        lines.append(f"| trial-{t['number']} | {t['state'].lower()} | {value} | {len(t['intermediate_values'])} | "
+        lines.append(f"| trial-{t['number']} | {state} | {value} | {len(t['intermediate_values'])} | "
                      + " | ".join(cells) + " |")
     failed = [t for t in trials if t["state"] == "FAIL"]
     if failed:
