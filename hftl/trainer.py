@@ -11,7 +11,7 @@ from hftl.epoch import epoch_callback
 from hftl.speed import private_hooks
 from hftl.speed.private_hooks import check_private_hooks
 from hftl.speed.trainer import speedup_available, trainer_class
-from hftl.tune.report import TRIAL_ENV, add_trial_callback
+from hftl.tune.report import add_trial_callback
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ def build_trainer(recipe, model, datasets: dict, processor, args, labels=None):
     if teacher is not None:
         trainer.teacher_logits = teacher
     add_default_callbacks(trainer)  # clean stop on SIGINT/SIGTERM, stop on non-finite loss
-    if os.environ.get(TRIAL_ENV):  # under `hftl tune`: each evaluation reported to the study, a pruned trial stopped
-        add_trial_callback(trainer, recipe.chance_scores(datasets.get("validation"), labels))
+    # under `hftl tune`: each evaluation reported to the study, a pruned trial stopped (chance computed only then)
+    add_trial_callback(trainer, lambda: recipe.chance_scores(datasets.get("validation"), labels))
     training = recipe.config.training
     if training.get("early_stopping_patience"):
         from transformers import EarlyStoppingCallback

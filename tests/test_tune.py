@@ -279,9 +279,11 @@ def test_chance_reaches_the_trial_under_the_metric_names_evaluations_log(tmp_pat
     monkeypatch.setenv(TRIAL_ENV, json.dumps({"storage": "journal:x", "study": "s", "trial_id": 3,
                                               "metric": "eval_f1", "direction": "maximize", "pruner": "median",
                                               "startup_trials": 4}))
-    add_trial_callback(trainer, scores)
+    add_trial_callback(trainer, lambda: scores)
     callback, = [c for c in trainer.callback_handler.callbacks if isinstance(c, TrialReportCallback)]
     assert callback.chance == pytest.approx(7 / 15)
+    monkeypatch.delenv(TRIAL_ENV)  # not a trial: chance is never computed
+    add_trial_callback(trainer, lambda: pytest.fail("chance computed outside a trial"))
 
 
 @pytest.mark.parametrize("value, pruned", [(0.1, True), (0.95, False)])

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from transformers import TrainerCallback
 
@@ -195,17 +196,18 @@ STOPPED_TRIAL = ("This is a trial of hftl tune, which is never resumed: the tria
                  "takes its place when the same hftl tune command runs again.")
 
 
-def add_trial_callback(trainer, chance_scores: dict | None = None) -> None:
+def add_trial_callback(trainer, chance_scores: Callable[[], dict | None] | None = None) -> None:
     """Add `TrialReportCallback` to `trainer` when this process trains a trial of `hftl tune` (and make a stop by
-    signal say what happens to the trial). `chance_scores`: `Recipe.chance_scores` of the validation
-    split (metric names without `eval_`), where the task has them."""
+    signal say what happens to the trial). `chance_scores`: returns `Recipe.chance_scores` of the validation split
+    (metric names without `eval_`, None where the task has none); called only for a trial."""
     from hftl.callbacks import GracefulStopCallback
 
     spec = os.environ.get(TRIAL_ENV)
     if spec:
         spec = json.loads(spec)
         metric = spec["metric"].removeprefix("eval_")
-        trainer.add_callback(TrialReportCallback(spec, (chance_scores or {}).get(metric)))
+        scores = chance_scores() if chance_scores else None
+        trainer.add_callback(TrialReportCallback(spec, (scores or {}).get(metric)))
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, GracefulStopCallback):
                 callback.next_step = STOPPED_TRIAL
