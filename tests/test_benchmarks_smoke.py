@@ -13,20 +13,32 @@ from conftest import make_sentences, write_tsv
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_smoke_runs_every_variant(tmp_path, tiny_bert_dir):
+def sst2_like(tmp_path) -> Path:
+    """A folder with SST-2's file names, 48 fixture sentences each."""
     data = tmp_path / "sst2"
     data.mkdir()
     for name, seed in (("train.tsv", 1), ("dev.tsv", 2), ("test.tsv", 3)):
         write_tsv(data / name, make_sentences(48, seed=seed))
+    return data
+
+
+def run_suite(tmp_path, *args: str) -> tuple[dict, subprocess.CompletedProcess]:
+    """`benchmarks/run.py ARGS` in a process of its own, its report and work files in `tmp_path`: the report, and
+    the finished process (its exit status checked)."""
     out = tmp_path / "results.json"
-    variants = ["baseline-padded", "baseline-best", "hftl", "hftl[speed.group_by_length=false]"]
     completed = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke", "--data", str(data), "--model",
-         str(tiny_bert_dir), "--out", str(out), "--workdir", str(tmp_path / "work"), "--variants", *variants],
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), *args, "--out", str(out), "--workdir",
+         str(tmp_path / "work")],
         capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text()), completed
+
+
+def test_smoke_runs_every_variant(tmp_path, tiny_bert_dir):
+    variants = ["baseline-padded", "baseline-best", "hftl", "hftl[speed.group_by_length=false]"]
+    report, completed = run_suite(tmp_path, "--smoke", "--data", str(sst2_like(tmp_path)), "--model",
+                                  str(tiny_bert_dir), "--variants", *variants)
     assert list(report["summary"]) == variants
     for name, summary in report["summary"].items():
         assert summary["train_steps"] == 2, name
@@ -52,19 +64,8 @@ def test_missing_data_skips_with_a_message(tmp_path):
 
 def test_smoke_causal_lm_workload(tmp_path, tiny_gpt2_dir):
     """Packing against one padded sentence per example: tokens/s counts non-pad tokens, quality is test perplexity."""
-    data = tmp_path / "sst2"
-    data.mkdir()
-    for name, seed in (("train.tsv", 1), ("dev.tsv", 2), ("test.tsv", 3)):
-        write_tsv(data / name, make_sentences(48, seed=seed))
-    out = tmp_path / "results.json"
-    completed = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--workload", "causal-lm", "--smoke",
-         "--data", str(data), "--model", str(tiny_gpt2_dir), "--out", str(out), "--workdir", str(tmp_path / "work"),
-         "--no-startup"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, completed = run_suite(tmp_path, "--workload", "causal-lm", "--smoke", "--data", str(sst2_like(tmp_path)),
+                                  "--model", str(tiny_gpt2_dir), "--no-startup")
     assert report["workload"]["name"] == "causal-lm"
     assert list(report["summary"]) == ["baseline-padded", "baseline-best", "hftl"]
     for name, summary in report["summary"].items():
@@ -86,14 +87,7 @@ def test_smoke_causal_lm_workload(tmp_path, tiny_gpt2_dir):
 
 def test_smoke_image_classification_workload(tmp_path):
     """sklearn digits exported to image folders, a tiny random ViT made by the workload; padding variants refused."""
-    out = tmp_path / "results.json"
-    completed = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--workload", "image-classification", "--smoke",
-         "--out", str(out), "--workdir", str(tmp_path / "work"), "--no-startup"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, completed = run_suite(tmp_path, "--workload", "image-classification", "--smoke", "--no-startup")
     assert report["workload"]["rows"] == {"train": 48, "validation": 16, "test": 16}
     assert list(report["summary"]) == ["baseline-best", "hftl"]
     for name, summary in report["summary"].items():
@@ -168,15 +162,8 @@ def test_smoke_preference_tuning_workload(tmp_path):
         write_jsonl(data / name, [{"prompt": [{"role": "user", "content": QUESTIONS[i % 6][0]}],
                                    "chosen": [{"role": "assistant", "content": "good " * (1 + i % 3)}],
                                    "rejected": [{"role": "assistant", "content": "bad"}]} for i in range(n)])
-    out = tmp_path / "results.json"
-    completed = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--workload", "preference-tuning", "--smoke",
-         "--data", str(data), "--model", str(model), "--max-length", "96", "--out", str(out),
-         "--workdir", str(tmp_path / "work"), "--no-startup"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, completed = run_suite(tmp_path, "--workload", "preference-tuning", "--smoke", "--data", str(data),
+                                  "--model", str(model), "--max-length", "96", "--no-startup")
     assert report["workload"]["rows"] == {"train": 24, "validation": 4, "test": 4}
     assert list(report["summary"]) == ["baseline-trl", "hftl"]
     for name, summary in report["summary"].items():
