@@ -99,8 +99,25 @@ def test_tiny_dpo_run_moves_preferences_towards_chosen(tiny, strategy):
     assert after["preference_accuracy"] > before["preference_accuracy"]
     assert before["length_baseline"] == after["length_baseline"]
     assert "reward_accuracy" not in before  # zero margin by definition before training
+    # the flips, counted pair by pair against the reference, account for the change of the two evaluations' accuracy
+    flips = after["ranking_flipped_right"] - after["ranking_flipped_wrong"]
+    assert flips / after["pairs"] == pytest.approx(after["preference_accuracy"] - before["preference_accuracy"])
+    assert after["ranking_flipped_right"] > 0
     card = (root / f"run-{strategy}" / "README.md").read_text()
-    assert "Preference tuning (DPO)" in card and "reward margin" in card
+    assert "Preference tuning (DPO)" in card and "reward margin" in card and "ranking flipped right" in card
+
+
+def test_ranking_shift_counts_flips_against_the_reference_gap():
+    from hftl.tasks.preference_tuning import ranking_shift
+
+    # (summed log-prob, tokens): pairs 0-2 chosen, then 0-2 rejected. Per-token gaps, chosen minus rejected:
+    # reference  0: -4/2 - -3/3 = -1.0 (wrong)   1: -2/2 - -6/3 = 1.0 (right)   2: -6/3 - -4/4 = -1.0 (wrong)
+    # policy     0: -2/2 - -4/4 =  0.0 (wrong)   1: -4/2 - -3/3 = -1.0 (flipped wrong)   2: -3/3 - -8/4 = 1.0 (flipped right)
+    reference = [(-4.0, 2), (-2.0, 2), (-6.0, 3), (-3.0, 3), (-6.0, 3), (-4.0, 4)]
+    policy = [(-2.0, 2), (-4.0, 2), (-3.0, 3), (-4.0, 4), (-3.0, 3), (-8.0, 4)]
+    shift = ranking_shift(policy, reference)
+    assert shift == {"ranking_flipped_right": 1, "ranking_flipped_wrong": 1, "ranking_gap_shift": 1.0,
+                     "reference_wrong_gap": 1.0}
 
 
 def test_validate_show_example_marks_both_replies(tiny, capsys):
