@@ -30,7 +30,11 @@ def main(argv=None) -> int:
 
     from hftl.inference import load
     from hftl.modeling import load_pretrained_model
-    from hftl.tasks.preference_tuning import ranking_shift, sequence_logps
+    from hftl.tasks.preference_tuning import per_token_gaps, ranking_shift, sequence_logps
+
+    def accuracy(logps) -> float:  # the run's `preference_accuracy`
+        gaps = per_token_gaps(logps)
+        return sum(gap > 0 for gap in gaps) / len(gaps)
 
     rows, reference, results = None, None, []
     for run in args.runs:
@@ -46,9 +50,7 @@ def main(argv=None) -> int:
         elif these != rows:
             parser.error(f"{run}: its test pairs are not the first run's; compare runs of the same test data")
         policy = sequence_logps(loaded.model, rows, tokenizer.pad_token_id or 0)
-        n = len(pairs)
-        accuracy = lambda lp: sum(lp[i][0] / lp[i][1] > lp[n + i][0] / lp[n + i][1] for i in range(n)) / n  # noqa: E731
-        results.append({"run": str(run), "pairs": n, "preference_accuracy_before": accuracy(reference),
+        results.append({"run": str(run), "pairs": len(pairs), "preference_accuracy_before": accuracy(reference),
                         "preference_accuracy": accuracy(policy), **ranking_shift(policy, reference),
                         "logps": policy})
         print(f"{run}: done", flush=True)

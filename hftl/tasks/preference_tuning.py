@@ -316,7 +316,7 @@ def preference_metrics(trainer, encoded: list, beta: float, reference: bool) -> 
     n = len(encoded)
     chosen, rejected = policy[:n], policy[n:]
     similar = [i for i in range(n) if abs(chosen[i][1] - rejected[i][1]) <= SIMILAR_LENGTH * max(chosen[i][1], rejected[i][1])]
-    mean_wins = [chosen[i][0] / chosen[i][1] > rejected[i][0] / rejected[i][1] for i in range(n)]
+    mean_wins = [gap > 0 for gap in per_token_gaps(policy)]
     metrics = {"pairs": n, "preference_accuracy": sum(mean_wins) / n,
                "logp_accuracy": sum(chosen[i][0] > rejected[i][0] for i in range(n)) / n,
                "length_baseline": sum(chosen[i][1] > rejected[i][1] for i in range(n)) / n,
@@ -340,6 +340,14 @@ def preference_metrics(trainer, encoded: list, beta: float, reference: bool) -> 
     return metrics
 
 
+def per_token_gaps(logps: list[tuple]) -> list[float]:
+    """Each pair's gap in mean log-probability per token, chosen minus rejected, from (summed log-prob, tokens) of
+    the chosen replies then the rejected ones (`sequence_logps` of `preference_metrics`' rows): above 0, the model
+    prefers the chosen reply."""
+    n = len(logps) // 2
+    return [logps[i][0] / logps[i][1] - logps[n + i][0] / logps[n + i][1] for i in range(n)]
+
+
 def ranking_shift(policy: list[tuple], reference: list[tuple]) -> dict:
     """How tuning moved the model's own ranking of each pair against the reference's, from (summed log-prob,
     tokens) of the chosen replies then the rejected ones: the pairs whose ranking by mean log-probability per token
@@ -349,12 +357,7 @@ def ranking_shift(policy: list[tuple], reference: list[tuple]) -> dict:
     arXiv:2405.19534), so the preference accuracy can stay put while the implicit reward learns."""
     from statistics import median
 
-    n = len(policy) // 2
-
-    def gaps(logps):
-        return [logps[i][0] / logps[i][1] - logps[n + i][0] / logps[n + i][1] for i in range(n)]
-
-    before, after = gaps(reference), gaps(policy)
+    before, after = per_token_gaps(reference), per_token_gaps(policy)
     wrong = [-b for b in before if b <= 0]
     return {"ranking_flipped_right": sum(b <= 0 < a for b, a in zip(before, after)),
             "ranking_flipped_wrong": sum(a <= 0 < b for b, a in zip(before, after)),
