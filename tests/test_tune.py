@@ -688,8 +688,8 @@ def test_killed_worker_restarts_without_losing_or_repeating_trials(tmp_path, tin
     from optuna.trial import TrialState
 
     # 200 epochs (600 steps; at 40, a trial on an idle machine finished before the kill reached it): forked trials
-    # start at once, so the kill must
-    # land in a trial's training, not after it; it is sent as soon as trial 1's log shows its first step
+    # start at once, so the kill must land in a trial's training, not after it; it is sent as soon as trial 1's log
+    # shows its first step
     config = write_config(tmp_path, tiny_bert_dir, search={"training.learning_rate": {"low": 5e-3, "high": 3e-2}},
                           num_train_epochs=200)
     study = tmp_path / "study"
