@@ -215,8 +215,6 @@ def test_the_pruning_rule_in_words():
         f"median, no trial stopped before 8 had finished unless {chance}, none judged before epoch 0.5"
     assert pruning_text("halving", 8, 1.0) == f"halving, a trial {chance} stopped, none judged before epoch 1"
     assert pruning_text("quartile", 4, 0.0) == f"quartile, no trial stopped before 4 had finished unless {chance}"
-    assert pruning_text("graded", 8, 0.5) == (f"graded, below the lower quartile once 4 trials had finished, below "
-                                              f"the median once 8 had, or {chance}, none judged before epoch 0.5")
     assert pruning_text("none", 8, 0.5) == "none"
 
 
@@ -313,24 +311,6 @@ def test_the_quartile_pruner_stops_only_the_bottom_quarter(tmp_path, pruner, val
 
     study, trial, callback = _callback_setup(tmp_path, [0.80, 0.84, 0.86, 0.90], intermediate_steps=(1600,),
                                              pruner=pruner)
-    control = callback.on_evaluate(_train_args(32), _state(50, epoch=0.9), TrainerControl(),
-                                   metrics={"eval_f1": value})
-    assert control.should_training_stop is pruned
-
-
-@pytest.mark.parametrize("finished, pruner, value, pruned", [
-    ([0.80, 0.84, 0.86, 0.90], "graded", 0.82, True),  # 4 finished: below their lower quartile (0.83)
-    ([0.80, 0.84, 0.86, 0.90], "graded", 0.84, False),  # above it, below their median: the median waits for 8
-    ([0.80, 0.84, 0.86, 0.90], "median", 0.82, False),  # the median alone judges nothing before 8 finished
-    ([0.80, 0.82, 0.84, 0.85, 0.86, 0.88, 0.89, 0.90], "graded", 0.845, True),  # 8 finished: below the median 0.855
-    ([0.80, 0.82, 0.84, 0.85, 0.86, 0.88, 0.89, 0.90], "graded", 0.86, False)])
-def test_the_graded_pruner_judges_by_the_quartile_then_the_median(tmp_path, finished, pruner, value, pruned):
-    """`--pruner graded` with 8 start-up trials (a 24-trial budget): from 4 finished trials a trial below their
-    lower quartile is stopped, from 8 one below their median (both after as many examples)."""
-    from transformers import TrainerControl
-
-    study, trial, callback = _callback_setup(tmp_path, finished, intermediate_steps=(1600,), pruner=pruner,
-                                             startup_trials=8)
     control = callback.on_evaluate(_train_args(32), _state(50, epoch=0.9), TrainerControl(),
                                    metrics={"eval_f1": value})
     assert control.should_training_stop is pruned

@@ -22,13 +22,6 @@ def startup_trials(trials: int) -> int:
     return max(2, min(10, trials // 3))
 
 
-def graded_quartile_from(startup_trials: int) -> int:
-    """Finished trials from which the `graded` pruner stops a trial below their lower quartile: half the start-up
-    trials, before the median (which waits for all of them) judges; a quartile of 4 random trials stops only the
-    clearly bad ones (docs/tuning.md, "The graded pruner")."""
-    return max(1, startup_trials // 2)
-
-
 #: the pruners `--pruner` names (`hftl.tune.report.make_pruner` builds them), and the one used when none is named
 PRUNERS = ("median", "quartile", "graded", "halving", "none")
 DEFAULT_PRUNER = "median"

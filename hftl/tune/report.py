@@ -18,7 +18,7 @@ from collections.abc import Callable
 from transformers import TrainerCallback
 
 from hftl.callbacks import any_process
-from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS, graded_quartile_from
+from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +89,9 @@ def make_pruner(name: str, startup_trials: int):
     if name == "quartile":  # stop only the bottom quarter: kinder to long schedules when the epochs are searched
         return optuna.pruners.PercentilePruner(75.0, n_startup_trials=startup_trials, n_warmup_steps=0)
     if name == "graded":  # the bar rises with the evidence: few finished trials stop only the clearly bad ones
-        return _either_pruner(
-            optuna.pruners.PercentilePruner(75.0, n_startup_trials=graded_quartile_from(startup_trials),
-                                            n_warmup_steps=0),
-            optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0))
+        return _either_pruner(optuna.pruners.PercentilePruner(75.0, n_startup_trials=max(1, startup_trials // 2),
+                                                             n_warmup_steps=0),
+                             optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0))
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource="auto", reduction_factor=3)
     return optuna.pruners.NopPruner()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 from hftl.files import write_atomic
-from hftl.tune.defaults import graded_quartile_from
 from hftl.tune.folder import StudyDir
 
 
@@ -102,10 +101,7 @@ def pruning_text(pruner: str, startup_trials: int | None, prune_after_epochs: fl
         return "none"
     chance = "no better than an answer that ignores the input"  # `TrialReportCallback`'s own rule
     parts = [pruner]
-    if startup_trials and pruner == "graded":
-        parts.append(f"below the lower quartile once {graded_quartile_from(startup_trials)} trials had finished, "
-                     f"below the median once {startup_trials} had, or {chance}")
-    elif startup_trials and pruner != "halving":  # successive halving compares within rungs, from the first trial
+    if startup_trials and pruner != "halving":  # successive halving compares within rungs, from the first trial
         parts.append(f"no trial stopped before {startup_trials} had finished unless {chance}")
     else:
         parts.append(f"a trial {chance} stopped")
