@@ -23,7 +23,7 @@ def startup_trials(trials: int) -> int:
 
 
 #: the pruners `--pruner` names (`hftl.tune.report.make_pruner` builds them), and the one used when none is named
-PRUNERS = ("median", "quartile", "graded", "halving", "none")
+PRUNERS = ("median", "quartile", "halving", "none")
 DEFAULT_PRUNER = "median"
 
 #: strategy -> {dotted key: (range or choices, source)}

@@ -80,32 +80,16 @@ def make_pruner(name: str, startup_trials: int):
     finished trials' values after as many training examples, once `startup_trials` trials finished), `halving`
     (successive halving, its first rung estimated from the first finished trial), `quartile` (Optuna's
     PercentilePruner keeping the top 75%: stop a trial whose best value so far is below the lower quartile instead
-    of the median), `graded` (the lower quartile once half of `startup_trials` trials finished, the median once all
-    of them did) or `none`. `startup_trials`: `hftl.tune.defaults.startup_trials` of the study's trial budget."""
+    of the median) or `none`. `startup_trials`: `hftl.tune.defaults.startup_trials` of the study's trial budget."""
     import optuna
 
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0)
     if name == "quartile":  # stop only the bottom quarter: kinder to long schedules when the epochs are searched
         return optuna.pruners.PercentilePruner(75.0, n_startup_trials=startup_trials, n_warmup_steps=0)
-    if name == "graded":  # the bar rises with the evidence: few finished trials stop only the clearly bad ones
-        return _either_pruner(optuna.pruners.PercentilePruner(75.0, n_startup_trials=max(1, startup_trials // 2),
-                                                             n_warmup_steps=0),
-                             optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0))
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource="auto", reduction_factor=3)
     return optuna.pruners.NopPruner()
-
-
-def _either_pruner(*pruners):
-    """A pruner that stops a trial when any of `pruners` would (Optuna's public `BasePruner` interface)."""
-    import optuna
-
-    class EitherPruner(optuna.pruners.BasePruner):
-        def prune(self, study, trial) -> bool:
-            return any(pruner.prune(study, trial) for pruner in pruners)
-
-    return EitherPruner()
 
 
 def examples_seen(args, state) -> int:
