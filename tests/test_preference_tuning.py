@@ -83,17 +83,20 @@ def test_trl_tokens_are_hftl_rendering_and_lora_reference_is_the_adapter_disable
     assert tokenizer.decode(datasets["train"].encoded[0].chosen) == "positive<|im_end|>\n"
 
 
-@pytest.mark.parametrize("strategy", ["lora", "full"])
-def test_tiny_dpo_run_moves_preferences_towards_chosen(tiny, strategy):
+@pytest.mark.parametrize("strategy, loss_type", [("lora", "sigmoid"), ("full", "sigmoid"), ("lora", "sigmoid_norm")])
+def test_tiny_dpo_run_moves_preferences_towards_chosen(tiny, strategy, loss_type):
     import yaml
 
     from hftl.cli import main
 
     root = tiny[0]
-    path = root / f"{strategy}.yaml"
-    path.write_text(yaml.safe_dump(config(tiny, strategy, f"run-{strategy}")))
+    name = f"run-{strategy}-{loss_type}"
+    settings = config(tiny, strategy, name)
+    settings["data"]["loss_type"] = loss_type
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(settings))
     assert main(["train", str(path)]) == 0
-    metrics = json.loads((root / f"run-{strategy}" / "metrics.json").read_text())
+    metrics = json.loads((root / name / "metrics.json").read_text())
     before, after = metrics["before_training"]["test"], metrics["test"]
     assert after["reward_accuracy"] >= 0.75 and after["reward_margin"] > 0
     assert after["preference_accuracy"] > before["preference_accuracy"]
@@ -103,7 +106,7 @@ def test_tiny_dpo_run_moves_preferences_towards_chosen(tiny, strategy):
     flips = after["ranking_flipped_right"] - after["ranking_flipped_wrong"]
     assert flips / after["pairs"] == pytest.approx(after["preference_accuracy"] - before["preference_accuracy"])
     assert after["ranking_flipped_right"] > 0
-    card = (root / f"run-{strategy}" / "README.md").read_text()
+    card = (root / name / "README.md").read_text()
     assert "Preference tuning (DPO)" in card and "reward margin" in card and "ranking flipped right" in card
 
 
@@ -208,3 +211,17 @@ def test_activation_checkpointing_is_on_by_default_and_changes_no_weight(tiny):
     assert any(float(w.abs().max()) > 1e-3 for k, w in weights["gc-on"].items() if "lora_B" in k)
     for key, value in weights["gc-on"].items():
         torch.testing.assert_close(value, weights["gc-off"][key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("per_token, expected", [(False, [0.5 * (2.0 - -1.0), 0.5 * (0.0 - 3.0)]),
+                                                  (True, [0.5 * (2.0 / 2 - -1.0 / 4), 0.5 * (0.0 / 3 - 3.0 / 3)])])
+def test_reward_margins_are_per_token_for_the_length_normalised_losses(per_token, expected):
+    """sigmoid_norm and IPO train log-ratios per reply token (TRL divides them by the reply's tokens): their
+    reported reward margin must be that quantity, not the summed log-ratio that plain DPO trains."""
+    from hftl.tasks.preference_tuning import PER_TOKEN_LOSSES, reward_margins
+
+    # (summed log-prob, tokens): chosen 0-1, then rejected 0-1; log-ratios policy - reference: 2, 0 | -1, 3
+    reference = [(-6.0, 2), (-5.0, 3), (-7.0, 4), (-9.0, 3)]
+    policy = [(-4.0, 2), (-5.0, 3), (-8.0, 4), (-6.0, 3)]
+    assert reward_margins(policy, reference, 0.5, per_token) == pytest.approx(expected)
+    assert set(PER_TOKEN_LOSSES) == {"sigmoid_norm", "ipo"}

@@ -18,8 +18,8 @@ handling, resume and run record apply), with three things hftl adds:
 
 Evaluation (test and validation, and the base model before training): `preference_accuracy` (the model's own
 preference: the chosen reply has the higher mean log-probability per token), `logp_accuracy` (summed), DPO's
-implicit reward `reward_accuracy` and `reward_margin` (beta x (policy - reference) log-ratio, chosen minus rejected;
-zero before training by definition), the `length_baseline` (the chosen reply is the longer one), the
+implicit reward `reward_accuracy` and `reward_margin` (beta x (policy - reference) log-ratio, chosen minus rejected,
+per reply token for the losses that normalise by length; zero before training by definition), the `length_baseline` (the chosen reply is the longer one), the
 accuracies on pairs whose replies are of similar length (within 20%), and after training how far the model's own
 ranking moved (`ranking_shift`: the pairs flipped either way, against the gap a flip must cross).
 """
@@ -42,8 +42,12 @@ from hftl.tasks.instruction_tuning import InstructionTuningRecipe, chat_template
 
 logger = logging.getLogger(__name__)
 
-#: TRL DPOTrainer losses offered (`loss_type`): sigmoid is DPO
-LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down")
+#: TRL DPOTrainer losses offered (`loss_type`): sigmoid is DPO, sigmoid_norm DPO on log-ratios per reply token
+LOSS_TYPES = ("sigmoid", "sigmoid_norm", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero",
+              "apo_down")
+#: the losses whose implicit reward TRL divides by the reply's token count (its dpo_trainer `_compute_loss`): their
+#: reward metrics are per token too, so that they report what the loss trains
+PER_TOKEN_LOSSES = ("sigmoid_norm", "ipo")
 #: two replies are of similar length when they differ by at most this share of the longer one
 SIMILAR_LENGTH = 0.2
 #: the dataset column with each pair's width in DPO's batch (prompt + the longer reply): Trainer's
@@ -58,7 +62,8 @@ class PreferenceData(DataConfig):
     rejected_column: str = field("rejected", help="the worse assistant reply")
     system_prompt: str | None = field(None, help="a system message put first in every prompt that has none")
     chat_template: str | None = field(None, help="a Jinja chat template file; default: the tokenizer's own")
-    loss_type: str = field("sigmoid", help=f"TRL DPOTrainer loss: {', '.join(LOSS_TYPES)} (sigmoid = DPO, ipo = IPO)")
+    loss_type: str = field("sigmoid", help=f"TRL DPOTrainer loss: {', '.join(LOSS_TYPES)} (sigmoid = DPO, "
+                                           "sigmoid_norm = length-normalised DPO, ipo = IPO)")
     beta: float = field(0.1, help="DPO's beta: how far the policy may move from the reference")
     max_length: int = field(1024, help="the most tokens of prompt + reply")
     too_long: Literal["drop", "truncate"] = field(
@@ -263,7 +268,9 @@ class PreferenceTuningRecipe(InstructionTuningRecipe):
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate_split(self, trainer, name: str, dataset, labels=None, **kwargs) -> dict:
-        return preference_metrics(trainer, dataset.encoded, self.config.data.beta, reference=True)
+        data = self.config.data
+        return preference_metrics(trainer, dataset.encoded, data.beta, reference=True,
+                                  per_token=data.loss_type in PER_TOKEN_LOSSES)
 
     def evaluate_before(self, trainer, datasets: dict, labels=None) -> dict:
         if not self.config.data.baseline or self.config.resume:
@@ -307,7 +314,7 @@ def sequence_logps(model, rows: list[tuple[list[int], list[int]]], pad_id: int, 
     return out
 
 
-def preference_metrics(trainer, encoded: list, beta: float, reference: bool) -> dict:
+def preference_metrics(trainer, encoded: list, beta: float, reference: bool, per_token: bool = False) -> dict:
     """The metrics of the module docstring on pairs `encoded`, for the trainer's model (and its reference)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     pad = trainer.processing_class.pad_token_id or 0
@@ -332,12 +339,24 @@ def preference_metrics(trainer, encoded: list, beta: float, reference: bool) -> 
         else:
             with model.disable_adapter():
                 ref = sequence_logps(model, rows, pad)
-        margins = [beta * ((chosen[i][0] - ref[i][0]) - (rejected[i][0] - ref[n + i][0])) for i in range(n)]
+        margins = reward_margins(policy, ref, beta, per_token)
         metrics.update(reward_accuracy=sum(m > 0 for m in margins) / n, reward_margin=sum(margins) / n,
                        similar_length_reward_accuracy=(sum(margins[i] > 0 for i in similar) / len(similar)
                                                        if similar else None),
                        **ranking_shift(policy, ref))
     return metrics
+
+
+def reward_margins(policy: list[tuple], reference: list[tuple], beta: float, per_token: bool) -> list[float]:
+    """Each pair's implicit reward margin, beta x (policy - reference) log-ratio of the chosen reply minus the
+    rejected one's, from (summed log-prob, tokens) of the chosen replies then the rejected ones; `per_token` divides
+    each reply's log-ratio by its tokens, as TRL's length-normalised losses do."""
+    n = len(policy) // 2
+
+    def ratio(i: int) -> float:
+        return (policy[i][0] - reference[i][0]) / (policy[i][1] if per_token else 1)
+
+    return [beta * (ratio(i) - ratio(n + i)) for i in range(n)]
 
 
 def per_token_gaps(logps: list[tuple]) -> list[float]:
