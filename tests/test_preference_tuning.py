@@ -225,3 +225,53 @@ def test_reward_margins_are_per_token_for_the_length_normalised_losses(per_token
     policy = [(-4.0, 2), (-5.0, 3), (-8.0, 4), (-6.0, 3)]
     assert reward_margins(policy, reference, 0.5, per_token) == pytest.approx(expected)
     assert set(PER_TOKEN_LOSSES) == {"sigmoid_norm", "ipo"}
+
+
+def float32_reply_logps(model, encoded) -> list[float]:
+    """Summed log-probabilities of each pair's chosen then rejected reply, one unpadded sequence at a time."""
+    import torch
+
+    out = []
+    for which in ("chosen", "rejected"):
+        for pair in encoded:
+            reply = getattr(pair, which)
+            ids = torch.tensor([pair.prompt + reply])
+            with torch.no_grad():
+                logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+            out.append(sum(float(logps[len(pair.prompt) - 1 + k, token]) for k, token in enumerate(reply)))
+    return out
+
+
+def test_figures_after_bf16_training_are_float32_as_before_training(tiny):
+    """With bf16 on (the default where the CPU runs it natively), accelerate leaves its autocast on the trained
+    model's forward. The test figures after training must be computed in float32, as before training and as a run
+    loaded afresh computes them: the reward margin equals an independent float32 computation from the saved merged
+    model and the base checkpoint."""
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    from hftl.cli import main
+    from hftl.tasks.preference_tuning import PreferenceTuningRecipe
+    from hftl.trainer import bf16_is_fast
+
+    if not bf16_is_fast():
+        pytest.skip("bf16 is off by default on this CPU (no AVX512-BF16 or AMX)")
+    root, model_dir, _ = tiny
+    settings = config(tiny, "lora", "run-bf16")
+    settings["speed"] = {"bf16": "auto"}
+    path = root / "bf16.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    assert main(["train", str(path)]) == 0
+    run = root / "run-bf16"
+    assert json.loads((run / "manifest.json").read_text())["training"]["bf16"] is True
+    after = json.loads((run / "metrics.json").read_text())["test"]
+
+    recipe = PreferenceTuningRecipe(config(tiny, "lora", "encode-only"))  # the same data and tokenizer
+    tokenizer = recipe.load_processor()
+    encoded = recipe.preprocess(recipe.load_data(), tokenizer)["test"].encoded
+    tuned = float32_reply_logps(AutoModelForCausalLM.from_pretrained(run / "merged").eval(), encoded)
+    base = float32_reply_logps(AutoModelForCausalLM.from_pretrained(model_dir).eval(), encoded)
+    n, beta = len(encoded), settings["data"]["beta"]
+    margins = [beta * ((tuned[i] - base[i]) - (tuned[n + i] - base[n + i])) for i in range(n)]
+    assert abs(after["reward_margin"]) > 0.05
+    assert after["reward_margin"] == pytest.approx(sum(margins) / n, rel=1e-4, abs=1e-5)

@@ -31,6 +31,7 @@ from hftl.errors import ConfigError, DataError
 from hftl.metrics import make_compute_metrics, make_multilabel_compute_metrics, make_regression_compute_metrics
 from hftl.modeling import load_pretrained_model, read_model_config
 from hftl.recipe import Evaluation, PreparedData, Recipe
+from hftl.trainer import without_autocast
 from hftl.tasks.classification_evaluation import chance_scores, error_rows, split_report
 
 logger = logging.getLogger(__name__)
@@ -670,18 +671,12 @@ def _split_logits(trainer, dataset):
 
 
 def _without_autocast(trainer) -> None:
-    """Take accelerate's mixed-precision forward wrappers off the trained model (training is over), and do not
+    """Take accelerate's mixed-precision forward wrappers off the trained model (`without_autocast`), and do not
     reuse the last evaluation of training (`HftlTrainer.reuse_final_eval`), so that `Trainer.predict` computes
-    float32 logits. accelerate wraps once per `prepare` (training, and evaluation
-    during training), and `unwrap_model(keep_fp32_wrapper=False)`, its public way back, removes one layer."""
+    float32 logits."""
     if trainer.args.bf16 or trainer.args.fp16:  # the last evaluation in training ran in half precision: not reused
         trainer.reuse_final_eval = False
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    for _ in range(8):  # a few layers at most; each call pops one `_original_forward`
-        if "_original_forward" not in model.__dict__:
-            return
-        trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    logger.warning("could not remove the bf16 autocast wrappers: validation and test logits may be bfloat16")
+    without_autocast(trainer.accelerator, trainer.model)
 
 
 def _autocast(model, precision: str):
