@@ -3,6 +3,7 @@ a user starts it.
 
     .venv/bin/python benchmarks/ui.py runs-page [--runs 200] [--repeats 5]
     .venv/bin/python benchmarks/ui.py live-curves [--steps 40]
+    .venv/bin/python benchmarks/ui.py busy [--runs 200] [--repeats 5] [--nicenesses 0 10]
 
 runs-page: writes `--runs` run folders (the records of a finished run: config, manifest, metrics, card, trainer
 state and training log; no weights, which the Runs page never reads) under a temporary root, with a seed group
@@ -13,6 +14,11 @@ request of the page to the table showing every run (the count line reading "N of
 live-curves: launches a training of a tiny 2-layer BERT (the packaged all-MiniLM-L6-v2's tokenizer) on the bundled
 demo data from the Train page (`logging_steps: 1`), and for every step the page shows, the delay between the step's record in the run's
 `training_log.jsonl` (the time the Trainer logged it) and the moment the page showed it.
+
+busy: the runs-page time above while a job launched from the Train page trains on every core (a 4-layer BERT,
+hidden 256, random weights, 128-token batches of 32), against the same page with no job, for each
+`hftl ui --job-niceness` value given (0, the default: the job at the UI's CPU priority). Prints each busy/idle
+ratio, measured side by side on one machine.
 """
 
 from __future__ import annotations
@@ -79,14 +85,15 @@ def free_port() -> int:
 class Server:
     """`hftl ui --root ROOT` in a subprocess."""
 
-    def __init__(self, root: Path, log: Path):
+    def __init__(self, root: Path, log: Path, extra: tuple = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
         self.log = log.open("wb")
         self.process = subprocess.Popen([sys.executable, "-m", "hftl.cli", "ui", "--root", str(root), "--port",
-                                         str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+                                         str(self.port), *extra], env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT)
         for _ in range(240):
             try:
                 urllib.request.urlopen(self.url, timeout=2)
@@ -126,24 +133,31 @@ def runs_page(args) -> None:
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-                times, loaded = [], []
-                for i in range(args.repeats + 1):  # the first, untimed, warms the server (imports, caches)
-                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    start = time.perf_counter()
-                    page.goto(server.url)
-                    if i:
-                        loaded.append(time.perf_counter() - start)
-                    page.locator("#runs-count").get_by_text(f"{total} of {total} runs").wait_for(timeout=60_000)
-                    page.locator("#runs-table [role=gridcell]").filter(has_text="project-").first.wait_for()
-                    if i:
-                        times.append(time.perf_counter() - start)
-                    page.close()
+                times, loaded = time_runs_page(browser, server.url, total, args.repeats)
                 browser.close()
         finally:
             server.close()
     print(f"of which the page's own load event (Gradio's scripts): median {statistics.median(loaded):.2f} s")
     print(f"Runs page, request to table shown: median {statistics.median(times):.2f} s, max {max(times):.2f} s "
           f"over {args.repeats} loads: {', '.join(f'{t:.2f}' for t in times)}")
+
+
+def time_runs_page(browser, url: str, total: int, repeats: int) -> tuple[list, list]:
+    """(request to the table showing all `total` rows, request to the load event) of `repeats` loads of the Runs
+    page in fresh pages, after one untimed load that warms the server (imports, caches)."""
+    times, loaded = [], []
+    for i in range(repeats + 1):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        start = time.perf_counter()
+        page.goto(url)
+        if i:
+            loaded.append(time.perf_counter() - start)
+        page.locator("#runs-count").get_by_text(f"{total} of {total} runs").wait_for(timeout=120_000)
+        page.locator("#runs-table [role=gridcell]").filter(has_text="project-").first.wait_for()
+        if i:
+            times.append(time.perf_counter() - start)
+        page.close()
+    return times, loaded
 
 
 TRAIN_YAML = """\
@@ -155,9 +169,9 @@ training: {{max_steps: {steps}, per_device_train_batch_size: 8, learning_rate: 0
 """
 
 
-def tiny_model(folder: Path) -> None:
-    """A 2-layer BERT (hidden 32, random weights) with the packaged MiniLM's tokenizer: steps take milliseconds,
-    so the delay measured is the page's, not the training's."""
+def tiny_model(folder: Path, hidden: int = 32, layers: int = 2) -> None:
+    """A BERT (by default 2 layers of hidden 32, random weights) with the packaged MiniLM's tokenizer: steps take
+    milliseconds, so the delay measured is the page's, not the training's."""
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     from hftl.modeling import packaged_folder
@@ -165,9 +179,24 @@ def tiny_model(folder: Path) -> None:
     source, _ = packaged_folder("all-MiniLM-L6-v2")
     tokenizer = AutoTokenizer.from_pretrained(source)
     tokenizer.save_pretrained(folder)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128)
     BertForMaskedLM(config).save_pretrained(folder)
+
+
+def launch_from_train_page(browser, url: str, name: str, yaml_text: str):
+    """Launch a job from the Train page as a user does; returns the page (its progress keeps refreshing)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_role("tab", name="Train", exact=True).click()
+    page.locator("#train-name textarea, #train-name input").first.fill(name)
+    page.locator("#train-yaml .cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(yaml_text)
+    page.wait_for_timeout(500)
+    page.locator("#train-launch").click()
+    page.locator("#train-job-result").get_by_text("Queued job").wait_for(timeout=120_000)
+    return page
 
 
 def live_curves(args) -> None:
@@ -183,16 +212,7 @@ def live_curves(args) -> None:
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(server.url)
-                page.get_by_role("tab", name="Train", exact=True).click()
-                page.locator("#train-name textarea, #train-name input").first.fill("latency")
-                page.locator("#train-yaml .cm-content").click()
-                page.keyboard.press("Control+A")
-                page.keyboard.insert_text(TRAIN_YAML.format(steps=args.steps))
-                page.wait_for_timeout(500)
-                page.locator("#train-launch").click()
-                page.locator("#train-job-result").get_by_text("Queued job").wait_for(timeout=120_000)
+                page = launch_from_train_page(browser, server.url, "latency", TRAIN_YAML.format(steps=args.steps))
                 deadline = time.time() + 900
                 while time.time() < deadline:
                     text = page.locator("#train-progress").inner_text()
@@ -217,6 +237,61 @@ def live_curves(args) -> None:
           f"max {max(delays):.2f} s")
 
 
+BUSY_YAML = """\
+task: text-classification
+model: {name_or_path: models/busy, strategy: full}
+data: {train: data/train.tsv, text_column: sentence, label_column: label, max_length: 128}
+training: {max_steps: 100000, per_device_train_batch_size: 32, learning_rate: 0.0001, logging_steps: 1,
+           eval_strategy: "no", save_strategy: "no"}
+speed: {padding: max_length}
+"""
+
+
+def busy(args) -> None:
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import machine_lines
+
+    from hftl.ui.runs_index import scan_runs
+
+    print("\n".join(machine_lines()))
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "runs"
+        write_runs(root, args.runs)
+        (root / "data").mkdir(parents=True)
+        shutil.copy(REPO / "hftl" / "demo_data" / "train.tsv", root / "data" / "train.tsv")
+        tiny_model(root / "models" / "busy", hidden=256, layers=4)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            for i, niceness in enumerate(args.nicenesses):
+                server = Server(root, Path(tmp) / f"ui-{i}.log", ("--job-niceness", str(niceness)))
+                try:
+                    idle, _ = time_runs_page(browser, server.url, len(scan_runs(root)), args.repeats)
+                    page = launch_from_train_page(browser, server.url, f"busy-{i}", BUSY_YAML)
+                    page.locator("#train-progress").get_by_text("last loss").wait_for(timeout=300_000)
+                    job = subprocess.run(["pgrep", "-P", str(server.process.pid), "-f", "hftl.cli train"],
+                                         capture_output=True, text=True).stdout.split()[0]
+                    job_nice = int(Path(f"/proc/{job}/stat").read_text().rsplit(")", 1)[1].split()[16])
+                    time.sleep(5)  # the job at full speed
+                    loaded, _ = time_runs_page(browser, server.url, len(scan_runs(root)), args.repeats)
+                    page.close()
+                    os.kill(int(job), signal.SIGINT)  # as the page's Stop does; the next UI starts on an idle CPU
+                    while Path(f"/proc/{job}").exists() and Path(f"/proc/{job}/stat").read_text().split()[2] != "Z":
+                        time.sleep(0.5)
+                finally:
+                    server.close()
+                results.append((niceness, idle, loaded, job_nice))
+            browser.close()
+    print(f"Runs page ({args.runs} run folders), request to table shown, median of {args.repeats} loads:")
+    print("| job niceness | job's nice value (read) | no job | job training | busy / idle |")
+    print("|---:|---:|---:|---:|---:|")
+    for niceness, idle, loaded, job_nice in results:
+        print(f"| {niceness} | {job_nice} | {statistics.median(idle):.2f} s | {statistics.median(loaded):.2f} s | "
+              f"{statistics.median(loaded) / statistics.median(idle):.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -225,10 +300,15 @@ def main() -> None:
     one.add_argument("--repeats", type=int, default=5)
     two = sub.add_parser("live-curves")
     two.add_argument("--steps", type=int, default=40)
+    three = sub.add_parser("busy")
+    three.add_argument("--runs", type=int, default=200)
+    three.add_argument("--repeats", type=int, default=5)
+    three.add_argument("--nicenesses", type=int, nargs="+", default=[0, 10, 0, 10],
+                       help="one UI per value, in this order (repeat values to see the spread)")
     args = parser.parse_args()
     if CHROMIUM is None:
         raise SystemExit("needs chromium (apt-get install chromium) and playwright (pip install playwright)")
-    {"runs-page": runs_page, "live-curves": live_curves}[args.what](args)
+    {"runs-page": runs_page, "live-curves": live_curves, "busy": busy}[args.what](args)
 
 
 if __name__ == "__main__":

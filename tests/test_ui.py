@@ -234,11 +234,33 @@ def test_hftl_ui_binds_localhost_unless_told_and_warns_when_told(monkeypatch, ca
     from hftl.cli import main
 
     calls = []
-    monkeypatch.setattr(hftl.ui.app, "serve", lambda root, host, port: calls.append((root, host, port)))
+    monkeypatch.setattr(hftl.ui.app, "serve",
+                        lambda root, host, port, job_niceness: calls.append((root, host, port, job_niceness)))
     with caplog.at_level(logging.WARNING):
         assert main(["ui", "--root", str(tmp_path)]) == 0
-    assert calls[-1] == (str(tmp_path), "127.0.0.1", 7860) and not caplog.records
+    assert calls[-1] == (str(tmp_path), "127.0.0.1", 7860, 0) and not caplog.records
     with caplog.at_level(logging.WARNING):
-        assert main(["ui", "--root", str(tmp_path), "--host", "0.0.0.0", "--port", "9"]) == 0
-    assert calls[-1] == (str(tmp_path), "0.0.0.0", 9)
+        assert main(["ui", "--root", str(tmp_path), "--host", "0.0.0.0", "--port", "9", "--job-niceness", "10"]) == 0
+    assert calls[-1] == (str(tmp_path), "0.0.0.0", 9, 10)
     assert "anyone who can reach it can read every run" in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no process priorities on this platform")
+@pytest.mark.parametrize("niceness", [10, 0])
+def test_a_job_runs_below_the_uis_cpu_priority(tmp_path, monkeypatch, niceness):
+    """`hftl ui --job-niceness N`: a job's process, and the threads it starts, run N above the UI's nice value,
+    read back by the job itself."""
+    from hftl.ui.jobs import FINISHED, Job, JobQueue
+
+    monkeypatch.setattr(Job, "command", lambda self: [
+        sys.executable, "-c", "import os, threading, time; time.sleep(1.0); "
+        "t = threading.Thread(target=lambda: print('thread', os.getpriority(os.PRIO_PROCESS, 0))); t.start(); "
+        "t.join(); print('main', os.nice(0))"])
+    queue = JobQueue(tmp_path, niceness=niceness)
+    job = queue.submit("nice", tmp_path / "unused.yaml", tmp_path / "run")
+    deadline = time.time() + 30
+    while job.status != FINISHED and time.time() < deadline:
+        time.sleep(0.1)
+    assert job.status == FINISHED, job.log_tail()
+    expected = min(19, os.nice(0) + niceness)
+    assert f"main {expected}" in job.log_tail() and f"thread {expected}" in job.log_tail()

@@ -1,4 +1,4 @@
-"""`hftl ui [--root RUNS_DIR] [--port P] [--host H]`: the local web app over a folder of runs."""
+"""`hftl ui [--root RUNS_DIR] [--port P] [--host H] [--job-niceness N]`: the local web app over a folder of runs."""
 
 DESCRIPTION = """\
 A web page to list, open, compare, try and train runs: the same functions as the other commands, over the run
@@ -13,6 +13,10 @@ def register(subparsers):
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only). Another address lets "
                              "anyone who reaches it read every run under --root and start training")
+    parser.add_argument("--job-niceness", type=int, default=None, metavar="N",
+                        help="run training jobs N (1-19) below the UI's CPU priority: the pages stay quicker while "
+                             "a job trains on every core, and the job yields to every other program (default 0: "
+                             "the UI's priority)")
     parser.set_defaults(func=run)
 
 
@@ -25,6 +29,7 @@ def run(args) -> int:
     if importlib.util.find_spec("gradio") is None:
         raise HftlError("hftl ui needs Gradio: pip install 'hftl[ui]'.")
     from hftl.ui.app import LOCAL_HOSTS, serve
+    from hftl.ui.jobs import JOB_NICENESS
 
     if args.host not in LOCAL_HOSTS:
         logging.getLogger("hftl.ui").warning(
@@ -32,5 +37,8 @@ def run(args) -> int:
             "log under %s, run predictions, and start, stop or push runs (with this machine's Hub login). The UI "
             "has no password; put it behind an authenticating proxy or use --host 127.0.0.1 with an SSH tunnel.",
             args.host, args.port, args.root)
-    serve(args.root, host=args.host, port=args.port)
+    niceness = JOB_NICENESS if args.job_niceness is None else args.job_niceness
+    if not 0 <= niceness <= 19:
+        raise HftlError(f"--job-niceness: must be between 0 and 19, got {niceness}.")
+    serve(args.root, host=args.host, port=args.port, job_niceness=niceness)
     return 0

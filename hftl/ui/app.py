@@ -9,6 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from hftl.ui.jobs import JOB_NICENESS
+
 logger = logging.getLogger(__name__)
 
 #: (tab title, tab id, module in hftl.ui.pages), in the order the tabs show
@@ -23,11 +25,12 @@ def available_pages() -> list[tuple[str, str, str]]:
     return [page for page in PAGES if importlib.util.find_spec(f"hftl.ui.pages.{page[2]}") is not None]
 
 
-def build_app(root: str | Path):
-    """The Gradio `Blocks` of the UI over the runs folder `root` (not launched)."""
+def build_app(root: str | Path, job_niceness: int = JOB_NICENESS):
+    """The Gradio `Blocks` of the UI over the runs folder `root` (not launched); training jobs run `job_niceness`
+    below the UI's CPU priority."""
     from hftl.ui.context import UIContext
 
-    context = UIContext(root)
+    context = UIContext(root, job_niceness)
     pages: dict = {}
     with gr.Blocks(title="hftl", fill_width=True) as app:
         gr.Markdown(f"## hftl · `{context.root}`")
@@ -67,10 +70,11 @@ def theme():
     return gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
-def serve(root: str | Path, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+def serve(root: str | Path, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
+          job_niceness: int = JOB_NICENESS):
     """Build and launch the UI. Only `host` listens; Gradio is given no folder to serve files from."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    app = build_app(root)
+    app = build_app(root, job_niceness)
     app.queue(default_concurrency_limit=4)
     app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, show_error=False, quiet=False,
                prevent_thread_lock=not block, theme=theme(), css=CSS, allowed_paths=[], footer_links=["settings"],

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from hftl.errors import HftlError
-from hftl.ui.jobs import JobQueue, redact
+from hftl.ui.jobs import JOB_NICENESS, JobQueue, redact
 from hftl.ui.paths import RootPaths
 from hftl.ui.runs_index import FINISHED, RunSummary, scan_runs
 
@@ -26,13 +26,14 @@ class UIContext:
 
     Args:
         root (`str` or `Path`): the runs folder.
+        job_niceness (`int`): how much lower than the UI's the training jobs' CPU priority is.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, job_niceness: int = JOB_NICENESS):
         self.paths = RootPaths(root)
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.root = self.paths.root
-        self.jobs = JobQueue(self.root)
+        self.jobs = JobQueue(self.root, job_niceness)
         self._loaded: OrderedDict[str, object] = OrderedDict()
         self._load_lock = threading.Lock()
 

@@ -4,13 +4,15 @@ The UI launches exactly the command a user would type (`python -m hftl.cli train
 gets the CLI's checks, fault handling and records. Stop sends SIGINT: `hftl.callbacks.GracefulStopCallback`
 finishes the step, saves a checkpoint and exits with status 130; Resume queues the same config with `--resume`.
 Each job's output goes to a log file under the root's `.hftl-ui/logs/`, with anything that looks like a token
-masked (`redact`).
+masked (`redact`). `hftl ui --job-niceness N` runs the jobs at a lower CPU priority than the UI, so that a job
+training on every core slows the pages less (docs/ui.md).
 """
 
 from __future__ import annotations
 
 import atexit
 import itertools
+import logging
 import os
 import re
 import signal
@@ -27,8 +29,13 @@ QUEUED, RUNNING, STOPPING, FINISHED, FAILED, STOPPED, CANCELLED = (
     "queued", "running", "stopping", "finished", "failed", "stopped", "cancelled")
 #: exit status of `hftl train` after a graceful stop (`hftl.errors.TrainingInterrupted`)
 INTERRUPTED_EXIT = 130
+#: how much lower than the UI's a job's CPU priority is by default (its nice value above the UI's): the same. A
+#: lower priority keeps the pages quicker while a job trains (docs/ui.md) but slows the job against every other
+#: program at normal priority, which a user who launched it would not expect
+JOB_NICENESS = 0
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _TOKEN = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|api_org_[A-Za-z0-9]{8,})")
+logger = logging.getLogger(__name__)
 
 
 def redact(text: str) -> str:
@@ -83,10 +90,12 @@ class JobQueue:
 
     Args:
         root (`Path`): the runs folder; the subprocesses run there (relative output folders land in it).
+        niceness (`int`): how much lower than the UI's the jobs' CPU priority is (`lower_priority`).
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, niceness: int = JOB_NICENESS):
         self.root = Path(root)
+        self.niceness = niceness
         self.jobs: list[Job] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -165,12 +174,30 @@ class JobQueue:
                 log.write(f"could not start: {err}\n".encode())
                 job.status, job.ended = FAILED, time.time()
                 return
+            lower_priority(job.process.pid, self.niceness)
             if job.status == STOPPING:  # stopped before the process existed
                 job.process.send_signal(signal.SIGINT)
             job.returncode = job.process.wait()
         job.ended = time.time()
         job.status = (FINISHED if job.returncode == 0 else
                       STOPPED if job.returncode == INTERRUPTED_EXIT or job.status == STOPPING else FAILED)
+
+
+def lower_priority(pid: int, niceness: int) -> None:
+    """Raise process `pid`'s nice value `niceness` above this process's (at most 19), where the OS allows it.
+
+    Called right after the job's process starts, while its interpreter has a single thread: the threads it starts
+    later (torch's among them) inherit the value. Where this fails (no `os.setpriority`, or refused), the job runs
+    at the UI's priority and the reason is logged."""
+    if niceness <= 0:
+        return
+    if not hasattr(os, "setpriority"):
+        logger.info("jobs run at the UI's CPU priority: os.setpriority is not available on this platform")
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness))
+    except OSError as err:  # the process already exited, or the OS refused
+        logger.info("job process %d runs at the UI's CPU priority: %s", pid, err)
 
 
 def _package_parent() -> str:
