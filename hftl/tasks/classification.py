@@ -31,7 +31,6 @@ from hftl.errors import ConfigError, DataError
 from hftl.metrics import make_compute_metrics, make_multilabel_compute_metrics, make_regression_compute_metrics
 from hftl.modeling import load_pretrained_model, read_model_config
 from hftl.recipe import Evaluation, PreparedData, Recipe
-from hftl.trainer import without_autocast
 from hftl.tasks.classification_evaluation import chance_scores, error_rows, split_report
 
 logger = logging.getLogger(__name__)
@@ -674,6 +673,8 @@ def _without_autocast(trainer) -> None:
     """Take accelerate's mixed-precision forward wrappers off the trained model (`without_autocast`), and do not
     reuse the last evaluation of training (`HftlTrainer.reuse_final_eval`), so that `Trainer.predict` computes
     float32 logits."""
+    from hftl.trainer import without_autocast
+
     if trainer.args.bf16 or trainer.args.fp16:  # the last evaluation in training ran in half precision: not reused
         trainer.reuse_final_eval = False
     without_autocast(trainer.accelerator, trainer.model)
