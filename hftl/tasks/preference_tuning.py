@@ -19,9 +19,10 @@ handling, resume and run record apply), with three things hftl adds:
 Evaluation (test and validation, and the base model before training): `preference_accuracy` (the model's own
 preference: the chosen reply has the higher mean log-probability per token), `logp_accuracy` (summed), DPO's
 implicit reward `reward_accuracy` and `reward_margin` (beta x (policy - reference) log-ratio, chosen minus rejected,
-per reply token for the losses that normalise by length; zero before training by definition), the `length_baseline` (the chosen reply is the longer one), the
-accuracies on pairs whose replies are of similar length (within 20%), and after training how far the model's own
-ranking moved (`ranking_shift`: the pairs flipped either way, against the gap a flip must cross).
+per reply token for the losses that normalise by length; zero before training by definition), the `length_baseline`
+(the chosen reply is the longer one), the accuracies on pairs whose replies are of similar length (within 20%), and
+after training how far the model's own ranking moved (`ranking_shift`: the pairs flipped either way, against the gap
+a flip must cross).
 """
 
 from __future__ import annotations
