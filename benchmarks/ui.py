@@ -247,6 +247,11 @@ speed: {padding: max_length}
 """
 
 
+def proc_stat(pid: str) -> list[str]:
+    """The fields of `/proc/PID/stat` after the command name (state first, the nice value at index 16)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def busy(args) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -273,12 +278,12 @@ def busy(args) -> None:
                     page.locator("#train-progress").get_by_text("last loss").wait_for(timeout=300_000)
                     job = subprocess.run(["pgrep", "-P", str(server.process.pid), "-f", "hftl.cli train"],
                                          capture_output=True, text=True).stdout.split()[0]
-                    job_nice = int(Path(f"/proc/{job}/stat").read_text().rsplit(")", 1)[1].split()[16])
+                    job_nice = int(proc_stat(job)[16])
                     time.sleep(5)  # the job at full speed
                     loaded, _ = time_runs_page(browser, server.url, len(scan_runs(root)), args.repeats)
                     page.close()
                     os.kill(int(job), signal.SIGINT)  # as the page's Stop does; the next UI starts on an idle CPU
-                    while Path(f"/proc/{job}").exists() and Path(f"/proc/{job}/stat").read_text().split()[2] != "Z":
+                    while Path(f"/proc/{job}").exists() and proc_stat(job)[0] != "Z":  # until it exits
                         time.sleep(0.5)
                 finally:
                     server.close()

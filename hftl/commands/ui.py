@@ -6,6 +6,8 @@ folders under --root. It listens on 127.0.0.1 only, unless --host says otherwise
 
 
 def register(subparsers):
+    from hftl.ui.jobs import JOB_NICENESS
+
     parser = subparsers.add_parser("ui", help="a local web app to watch, compare, try and launch runs",
                                    description=DESCRIPTION)
     parser.add_argument("--root", default="runs", help="the folder of runs to show (default: runs)")
@@ -13,9 +15,9 @@ def register(subparsers):
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only). Another address lets "
                              "anyone who reaches it read every run under --root and start training")
-    parser.add_argument("--job-niceness", type=int, default=None, metavar="N",
+    parser.add_argument("--job-niceness", type=int, default=JOB_NICENESS, metavar="N",
                         help="run training jobs N (1-19) below the UI's CPU priority: the pages stay quicker while "
-                             "a job trains on every core, and the job yields to every other program (default 0: "
+                             "a job trains on every core, and the job yields to every other program (default %(default)s: "
                              "the UI's priority)")
     parser.set_defaults(func=run)
 
@@ -29,7 +31,6 @@ def run(args) -> int:
     if importlib.util.find_spec("gradio") is None:
         raise HftlError("hftl ui needs Gradio: pip install 'hftl[ui]'.")
     from hftl.ui.app import LOCAL_HOSTS, serve
-    from hftl.ui.jobs import JOB_NICENESS
 
     if args.host not in LOCAL_HOSTS:
         logging.getLogger("hftl.ui").warning(
@@ -37,8 +38,7 @@ def run(args) -> int:
             "log under %s, run predictions, and start, stop or push runs (with this machine's Hub login). The UI "
             "has no password; put it behind an authenticating proxy or use --host 127.0.0.1 with an SSH tunnel.",
             args.host, args.port, args.root)
-    niceness = JOB_NICENESS if args.job_niceness is None else args.job_niceness
-    if not 0 <= niceness <= 19:
-        raise HftlError(f"--job-niceness: must be between 0 and 19, got {niceness}.")
-    serve(args.root, host=args.host, port=args.port, job_niceness=niceness)
+    if not 0 <= args.job_niceness <= 19:
+        raise HftlError(f"--job-niceness: must be between 0 and 19, got {args.job_niceness}.")
+    serve(args.root, host=args.host, port=args.port, job_niceness=args.job_niceness)
     return 0
