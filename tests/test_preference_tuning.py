@@ -108,6 +108,11 @@ def test_tiny_dpo_run_moves_preferences_towards_chosen(tiny, strategy, loss_type
     assert after["ranking_flipped_right"] > 0
     card = (root / name / "README.md").read_text()
     assert "Preference tuning (DPO)" in card and "reward margin" in card and "ranking flipped right" in card
+    from hftl.tasks.preference_tuning import PreferenceTuningRecipe
+
+    unsaved = config(tiny, strategy, f"{name}-args")  # the same settings, a fresh folder: the loss TRL is given
+    unsaved["data"]["loss_type"] = loss_type
+    assert PreferenceTuningRecipe(unsaved).training_arguments().loss_type == [loss_type]
 
 
 def test_ranking_shift_counts_flips_against_the_reference_gap():
