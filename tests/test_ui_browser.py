@@ -1,6 +1,7 @@
 """`hftl ui` in a real browser: Debian's chromium driven by Playwright, against `hftl ui` started as a user starts
 it, on a runs folder holding a tiny finished run of every task, a seed group, and broken folders
-(tests/ui_runs.py). Screenshots go to docs/images/ui-*.png (the README and docs/ui.md show them).
+(tests/ui_runs.py). Screenshots go to a temporary folder, or, to refresh the pictures the README and docs/ui.md
+show, to the folder named by HFTL_SCREENSHOTS: `HFTL_SCREENSHOTS=docs/images pytest tests/test_ui_browser.py`.
 
 Skipped, saying why, where chromium or Playwright is missing; .ci/setup installs both.
 """
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,7 +35,9 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests 
 from ui_runs import make_runs_root  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-IMAGES = REPO / "docs" / "images"
+#: a test run leaves the checkout as it was; the docs' pictures change only when asked for
+IMAGES = (REPO / os.environ["HFTL_SCREENSHOTS"] if os.environ.get("HFTL_SCREENSHOTS")
+          else Path(tempfile.mkdtemp(prefix="hftl-ui-screenshots-")))
 #: how long a page may take to show what a test waits for (a loaded 2-core machine)
 WAIT_MS = 60_000
 
