@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hftl.metrics import prediction_records
+from hftl.precision import FLOAT32
 
 if TYPE_CHECKING:
     import numpy as np
 
 SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
-#: the precisions logits are computed in: float32 (exact), or bfloat16 autocast (`speed.bf16: true`)
-FLOAT32, BFLOAT16 = "float32", "bfloat16"
 
 
 def regression_scores(logits, score_range=None):

@@ -46,7 +46,11 @@ class LoadedRun:
         if isinstance(self.model, OnnxClassifier):
             raise HftlError("evaluation runs the PyTorch model through the Trainer; this is an ONNX export. "
                             "Evaluate the run it was exported from, or predict with this folder.")
-        return self.recipe.evaluate_trained(self.model, self.processor, self.labels, source, decisions=self.decisions)
+        from hftl.precision import autocast_for
+
+        with autocast_for(self.model, self.recipe.inference_precision()):  # the precision the run's figures are in
+            return self.recipe.evaluate_trained(self.model, self.processor, self.labels, source,
+                                                decisions=self.decisions)
 
 
 def load(run_dir: str | Path, trust_remote_code: bool = False, allow_pickle: bool = False) -> LoadedRun:

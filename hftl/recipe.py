@@ -21,6 +21,7 @@ from hftl.data import check_source
 from hftl.data.labels import LabelMap
 from hftl.epoch import TrainingEpoch
 from hftl.errors import ConfigError, DataError
+from hftl.precision import BFLOAT16, FLOAT32
 from hftl.run_dir import RunDir
 
 
@@ -194,6 +195,12 @@ class Recipe:
         from hftl.trainer import training_arguments
 
         return training_arguments(self.config, self.training_defaults(), self.auto_eval_batch_size_factor)
+
+    def inference_precision(self) -> str:
+        """The one precision of a run's figures, before and after training, and of `hftl evaluate` (and a
+        classifier's predictions): bfloat16 autocast only when `speed.bf16: true` asks for it, else float32 (also
+        when `auto` trained in bf16). The runner holds it while the run evaluates (`hftl.precision`)."""
+        return BFLOAT16 if self.config.speed.bf16 is True else FLOAT32
 
     def evaluate_split(self, trainer, name: str, dataset, labels: LabelMap | None) -> dict:
         """Metrics of the trainer's model on one split (a task with decisions also takes `decisions=`)."""

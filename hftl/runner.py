@@ -85,6 +85,7 @@ def _train_and_save(recipe, args, run: RunDir) -> RunResult:
     from transformers import set_seed
 
     from hftl.card import render_run_card
+    from hftl.precision import evaluating_in, evaluation_precision
     from hftl.run_dir import training_settings
     from hftl.strategies import apply_strategy, count_parameters
     from hftl.trainer import build_trainer
@@ -101,13 +102,16 @@ def _train_and_save(recipe, args, run: RunDir) -> RunResult:
     datasets = recipe.preprocess(data, processor)
 
     trainer = build_trainer(recipe, model, datasets, processor, args, data.labels)
+    precision = evaluation_precision(trainer, recipe.inference_precision())  # before and after training alike
     if trainer.is_world_process_zero():
-        run.write_record(config, data.fingerprints, training_settings(trainer.args),
+        run.write_record(config, data.fingerprints, {**training_settings(trainer.args), "inference_precision": precision},
                          getattr(trainer, "applied_speedups", None))
-    before = recipe.evaluate_before(trainer, datasets, data.labels)
+    with evaluating_in(trainer, precision):
+        before = recipe.evaluate_before(trainer, datasets, data.labels)
     train_output = trainer.train(resume_from_checkpoint=run.last_checkpoint() if config.resume else None)
     metrics = {"train": {**train_output.metrics, **parameters}, **({"before_training": before} if before else {})}
-    evaluation = recipe.evaluate_splits(trainer, datasets, data.labels)  # what validation fits, test is scored with
+    with evaluating_in(trainer, precision):
+        evaluation = recipe.evaluate_splits(trainer, datasets, data.labels)  # validation fits, test is scored with
     metrics.update(evaluation.metrics)
     if trainer.is_world_process_zero():  # what ran during evaluation too (a reused final evaluation)
         run.record_speedups(getattr(trainer, "applied_speedups", None))

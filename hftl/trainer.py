@@ -31,19 +31,6 @@ def bf16_is_fast() -> bool:
     return private_hooks.available("cpu_bf16_check") and torch.cpu._is_avx512_bf16_supported()
 
 
-def without_autocast(accelerator, model) -> None:
-    """Take accelerate's mixed-precision forward wrappers off `model` once training is over, so that what is
-    computed next is float32, as a finished run loaded afresh computes it (`hftl evaluate`). accelerate wraps once
-    per `prepare` (training, and evaluation during training), and `unwrap_model(keep_fp32_wrapper=False)`, its
-    public way back, removes one layer."""
-    model = accelerator.unwrap_model(model)
-    for _ in range(8):  # a few layers at most; each call pops one `_original_forward`
-        if "_original_forward" not in model.__dict__:
-            return
-        accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    logger.warning("could not remove the mixed-precision autocast wrappers: evaluation may be in half precision")
-
-
 def training_arguments(config, task_defaults: dict | None = None, auto_eval_batch_size_factor: int = 4):
     """`TrainingArguments` from hftl's defaults, the task's, then the user's `training` section (which wins).
 

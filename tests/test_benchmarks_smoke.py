@@ -172,3 +172,28 @@ def test_smoke_preference_tuning_workload(tmp_path):
         assert 0 < summary["padding_fraction"] < 1 and summary["reward_margin"] != 0, name
     assert set(report["ratios"]) == {"hftl vs baseline-trl"}
     assert "test reward acc" in completed.stdout
+
+
+def test_evaluation_precision_times_both_precisions_on_the_same_figures(tmp_path):
+    """benchmarks/evaluation_precision.py evaluates one model in bf16 autocast and in float32, and the two sets
+    of figures differ only by rounding (a model evaluated twice in float32 would give the same loss exactly)."""
+    import yaml
+
+    from chat_fixtures import build_model_dir, chat_rows, write_jsonl
+
+    model = build_model_dir(tmp_path / "model", "chatml")
+    test = write_jsonl(tmp_path / "test.jsonl", chat_rows(6, 2))
+    config = {"task": "instruction-tuning", "model": {"name_or_path": str(model), "strategy": "full"},
+              "data": {"train": str(test), "test": str(test), "max_length": 64, "generation_max_new_tokens": 4},
+              "training": {"output_dir": str(tmp_path / "run")}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "precision.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "evaluation_precision.py"), str(path), "--repeats", "1",
+         "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "float32 / bfloat16 time:" in completed.stdout
+    figures = json.loads(out.read_text())["figures"]
+    bf16, fp32 = figures["bfloat16"]["loss"], figures["float32"]["loss"]
+    assert bf16 != fp32 and abs(bf16 - fp32) < 0.05 * fp32

@@ -402,8 +402,9 @@ BF16_LOSS_REL = 0.05
 def test_default_precision_trains_records_and_reloads(tiny, task, name):
     """Every row as a user runs it, `speed.bf16` left at its default (`auto`: on where the CPU or GPU has native
     bf16, as on the machines hftl is developed on; float32 elsewhere): the manifest records the precision used, the
-    per-step losses follow the float32 run of the same row within BF16_LOSS_REL, and the saved run predicts what the
-    trained model in memory predicts."""
+    per-step losses follow the float32 run of the same row within BF16_LOSS_REL, the saved run predicts what the
+    trained model in memory predicts, and the run's test figures, computed in float32 after bf16 training, are what
+    `hftl evaluate` computes on the saved run."""
     from hftl import load
     from hftl.trainer import bf16_is_fast
 
@@ -413,7 +414,7 @@ def test_default_precision_trains_records_and_reloads(tiny, task, name):
     del config["speed"]["bf16"]
     result = _train(_recipe_class(task), config)
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
-    assert manifest["training"]["bf16"] is bf16_is_fast()
+    assert manifest["training"]["bf16"] is bf16_is_fast() and manifest["training"]["inference_precision"] == "float32"
     float32 = single_run(tiny, task, name, strategy)
     got, want = _history(result.run_dir), _history(float32.run_dir)
     assert [h["step"] for h in got] == [h["step"] for h in want]
@@ -427,6 +428,18 @@ def test_default_precision_trains_records_and_reloads(tiny, task, name):
     in_memory = result.recipe.predict(model, result.trainer.processing_class, inputs, loaded.labels,
                                       **row.predict_kwargs, **fitted)
     assert_same_predictions(loaded.predict(inputs, **row.predict_kwargs), in_memory)
+    recorded = _figures(json.loads((result.run_dir / "metrics.json").read_text())["test"])
+    evaluated = _figures(loaded.evaluate())
+    shared = recorded.keys() & evaluated.keys()  # a preference run's reward figures need the reference it trained against
+    assert shared >= {key for key in evaluated if "loss" in key or "accuracy" in key} and shared
+    for key in shared:
+        assert recorded[key] == pytest.approx(evaluated[key], rel=1e-5, abs=1e-7), key
+
+
+def _figures(metrics: dict) -> dict:
+    """The numeric figures of a split's metrics, less its timings."""
+    return {key: value for key, value in metrics.items() if isinstance(value, (int, float))
+            and not isinstance(value, bool) and not any(word in key for word in ("runtime", "per_second"))}
 
 
 def _distilled_rows() -> list:

@@ -269,6 +269,44 @@ def test_evaluate_command_scores_a_finished_run(tiny_run, capsys):
     assert f"{metrics['accuracy']:.4f}" in out and f"{metrics['loss']:.4f}" in out
 
 
+def test_recorded_figures_after_bf16_training_are_what_a_fresh_load_computes(tmp_path):
+    """With bf16 on (the default where the CPU runs it natively), accelerate leaves its autocast on the model's
+    forward, before training (the Trainer's first evaluation wraps it) and after. The run's figures must be float32,
+    as `hftl evaluate` computes them on the finished run and on the base checkpoint: loss and generations alike."""
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    from hftl.cli import main
+    from hftl.inference import load
+    from hftl.tasks.instruction_tuning import InstructionTuningRecipe
+    from hftl.trainer import bf16_is_fast
+
+    if not bf16_is_fast():
+        pytest.skip("bf16 is off by default on this CPU (no AVX512-BF16 or AMX)")
+    model = build_model_dir(tmp_path / "model", "chatml")
+    data = {name: write_jsonl(tmp_path / f"{name}.jsonl", chat_rows(n, offset)) for name, n, offset in
+            (("train", 48, 0), ("validation", 6, 1), ("test", 6, 2))}
+    config = {"task": "instruction-tuning", "model": {"name_or_path": str(model), "strategy": "full"},
+              "data": {"train": str(data["train"]), "validation": str(data["validation"]), "test": str(data["test"]),
+                       "max_length": 64, "generation_max_new_tokens": 12},
+              "training": {"output_dir": str(tmp_path / "run"), "max_steps": 40, "learning_rate": 5e-3,
+                           "per_device_train_batch_size": 8, "eval_strategy": "no", "save_strategy": "no", "seed": 1}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path)]) == 0
+    training = json.loads((tmp_path / "run" / "manifest.json").read_text())["training"]
+    assert training["bf16"] is True and training["inference_precision"] == "float32"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+    recipe = InstructionTuningRecipe({**config, "overwrite": True})  # the run's config, to read the base's figures
+    tokenizer = recipe.load_processor()
+    base = recipe.evaluate_trained(AutoModelForCausalLM.from_pretrained(model).eval(), tokenizer)
+    tuned = load(tmp_path / "run").evaluate()
+    for recorded, fresh in ((metrics["before_training"]["test"], base), (metrics["test"], tuned)):
+        assert recorded["loss"] == pytest.approx(fresh["loss"], rel=1e-5)
+        assert recorded["rouge_l"] == fresh["rouge_l"] and recorded["stopped"] == fresh["stopped"]
+
+
 def test_reply_says_how_a_generation_ended():
     """Stopped: cut after the first stop token (the rest is padding); at the limit: repeating when the last 32
     tokens, numbers masked, already occur earlier (a loop of any period, counters included), cut otherwise."""

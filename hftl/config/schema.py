@@ -156,7 +156,8 @@ class SpeedConfig:
         True, help="evaluate examples sorted by length (less padding; per-example-loss tasks); predictions come back in the data's order"
     )
     reuse_final_eval: bool = field(
-        True, help="the validation evaluation at the last training step is reused by the final report, not run twice"
+        True, help="the validation evaluation at the last training step is reused by the final report, not run twice "
+        "(not after half-precision training: the report is computed in float32)"
     )
     length_buckets: bool = field(
         False, help="batch examples sorted by length over the whole epoch, batch order shuffled (least padding; "

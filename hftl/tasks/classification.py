@@ -26,7 +26,8 @@ from typing import Literal
 from hftl.config.parse import field
 from hftl.config.schema import DataConfig
 from hftl.data.labels import LabelMap
-from hftl.decisions import BFLOAT16, FLOAT32, MULTI, REGRESSION, SINGLE, Decisions, regression_scores
+from hftl.decisions import MULTI, REGRESSION, SINGLE, Decisions, regression_scores
+from hftl.precision import FLOAT32, autocast_for
 from hftl.errors import ConfigError, DataError
 from hftl.metrics import make_compute_metrics, make_multilabel_compute_metrics, make_regression_compute_metrics
 from hftl.modeling import load_pretrained_model, read_model_config
@@ -538,17 +539,10 @@ class ClassificationRecipe(Recipe):
             return None
         return chance_scores(dataset["labels"], list(labels.names) if labels is not None else None, self.problem_type)
 
-    def inference_precision(self) -> str:
-        """The one precision of a run's logits, for fitting the decisions, reporting and serving: bfloat16
-        autocast only when `speed.bf16: true` asks for it, else float32 (also when `auto` trained in bf16)."""
-        return BFLOAT16 if self.config.speed.bf16 is True else FLOAT32
-
     def evaluate_splits(self, trainer, datasets: dict, labels: LabelMap | None) -> Evaluation:
         """Validation first: reported with untuned decisions (out of sample), then the decisions are fitted on it
         (their in-sample figures kept apart, under `with_fitted_decisions`); test is reported with them. Logits
-        are computed in `inference_precision`, as `hftl evaluate` and `hftl predict` compute them."""
-        if self.inference_precision() == FLOAT32:
-            _without_autocast(trainer)
+        are computed in `inference_precision` (the runner holds it), as `hftl evaluate` and `hftl predict` do."""
         names = list(labels.names) if labels is not None else None
         decisions = self.untuned_decisions(labels)
         metrics, errors = {}, []
@@ -583,7 +577,7 @@ class ClassificationRecipe(Recipe):
     def evaluate_trained(self, model, processor, labels, source=None, decisions: Decisions | None = None) -> dict:
         """`Recipe.evaluate_trained` in the precision the run's decisions were fitted in."""
         decisions = decisions or self.untuned_decisions(labels)
-        with _autocast(model, decisions.inference_precision):
+        with autocast_for(model, decisions.inference_precision):
             return super().evaluate_trained(model, processor, labels, source, decisions)
 
     def untuned_decisions(self, labels: LabelMap | None) -> Decisions:
@@ -647,7 +641,7 @@ class ClassificationRecipe(Recipe):
         chunks = []
         for start in range(0, len(inputs), batch_size):
             batch = self.encode_inputs(processor, inputs[start:start + batch_size], start).to(model.device)
-            with torch.inference_mode(), _autocast(model, precision):
+            with torch.inference_mode(), autocast_for(model, precision):
                 chunks.append(model(**batch).logits.float().cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels), dtype=np.float32)
 
@@ -667,28 +661,6 @@ def _split_logits(trainer, dataset):
     output = trainer.predict(dataset)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     return logits, output.label_ids
-
-
-def _without_autocast(trainer) -> None:
-    """Take accelerate's mixed-precision forward wrappers off the trained model (`without_autocast`), and do not
-    reuse the last evaluation of training (`HftlTrainer.reuse_final_eval`), so that `Trainer.predict` computes
-    float32 logits."""
-    from hftl.trainer import without_autocast
-
-    if trainer.args.bf16 or trainer.args.fp16:  # the last evaluation in training ran in half precision: not reused
-        trainer.reuse_final_eval = False
-    without_autocast(trainer.accelerator, trainer.model)
-
-
-def _autocast(model, precision: str):
-    """bfloat16 autocast on the model's device for `precision` bfloat16; nothing for float32."""
-    import contextlib
-
-    import torch
-
-    if precision != BFLOAT16 or not isinstance(model, torch.nn.Module):
-        return contextlib.nullcontext()
-    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
 
 
 __all__ = ["ClassificationData", "ClassificationRecipe", "PreparedData", "WeightedLoss", "detect_problem_type",

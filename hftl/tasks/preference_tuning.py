@@ -269,15 +269,9 @@ class PreferenceTuningRecipe(InstructionTuningRecipe):
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate_split(self, trainer, name: str, dataset, labels=None, **kwargs) -> dict:
-        """The figures after training, in float32 as before training (`evaluate_before`) and as `hftl evaluate`
-        computes them: training in bf16 leaves accelerate's autocast on the model's (and TRL's reference's)
-        forward, and a pair whose gap is within bf16's rounding would flip between before and after by rounding
-        alone."""
-        from hftl.trainer import without_autocast
-
-        for model in (trainer.model, getattr(trainer, "ref_model", None)):
-            if model is not None:
-                without_autocast(trainer.accelerator, model)
+        """Preference and reward figures of the policy against the reference. The runner computes them in the
+        run's `inference_precision` (float32 by default, as before training and as `hftl evaluate`): a pair whose
+        gap is within bf16's rounding would otherwise flip between before and after by rounding alone."""
         data = self.config.data
         return preference_metrics(trainer, dataset.encoded, data.beta, reference=True,
                                   per_token=data.loss_type in PER_TOKEN_LOSSES)

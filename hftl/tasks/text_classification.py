@@ -11,7 +11,7 @@ from hftl.data import fingerprint, load_split, load_splits
 from hftl.data.columns import check_loaded_columns, check_sources, check_texts, require_source, split_sources
 from hftl.errors import ConfigError, DataError
 from hftl.modeling import check_length_limit, load_tokenizer
-from hftl.decisions import BFLOAT16, FLOAT32
+from hftl.precision import BFLOAT16, FLOAT32
 from hftl.recipe import PreparedData, register_task
 from hftl.tasks.classification import (
     MULTI, REGRESSION, SINGLE, ClassificationData, ClassificationRecipe, detect_problem_type, is_label_list,
