@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         print(f"| {precision} | {median[precision]:.1f} | {values} |")
     print(f"float32 / bfloat16 time: {median[FLOAT32] / median[BFLOAT16]:.2f}x")
     info = machine_info(bf16=True)
-    print("\n".join(machine_lines(info=info)))
+    print("\n".join(machine_lines(bf16="both, side by side", info=info)))
     if args.json:
         args.json.write_text(json.dumps({"config": str(args.config), "seconds": seconds, "figures": figures,
                                          "machine": info}, indent=1), encoding="utf-8")
