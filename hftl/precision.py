@@ -29,16 +29,21 @@ def without_autocast(accelerator, model) -> None:
 
 
 def evaluation_precision(trainer, wanted: str) -> str:
-    """What a run's evaluations compute in: `wanted`, or, beside half-precision training where accelerate offers
-    no way to hold its autocast off (`Accelerator.native_amp`, read by `prepare_model`; accelerate 1.x), the
-    training's own precision (logged). The run's manifest records it."""
+    """What a run's evaluations compute in: `wanted`, or the training's own half precision (logged) where float32
+    cannot be had beside it: under FSDP or DeepSpeed, whose mixed-precision policy keeps the parameters in half
+    precision (accelerate sets one from the run's `mixed_precision`), or where accelerate offers no way to hold its
+    autocast off (`Accelerator.native_amp`, read by `prepare_model`; accelerate 1.x). The manifest records it."""
     half = BFLOAT16 if trainer.args.bf16 else FLOAT16 if trainer.args.fp16 else None
-    if half is None:
-        return FLOAT32
-    if wanted == FLOAT32 and not hasattr(trainer.accelerator, "native_amp"):
+    if half is None or wanted != FLOAT32:
+        return wanted if half else FLOAT32
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        logger.info("FSDP / DeepSpeed keep the parameters in %s (their mixed-precision policy): the run is "
+                    "evaluated so", half)
+        return half
+    if not hasattr(trainer.accelerator, "native_amp"):
         logger.warning("this accelerate has no Accelerator.native_amp: the run is evaluated in %s, as it trained", half)
         return half
-    return wanted
+    return FLOAT32
 
 
 @contextlib.contextmanager
