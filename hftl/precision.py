@@ -31,8 +31,9 @@ def without_autocast(accelerator, model) -> None:
 def evaluation_precision(trainer, wanted: str) -> str:
     """What a run's evaluations compute in: `wanted`, or the training's own half precision (logged) where float32
     cannot be had beside it: under FSDP or DeepSpeed, whose mixed-precision policy keeps the parameters in half
-    precision (accelerate sets one from the run's `mixed_precision`), or where accelerate offers no way to hold its
-    autocast off (`Accelerator.native_amp`, read by `prepare_model`; accelerate 1.x). The manifest records it."""
+    precision (accelerate sets one from the run's `mixed_precision`), or where accelerate's `prepare_model` no
+    longer reads `native_amp` as `evaluating_in` expects (the private hook `accelerate_prepare`). The manifest
+    records it."""
     half = BFLOAT16 if trainer.args.bf16 else FLOAT16 if trainer.args.fp16 else None
     if half is None or wanted != FLOAT32:
         return wanted if half else FLOAT32
@@ -40,8 +41,9 @@ def evaluation_precision(trainer, wanted: str) -> str:
         logger.info("FSDP / DeepSpeed keep the parameters in %s (their mixed-precision policy): the run is "
                     "evaluated so", half)
         return half
-    if not hasattr(trainer.accelerator, "native_amp"):
-        logger.warning("this accelerate has no Accelerator.native_amp: the run is evaluated in %s, as it trained", half)
+    from hftl.speed.private_hooks import available
+
+    if not available("accelerate_prepare"):  # the reason is logged by the probe
         return half
     return FLOAT32
 

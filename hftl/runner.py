@@ -7,6 +7,7 @@ contract alone: its declaration, its hooks, and using a finished run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,44 @@ def run_recipe(recipe) -> RunResult:
             lock.release()
 
 
+def _evaluate_before_training(recipe, trainer, datasets: dict, labels, precision: str) -> dict:
+    """The untrained model's figures (`Recipe.evaluate_before`, in the run's evaluation `precision`), leaving the
+    Trainer as training expects to find it (`hftl.trainer.forget_evaluation_prepare`). Where that cannot be done
+    (the private hook `accelerate_prepare`, its reason logged), no figures: a correct training run comes first."""
+    from hftl.precision import evaluating_in
+    from hftl.speed.private_hooks import available
+    from hftl.trainer import forget_evaluation_prepare
+
+    if not available("accelerate_prepare"):
+        logger.warning("no figures before training: evaluating first could leave the model half prepared for training")
+        return {}
+    with evaluating_in(trainer, precision), _random_state_kept():
+        before = recipe.evaluate_before(trainer, datasets, labels)
+    forget_evaluation_prepare(trainer)
+    return before
+
+
+@contextlib.contextmanager
+def _random_state_kept():
+    """Python's, numpy's and torch's random states (every device's) as they were before: what runs inside (an
+    evaluation, a generation) leaves training's draws (dropout masks...) to the seed alone."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    devices = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+        if devices is not None:
+            torch.cuda.set_rng_state_all(devices)
+
+
 def _train_and_save(recipe, args, run: RunDir) -> RunResult:
     """The run itself, in the folder `run_recipe` prepared and holds."""
     from transformers import set_seed
@@ -106,8 +145,7 @@ def _train_and_save(recipe, args, run: RunDir) -> RunResult:
     if trainer.is_world_process_zero():
         run.write_record(config, data.fingerprints, {**training_settings(trainer.args), "inference_precision": precision},
                          getattr(trainer, "applied_speedups", None))
-    with evaluating_in(trainer, precision):
-        before = recipe.evaluate_before(trainer, datasets, data.labels)
+    before = _evaluate_before_training(recipe, trainer, datasets, data.labels, precision)
     train_output = trainer.train(resume_from_checkpoint=run.last_checkpoint() if config.resume else None)
     metrics = {"train": {**train_output.metrics, **parameters}, **({"before_training": before} if before else {})}
     with evaluating_in(trainer, precision):

@@ -8,6 +8,7 @@ import os
 from hftl.callbacks import add_default_callbacks
 from hftl.config.validate import HFTL_TRAINING_KEYS
 from hftl.epoch import epoch_callback
+from hftl.precision import without_autocast
 from hftl.speed import private_hooks
 from hftl.speed.private_hooks import check_private_hooks
 from hftl.speed.trainer import speedup_available, trainer_class
@@ -29,6 +30,22 @@ def bf16_is_fast() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return private_hooks.available("cpu_bf16_check") and torch.cpu._is_avx512_bf16_supported()
+
+
+def forget_evaluation_prepare(trainer) -> None:
+    """Undo what the Trainer's first evaluation did to the model when it ran before training: accelerate prepared
+    it for evaluation only (no DDP wrapper) and flagged it prepared, and `Accelerator.prepare` returns a flagged
+    model as it is, so training would run without DDP (each process on its own gradients) and, where that evaluation
+    held autocast off (`hftl.precision.evaluating_in`), in float32. The flag and accelerate's record of the model
+    go, and so do any autocast wrappers: training then prepares the model as if nothing had evaluated it. FSDP and
+    DeepSpeed prepare the model fully at that evaluation, as training needs it: nothing to undo. Relies on the
+    private hook `accelerate_prepare` (the runner skips the evaluation where it is not usable)."""
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        return
+    accelerator, model = trainer.accelerator, trainer.model
+    without_autocast(accelerator, model)
+    model.__dict__.pop("_is_accelerate_prepared", None)
+    accelerator._models[:] = [prepared for prepared in accelerator._models if prepared is not model]
 
 
 def training_arguments(config, task_defaults: dict | None = None, auto_eval_batch_size_factor: int = 4):

@@ -10,6 +10,8 @@ Columns, and what each asserts:
 
 * single process: 8 steps, save, `hftl.load` predicts exactly what the in-memory model predicts; a LoRA run's
   `hftl.export.export_merged` folder, loaded by plain transformers, predicts the same (tolerance 1e-4).
+* rows whose task evaluates the untrained model first (`data.baseline`): at the default precision, a run with that
+  evaluation trains exactly as one without it (per-step losses, weights).
 * distilled rows, besides every column: the teacher-logit cache holds what the teacher computes on each training
   example alone, computed once.
 * gradient accumulation: per-device batch 4 x 2 accumulation steps gives the per-step losses (rel. 1e-4) and
@@ -17,7 +19,8 @@ Columns, and what each asserts:
   micro-batches cannot draw the masks of one batch) and masked-LM blocks are masked at fixed positions (BERT's
   MLM loss is a mean over the masked tokens of one forward pass; with as many masked tokens in every block,
   the mean of the micro-batch means is the batch mean).
-* 2-process DDP (`recipes/accelerate/cpu_ddp.yaml`, one launch running every job): every strategy without
+* 2-process DDP (`recipes/accelerate/cpu_ddp.yaml`, one launch running every job, each with its task's default
+  `data.baseline`: an evaluation before training where the task has one): every strategy without
   dropout gives the same per-step losses, weights and metrics as one process at the same global batch; each
   row's `dropout_strategy` with dropout on and hftl's default `speed.cheap_dropout: auto`, the same within the
   spread dropout itself causes. Evaluation counts every example once; only rank 0 writes the run folder.
@@ -442,6 +445,32 @@ def _figures(metrics: dict) -> dict:
             and not isinstance(value, bool) and not any(word in key for word in ("runtime", "per_second"))}
 
 
+def _rows_with_a_baseline() -> list:
+    """The rows whose task evaluates the untrained model first (a `data.baseline` setting)."""
+    import dataclasses
+
+    return [p for p in ROWS if not p.marks and "baseline" in
+            {f.name for f in dataclasses.fields(_recipe_class(p.values[0]).data_config_class)}]
+
+
+@pytest.mark.parametrize("task, name", _rows_with_a_baseline())
+def test_the_evaluation_before_training_leaves_training_as_it_was(tiny, task, name):
+    """`data.baseline: true` (the default) evaluates the untrained model first. At the default precision, the run
+    then trains exactly as one without it: the same per-step losses and weights. (The Trainer's first evaluation
+    prepares the model for evaluation only: training must not inherit that, nor the random draws it made.)"""
+    row = _row(task, name)
+    strategy = row.dropout_strategy if row.dropout_strategy in row.strategies else row.strategies[0]
+    runs = {}
+    for baseline in (True, False):
+        config = tiny.config(row, strategy, f"{name.replace('/', '-')}-{strategy}-baseline-{baseline}", dropout=True)
+        del config["speed"]["bf16"]
+        config["data"]["baseline"] = baseline
+        runs[baseline] = _train(_recipe_class(task), config).run_dir
+    assert "before_training" in _metrics(runs[True]) and "before_training" not in _metrics(runs[False])
+    assert [h["loss"] for h in _history(runs[True])] == [h["loss"] for h in _history(runs[False])]
+    assert_same_weights(runs[True], runs[False], atol=0.0, rtol=0.0)
+
+
 def _distilled_rows() -> list:
     return [p for p in ROWS if not p.marks and _row(*p.values).teacher]
 
@@ -720,8 +749,11 @@ def ddp_launch(tiny, request):
         runs = [(strategy, False) for strategy in row.strategies] + [(row.dropout_strategy, True)]
         for strategy, dropout in runs:
             job = f"ddp-{_slug(name, strategy)}-{'dropout' if dropout else 'no-dropout'}"
-            jobs.append({"name": job, "config": tiny.config(row, strategy, job, dropout=dropout, use_cpu=True,
-                                                            per_device_train_batch_size=BATCH // 2)})
+            config = tiny.config(row, strategy, job, dropout=dropout, use_cpu=True, per_device_train_batch_size=BATCH // 2)
+            # the task's default: an evaluation before training where it has one, after which DDP must still train
+            # as one process does (the Trainer's first evaluation prepares the model for evaluation only)
+            config["data"].pop("baseline", None)
+            jobs.append({"name": job, "config": config})
     return launch(tiny, "cpu_ddp.yaml", "ddp-launch", jobs)
 
 

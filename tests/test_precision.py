@@ -1,6 +1,7 @@
 """The precision a run's figures are computed in (`hftl.precision.evaluation_precision`): float32 beside
 half-precision training where it can be had, the training's own precision (said in the log) where it cannot.
-A whole run at the default precision is the conformance matrix's P cell (tests/test_conformance.py)."""
+A whole run at the default precision is the conformance matrix's P cell (tests/test_conformance.py); accelerate
+changed under it, tests/test_private_hooks.py."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ import pytest
 from hftl.precision import BFLOAT16, FLOAT16, FLOAT32, evaluation_precision
 
 
-def trainer(bf16=False, fp16=False, fsdp=False, deepspeed=False, native_amp=True):
-    accelerator = SimpleNamespace(native_amp=True) if native_amp else SimpleNamespace()
-    return SimpleNamespace(args=SimpleNamespace(bf16=bf16, fp16=fp16), accelerator=accelerator,
+def trainer(bf16=False, fp16=False, fsdp=False, deepspeed=False):
+    return SimpleNamespace(args=SimpleNamespace(bf16=bf16, fp16=fp16), accelerator=SimpleNamespace(native_amp=True),
                            is_fsdp_enabled=fsdp, is_deepspeed_enabled=deepspeed)
 
 
@@ -30,8 +30,7 @@ def test_half_precision_training_evaluates_as_asked():
 
 
 @pytest.mark.parametrize("where, half", [({"fsdp": True, "bf16": True}, BFLOAT16),
-                                         ({"deepspeed": True, "fp16": True}, FLOAT16),
-                                         ({"native_amp": False, "bf16": True}, BFLOAT16)])
+                                         ({"deepspeed": True, "fp16": True}, FLOAT16)])
 def test_where_float32_cannot_be_had_the_training_precision_is_used_and_said(where, half, caplog):
     with caplog.at_level(logging.INFO, logger="hftl.precision"):
         assert evaluation_precision(trainer(**where), FLOAT32) == half

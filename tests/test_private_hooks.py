@@ -22,6 +22,7 @@ from hftl import TextClassificationRecipe
 from hftl.runner import run_recipe
 from hftl.speed import private_hooks
 from tests.test_first_token_last_layer import _batch, _bert, _last_layer
+from tests.test_language_modeling import lm_config, lm_data  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(autouse=True)
@@ -180,3 +181,30 @@ def test_bf16_auto_is_off_without_the_cpu_check(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         assert bf16_is_fast() is False
     assert "torch.cpu._is_avx512_bf16_supported is missing" in caplog.text
+
+
+def test_without_accelerates_prepared_flag_a_run_trains_with_no_figures_before_training(
+        monkeypatch, caplog, lm_config):
+    """Where `Accelerator.prepare_model` no longer works as `forget_evaluation_prepare` assumes, evaluating the
+    untrained model first could leave it half prepared for training: the run skips that evaluation, says so, and
+    evaluates after training in the precision it trained in."""
+    from accelerate import Accelerator
+
+    from hftl.tasks.language_modeling import CausalLMRecipe
+    from hftl.trainer import bf16_is_fast
+
+    original = Accelerator.prepare_model
+
+    def prepare_model(self, model, device_placement=None, evaluation_mode=False):
+        return original(self, model, device_placement, evaluation_mode)
+
+    monkeypatch.setattr(Accelerator, "prepare_model", prepare_model)
+    config = lm_config(**{"training.num_train_epochs": 1})
+    del config["speed"]["bf16"]
+    with caplog.at_level(logging.WARNING):
+        result = run_recipe(CausalLMRecipe(config))
+    assert "Accelerator.prepare_model no longer reads _is_accelerate_prepared" in caplog.text
+    assert "no figures before training" in caplog.text
+    assert "before_training" not in result.metrics and result.metrics["test"]["loss"] > 0
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["training"]["inference_precision"] == ("bfloat16" if bf16_is_fast() else "float32")

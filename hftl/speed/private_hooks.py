@@ -157,6 +157,18 @@ def _probe_cpu_bf16_check() -> str | None:
     return None
 
 
+def _probe_accelerate_prepare() -> str | None:
+    """`Accelerator.prepare_model` returns a model flagged `_is_accelerate_prepared` as it is, records what it
+    prepared in `_models`, and puts autocast on the forward when `native_amp`: read in its source."""
+    import inspect
+
+    from accelerate import Accelerator
+
+    source = inspect.getsource(Accelerator.prepare_model)
+    missing = [name for name in ("_is_accelerate_prepared", "self._models", "self.native_amp") if name not in source]
+    return f"Accelerator.prepare_model no longer reads {', '.join(missing)}" if missing else None
+
+
 #: name -> hook; the names are what `available` is asked and what the manifest records
 HOOKS: dict[str, PrivateHook] = {
     "train_sampler": PrivateHook(
@@ -201,6 +213,12 @@ HOOKS: dict[str, PrivateHook] = {
         "integrations.sdpa_attention.sdpa_attention_forward, AttentionInterface / AttentionMaskInterface registries "
         "and PretrainedConfig._attn_implementation_internal", "hftl/speed/cheap_dropout.py",
         "torch 2.13, transformers 5.24, 5.25", _probe_sdpa_math),
+    "accelerate_prepare": PrivateHook(
+        "the before-training evaluation (data.baseline) and float32 figures after half-precision training",
+        "Accelerator.prepare_model returns a model flagged _is_accelerate_prepared as it is (so the evaluation-only "
+        "preparation of the Trainer's first evaluation is forgotten before training: else DDP would train without "
+        "its wrapper), records it in Accelerator._models, and adds autocast when Accelerator.native_amp",
+        "hftl/trainer.py, hftl/precision.py", "accelerate 1.16", _probe_accelerate_prepare),
     "output_collector": PrivateHook(
         "speed.first_token_last_layer",
         "transformers.utils.output_capturing._active_collector tells a layer whether hidden states or attentions "
