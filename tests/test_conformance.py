@@ -843,8 +843,9 @@ def fsdp_launch(tiny, request):
         for strategy in row.strategies:
             job = f"fsdp-{_slug(name, strategy)}"
             if (task, name, strategy) != FSDP_ROW:
-                jobs.append({"name": job, "env": _fsdp_env(row), "config": tiny.config(
-                    row, strategy, job, use_cpu=True, per_device_train_batch_size=BATCH // 2)})
+                config = tiny.config(row, strategy, job, use_cpu=True, per_device_train_batch_size=BATCH // 2)
+                config["data"].pop("baseline", None)  # the task's default, as in the DDP launch
+                jobs.append({"name": job, "env": _fsdp_env(row), "config": config})
                 continue
             for kind, state_dict_type in (("full", "FULL_STATE_DICT"), ("sharded", "SHARDED_STATE_DICT")):
                 env = _fsdp_env(row, state_dict_type)
