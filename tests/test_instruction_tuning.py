@@ -269,19 +269,22 @@ def test_evaluate_command_scores_a_finished_run(tiny_run, capsys):
     assert f"{metrics['accuracy']:.4f}" in out and f"{metrics['loss']:.4f}" in out
 
 
-def test_recorded_figures_after_bf16_training_are_what_a_fresh_load_computes(tmp_path):
-    """With bf16 on (the default where the CPU runs it natively), accelerate leaves its autocast on the model's
-    forward, before training (the Trainer's first evaluation wraps it) and after. The run's figures must be float32,
-    as `hftl evaluate` computes them on the finished run and on the base checkpoint: loss and generations alike."""
+@pytest.mark.parametrize("bf16, precision", [("auto", "float32"), (True, "bfloat16")])
+def test_recorded_figures_after_bf16_training_are_what_a_fresh_load_computes(tmp_path, bf16, precision):
+    """With bf16 on (`auto`: the default where the CPU runs it natively), accelerate leaves its autocast on the
+    model's forward, before training (the Trainer's first evaluation wraps it) and after. The run's figures must be
+    float32, as `hftl evaluate` computes them on the finished run and on the base checkpoint: loss and generations
+    alike; with `speed.bf16: true`, bfloat16 in both."""
     import yaml
     from transformers import AutoModelForCausalLM
 
     from hftl.cli import main
     from hftl.inference import load
+    from hftl.precision import autocast_for
     from hftl.tasks.instruction_tuning import InstructionTuningRecipe
     from hftl.trainer import bf16_is_fast
 
-    if not bf16_is_fast():
+    if bf16 == "auto" and not bf16_is_fast():
         pytest.skip("bf16 is off by default on this CPU (no AVX512-BF16 or AMX)")
     model = build_model_dir(tmp_path / "model", "chatml")
     data = {name: write_jsonl(tmp_path / f"{name}.jsonl", chat_rows(n, offset)) for name, n, offset in
@@ -290,17 +293,20 @@ def test_recorded_figures_after_bf16_training_are_what_a_fresh_load_computes(tmp
               "data": {"train": str(data["train"]), "validation": str(data["validation"]), "test": str(data["test"]),
                        "max_length": 64, "generation_max_new_tokens": 12},
               "training": {"output_dir": str(tmp_path / "run"), "max_steps": 40, "learning_rate": 5e-3,
-                           "per_device_train_batch_size": 8, "eval_strategy": "no", "save_strategy": "no", "seed": 1}}
+                           "per_device_train_batch_size": 8, "eval_strategy": "no", "save_strategy": "no", "seed": 1},
+              "speed": {"bf16": bf16}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["train", str(path)]) == 0
     training = json.loads((tmp_path / "run" / "manifest.json").read_text())["training"]
-    assert training["bf16"] is True and training["inference_precision"] == "float32"
+    assert training["bf16"] is True and training["inference_precision"] == precision
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
 
     recipe = InstructionTuningRecipe({**config, "overwrite": True})  # the run's config, to read the base's figures
     tokenizer = recipe.load_processor()
-    base = recipe.evaluate_trained(AutoModelForCausalLM.from_pretrained(model).eval(), tokenizer)
+    base_model = AutoModelForCausalLM.from_pretrained(model).eval()
+    with autocast_for(base_model, precision):
+        base = recipe.evaluate_trained(base_model, tokenizer)
     tuned = load(tmp_path / "run").evaluate()
     for recorded, fresh in ((metrics["before_training"]["test"], base), (metrics["test"], tuned)):
         assert recorded["loss"] == pytest.approx(fresh["loss"], rel=1e-5)
