@@ -35,20 +35,27 @@ class LoadedRun:
         #: what the run fitted on validation (a classifier's temperature, thresholds...), or None
         self.decisions = self.recipe.load_decisions(run, self.model)
 
+    def in_run_precision(self):
+        """A context in which the model computes in the precision of the run's own figures
+        (`Recipe.inference_precision`: bf16 autocast for a `speed.bf16: true` run, else float32)."""
+        from hftl.precision import autocast_for
+
+        return autocast_for(self.model, self.recipe.inference_precision())
+
     def predict(self, inputs, batch_size: int = 64, **kwargs) -> list[dict]:
         """Predictions for raw inputs (texts for text tasks, image paths for image tasks)."""
         if self.decisions is not None:
             kwargs["decisions"] = self.decisions
-        return self.recipe.predict(self.model, self.processor, list(inputs), self.labels, batch_size=batch_size, **kwargs)
+        with self.in_run_precision():
+            return self.recipe.predict(self.model, self.processor, list(inputs), self.labels, batch_size=batch_size,
+                                       **kwargs)
 
     def evaluate(self, source: str | None = None) -> dict:
         """Metrics on a data source (default: the run's configured test data)."""
         if isinstance(self.model, OnnxClassifier):
             raise HftlError("evaluation runs the PyTorch model through the Trainer; this is an ONNX export. "
                             "Evaluate the run it was exported from, or predict with this folder.")
-        from hftl.precision import autocast_for
-
-        with autocast_for(self.model, self.recipe.inference_precision()):  # the precision the run's figures are in
+        with self.in_run_precision():
             return self.recipe.evaluate_trained(self.model, self.processor, self.labels, source,
                                                 decisions=self.decisions)
 

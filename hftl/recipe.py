@@ -197,9 +197,10 @@ class Recipe:
         return training_arguments(self.config, self.training_defaults(), self.auto_eval_batch_size_factor)
 
     def inference_precision(self) -> str:
-        """The one precision of a run's figures, before and after training, and of `hftl evaluate` (and a
-        classifier's predictions): bfloat16 autocast only when `speed.bf16: true` asks for it, else float32 (also
-        when `auto` trained in bf16). The runner holds it while the run evaluates (`hftl.precision`)."""
+        """The one precision of a run's figures, before and after training, and of its use once finished (`hftl
+        evaluate`, `predict`, `generate`, `chat`: `LoadedRun.in_run_precision`): bfloat16 autocast only when
+        `speed.bf16: true` asks for it, else float32 (also when `auto` trained in bf16). The runner holds it while
+        the run evaluates (`hftl.precision`)."""
         return BFLOAT16 if self.config.speed.bf16 is True else FLOAT32
 
     def evaluate_split(self, trainer, name: str, dataset, labels: LabelMap | None) -> dict:

@@ -270,11 +270,11 @@ def test_evaluate_command_scores_a_finished_run(tiny_run, capsys):
 
 
 @pytest.mark.parametrize("bf16, precision", [("auto", "float32"), (True, "bfloat16")])
-def test_recorded_figures_after_bf16_training_are_what_a_fresh_load_computes(tmp_path, bf16, precision):
+def test_recorded_figures_after_bf16_training_are_what_a_fresh_load_computes(tmp_path, monkeypatch, bf16, precision):
     """With bf16 on (`auto`: the default where the CPU runs it natively), accelerate leaves its autocast on the
     model's forward, before training (the Trainer's first evaluation wraps it) and after. The run's figures must be
     float32, as `hftl evaluate` computes them on the finished run and on the base checkpoint: loss and generations
-    alike; with `speed.bf16: true`, bfloat16 in both."""
+    alike; with `speed.bf16: true`, bfloat16 in both. A finished run serves in that precision too."""
     import yaml
     from transformers import AutoModelForCausalLM
 
@@ -311,6 +311,15 @@ def test_recorded_figures_after_bf16_training_are_what_a_fresh_load_computes(tmp
     for recorded, fresh in ((metrics["before_training"]["test"], base), (metrics["test"], tuned)):
         assert recorded["loss"] == pytest.approx(fresh["loss"], rel=1e-5)
         assert recorded["rouge_l"] == fresh["rouge_l"] and recorded["stopped"] == fresh["stopped"]
+
+    # serving computes in the same precision: predict (the UI's Try page), and `hftl generate`
+    autocast = []
+    loaded = load(tmp_path / "run")
+    loaded.model.register_forward_hook(lambda *_: autocast.append(torch.is_autocast_enabled("cpu")))
+    loaded.predict(["was it boring"], max_new_tokens=2)
+    monkeypatch.setattr("hftl.inference.load", lambda *args, **kwargs: loaded)
+    assert main(["generate", str(tmp_path / "run"), "--message", "was it boring", "--max-new-tokens", "2"]) == 0
+    assert len(autocast) >= 4 and set(autocast) == {precision == "bfloat16"}
 
 
 def test_reply_says_how_a_generation_ended():

@@ -48,7 +48,8 @@ def run(args, read=input) -> int:
             continue
         messages.append({"role": "user", "content": text})
         print("model> ", end="", flush=True)
-        reply = generate(loaded.model, loaded.processor, messages, max_new_tokens=args.max_new_tokens,
-                         sample=args.sample, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
-                         repetition_penalty=args.repetition_penalty, stream=True)
+        with loaded.in_run_precision():
+            reply = generate(loaded.model, loaded.processor, messages, max_new_tokens=args.max_new_tokens,
+                             sample=args.sample, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
+                             repetition_penalty=args.repetition_penalty, stream=True)
         messages.append({"role": "assistant", "content": reply["text"]})

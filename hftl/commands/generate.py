@@ -82,12 +82,14 @@ def run(args) -> int:
             except (OSError, ValueError) as err:
                 raise HftlError(f"--messages {args.messages}: not a readable JSON list of messages ({err}).") from None
         for messages in conversations:
-            print(generate(loaded.model, loaded.processor, messages, **options)["text"])
+            with loaded.in_run_precision():
+                print(generate(loaded.model, loaded.processor, messages, **options)["text"])
         return 0
     from hftl.generation import generate
 
     loaded = _load_generating(args.run_dir, trust_of(args))
     for prompt in args.prompt:
-        text = generate(loaded.model, loaded.processor, prompt, **options)
+        with loaded.in_run_precision():
+            text = generate(loaded.model, loaded.processor, prompt, **options)
         print(f"{prompt}{text}")
     return 0
