@@ -312,14 +312,22 @@ def test_recorded_figures_after_bf16_training_are_what_a_fresh_load_computes(tmp
         assert recorded["loss"] == pytest.approx(fresh["loss"], rel=1e-5)
         assert recorded["rouge_l"] == fresh["rouge_l"] and recorded["stopped"] == fresh["stopped"]
 
-    # serving computes in the same precision: predict (the UI's Try page), and `hftl generate`
+    # serving computes in the same precision: predict (the UI's Try page), `hftl generate` and `hftl chat`
+    from argparse import Namespace
+
+    from hftl.commands.chat import run as chat
+
     autocast = []
     loaded = load(tmp_path / "run")
     loaded.model.register_forward_hook(lambda *_: autocast.append(torch.is_autocast_enabled("cpu")))
     loaded.predict(["was it boring"], max_new_tokens=2)
     monkeypatch.setattr("hftl.inference.load", lambda *args, **kwargs: loaded)
     assert main(["generate", str(tmp_path / "run"), "--message", "was it boring", "--max-new-tokens", "2"]) == 0
-    assert len(autocast) >= 4 and set(autocast) == {precision == "bfloat16"}
+    said = iter(["was it boring", "/exit"])
+    args = Namespace(run_dir=str(tmp_path / "run"), system=None, max_new_tokens=2, sample=False, seed=None,
+                     temperature=0.7, top_p=0.95, repetition_penalty=1.0, trust_remote_code=False, allow_pickle=False)
+    assert chat(args, read=lambda prompt: next(said)) == 0
+    assert len(autocast) >= 6 and set(autocast) == {precision == "bfloat16"}
 
 
 def test_reply_says_how_a_generation_ended():
