@@ -237,3 +237,50 @@ def is_looping(ids: list[int], window: int = REPEAT_WINDOW) -> bool:
         return False
     tail = ids[-window:]
     return any(ids[start:start + window] == tail for start in range(len(ids) - window))
+
+
+def loop_stop(tokenizer, prompt_width: int, stops: list[int]):
+    """A `generate` stopping criterion that ends each row of a batch as soon as its reply repeats itself: the
+    `is_looping` rule (numbers masked) checked at every token, not only at the limit. For callers that only need the
+    replies that loop: the rest of the token limit is saved. A row's tokens up to there are the plain greedy reply's
+    (the criterion only stops); `looped[row]` is how many reply tokens it had. A reply that repeats a window and
+    would later have moved on is ended too, so it reads `repeating` where the full reply might not. Rows that emitted
+    a stop token are left alone."""
+    from transformers import StoppingCriteria
+
+    class LoopStop(StoppingCriteria):
+        def __init__(self):
+            self.looped: dict[int, int] = {}
+            self._masked: dict[int, list[int]] = {}
+            self._seen: dict[int, set] = {}  # each row's earlier windows of `REPEAT_WINDOW` masked tokens
+            self._finished: set[int] = set()
+            self._digit: dict[int, bool] = {}
+
+        def is_digit(self, token: int) -> bool:
+            if token not in self._digit:
+                self._digit[token] = tokenizer.decode([token]).strip().isdigit()
+            return self._digit[token]
+
+        def __call__(self, input_ids, scores, **kwargs):
+            import torch
+
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                if token in stops:
+                    self._finished.add(row)
+                if row not in self.looped and row not in self._finished and self.extend(row, token):
+                    self.looped[row] = input_ids.shape[1] - prompt_width
+            return torch.tensor([row in self.looped for row in range(input_ids.shape[0])], device=input_ids.device)
+
+        def extend(self, row: int, token: int) -> bool:
+            """Add `token` to the row's masked reply; whether its last window now occurs earlier in it."""
+            masked = self._masked.setdefault(row, [])
+            if self.is_digit(token):
+                if masked and masked[-1] == NUMBER:  # a longer number: the masked reply is unchanged
+                    return False
+                token = NUMBER
+            if len(masked) >= REPEAT_WINDOW:  # the window ending before this token becomes an earlier one
+                self._seen.setdefault(row, set()).add(tuple(masked[-REPEAT_WINDOW:]))
+            masked.append(token)
+            return len(masked) > REPEAT_WINDOW and tuple(masked[-REPEAT_WINDOW:]) in self._seen[row]
+
+    return LoopStop()

@@ -197,3 +197,48 @@ def test_evaluation_precision_times_both_precisions_on_the_same_figures(tmp_path
     figures = json.loads(out.read_text())["figures"]
     bf16, fp32 = figures["bfloat16"]["loss"], figures["float32"]["loss"]
     assert bf16 != fp32 and abs(bf16 - fp32) < 0.05 * fp32
+
+
+def test_stopping_scores_a_preference_run_on_an_instruction_runs_prompts(tmp_path):
+    """benchmarks/stopping.py DPO_RUN --prompts-of SFT_RUN: the preference run (whose own test data are pairs) is
+    scored on the instruction run's test prompts. Its replies are the ones generate_batch gives that model on those
+    prompts, independently of the script."""
+    import yaml
+
+    from chat_fixtures import QUESTIONS, build_model_dir, write_jsonl
+    from hftl.cli import main
+    from hftl.inference import load
+    from hftl.tasks.instruction_tuning import generate_batch
+
+    model = build_model_dir(tmp_path / "model", "chatml")
+    chats = write_jsonl(tmp_path / "chats.jsonl", [
+        {"messages": [{"role": "user", "content": f"{q} {i}"}, {"role": "assistant", "content": a}]}
+        for i, (q, a) in enumerate(QUESTIONS * 2)])
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a}],
+         "rejected": [{"role": "assistant", "content": "maybe"}]} for q, a in QUESTIONS * 2])
+    runs = {"sft": {"task": "instruction-tuning", "data": {"train": str(chats), "test": str(chats), "max_length": 64,
+                                                           "generation_max_new_tokens": 8, "generation_samples": 5,
+                                                           "baseline": False}},
+            "dpo": {"task": "preference-tuning", "data": {"train": str(pairs), "test": str(pairs), "max_length": 64,
+                                                          "baseline": False}}}
+    for name, settings in runs.items():
+        settings.update(model={"name_or_path": str(model), "strategy": "full"}, speed={"bf16": False},
+                        training={"output_dir": str(tmp_path / name), "max_steps": 2, "per_device_train_batch_size": 4,
+                                  "eval_strategy": "no", "save_strategy": "no", "seed": 1})
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(settings))
+        assert main(["train", str(tmp_path / f"{name}.yaml")]) == 0
+    out = tmp_path / "stopping.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "stopping.py"), str(tmp_path / "dpo"), "--penalties", "1.0",
+         "--prompts-of", str(tmp_path / "sft"), "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert f"5 test prompts of {tmp_path / 'sft'}, up to 8 new tokens" in completed.stdout
+    report = json.loads(out.read_text())
+    dpo = load(tmp_path / "dpo")
+    prompts = [[{"role": "user", "content": f"{q} {i}"}] for i, (q, _) in enumerate(QUESTIONS[:5])]
+    expected = generate_batch(dpo.model, dpo.processor, prompts, 8)
+    got = sorted(report["replies"]["1.0"], key=lambda row: row["row"])
+    assert [(row["prompt"], row["generated"], row["new_tokens"]) for row in got] == [
+        (p[0]["content"], r["text"], r["new_tokens"]) for p, r in zip(prompts, expected)]
+    assert report["rows"][0]["generated"] == 5

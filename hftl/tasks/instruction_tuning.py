@@ -473,14 +473,16 @@ def is_sharded(model) -> bool:
 
 
 def generate_batch(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int = 16,
-                   repetition_penalty: float = 1.0) -> list[dict]:
+                   repetition_penalty: float = 1.0, stop_loops: bool = False) -> list[dict]:
     """Greedy replies to prompts (lists of messages, rendered by `hftl.chat`; or plain text), in left-padded batches.
 
     `repetition_penalty` above 1 penalises tokens already in the reply (`hftl.chat.reply_penalty`): still
-    deterministic, but not plain greedy."""
+    deterministic, but not plain greedy. `stop_loops` ends a reply as soon as it loops (`hftl.chat.loop_stop`):
+    the same tokens up to there, and the reply says `repeating`, but it may be shorter than the limit."""
     import torch
+    from transformers import StoppingCriteriaList
 
-    from hftl.chat import prompt_ids, reply, reply_penalty, stop_token_ids
+    from hftl.chat import loop_stop, prompt_ids, reply, reply_penalty, stop_token_ids
 
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
@@ -494,12 +496,15 @@ def generate_batch(model, tokenizer, prompts: list, max_new_tokens: int, batch_s
         width = max(len(encoded[i]) for i in rows)
         ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in rows], device=model.device)
         mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in rows], device=model.device)
+        loops = loop_stop(tokenizer, width, stops) if stop_loops else None
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                  temperature=None, top_p=None, top_k=None, eos_token_id=stops, pad_token_id=pad,
-                                 logits_processor=reply_penalty(repetition_penalty, width), synced_gpus=synced)
+                                 logits_processor=reply_penalty(repetition_penalty, width), synced_gpus=synced,
+                                 stopping_criteria=StoppingCriteriaList([loops] if loops else []))
         for row, i in enumerate(rows):
-            replies[i] = reply(tokenizer, out[row, width:].tolist(), stops)
+            new = out[row, width:].tolist()
+            replies[i] = reply(tokenizer, new[:loops.looped[row]] if loops and row in loops.looped else new, stops)
     return replies
 
 
