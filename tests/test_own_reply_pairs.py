@@ -84,9 +84,11 @@ def test_pairs_reject_the_replies_that_do_not_end_and_choose_the_reference(tmp_p
     from hftl.tasks import own_reply_pairs as module
     from hftl.tasks import instruction_tuning
 
+    from chat_fixtures import build_tokenizer
+
     conversations = [Conversation([{"role": "user", "content": q}, {"role": "assistant", "content": a}],
                                   [False, True], where=f"data.jsonl: line {i + 1}")
-                     for i, (q, a) in enumerate(QUESTIONS[:5])]
+                     for i, (q, a) in enumerate(QUESTIONS[:5] + [("tell a long story", "and then " * 20)])]
     canned = [{"text": "loop loop", "stopped": False, "end": "repeating", "new_tokens": 40},
               {"text": "fine", "stopped": True, "end": "stopped", "new_tokens": 2},
               {"text": "on and on", "stopped": False, "end": "cut", "new_tokens": 96},
@@ -99,10 +101,11 @@ def test_pairs_reject_the_replies_that_do_not_end_and_choose_the_reference(tmp_p
         return canned
 
     monkeypatch.setattr(instruction_tuning, "generate_batch", fake_generate_batch)
-    pairs, ends = module.own_reply_pairs(None, None, conversations, 96)
+    # 29-33 tokens each with the ChatML template; the long story, far over 40, is skipped
+    pairs, ends = module.own_reply_pairs(None, build_tokenizer("chatml"), conversations, 96, max_length=40)
     assert asked == {"prompts": [[{"role": "user", "content": q}] for q, _ in QUESTIONS[:5]], "max_new_tokens": 96,
                      "stop_loops": True}
-    assert ends == {"repeating": 1, "stopped": 1, "cut": 3}
+    assert ends == {"too_long": 1, "repeating": 1, "stopped": 1, "cut": 3}
     answer = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
     assert pairs == [
         {"prompt": [{"role": "user", "content": QUESTIONS[0][0]}], "chosen": answer("positive"),

@@ -7,11 +7,12 @@ chosen is the data's reference answer, rejected the run's plain greedy reply tha
 Reads --data with the run's data settings (its format and columns), rows --skip+1 to --skip+--limit (use rows the
 run did not train on), generates in the precision of the run's own figures, and writes one pair a line in TRL's
 conversational preference format, for `task: preference-tuning` (`model.name_or_path`: the run exported with
-`hftl export RUN --merged`). Prints how the replies ended. An existing --out is never overwritten.
+`hftl export RUN --merged`). Logs its progress and prints how the replies ended. An existing --out is never overwritten.
 """
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="rows to read after those skipped")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="the token limit of a reply (default: the run's data.generation_max_new_tokens)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="skip conversations longer than this in tokens (prompt and reference): give preference "
+                             "tuning's data.max_length, which would drop or cut their pairs")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
     if args.out.exists():
@@ -34,6 +38,7 @@ def main() -> int:
     from hftl.inference import load
     from hftl.tasks.own_reply_pairs import own_reply_pairs
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     run = load(args.run_dir)
     data = run.recipe.config.data
     end = None if args.limit is None else args.skip + args.limit
@@ -41,7 +46,8 @@ def main() -> int:
     start = time.perf_counter()
     with run.in_run_precision():
         pairs, ends = own_reply_pairs(run.model, run.processor, conversations,
-                                      args.max_new_tokens or data.generation_max_new_tokens, args.batch_size)
+                                      args.max_new_tokens or data.generation_max_new_tokens, args.batch_size,
+                                      args.max_length)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("x", encoding="utf-8") as handle:
         handle.writelines(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs)
