@@ -8,7 +8,8 @@ Per penalty, on the run's first `--samples` test prompts (the run's own test dat
 the shares of replies that stopped on their own, that reached the limit repeating themselves or cut, the mean
 reply length, ROUGE-L and exact match against the references, and the seconds taken; all computed by the run's
 recipe (`generation_metrics`, the code the run's own test evaluation uses), so penalty 1.0 reproduces the run's
-recorded figures (both float32: `hftl.precision`). The machine (CPU flags, threads) is printed with the table.
+recorded figures (both in the run's precision, `hftl.precision`). The machine (CPU flags, threads) is printed with
+the table.
 
 `--prompts-of OTHER_RUN` scores the run on another instruction-tuning run's test prompts, read and scored by that
 run's recipe and settings: a preference-tuned run (`task: preference-tuning`, whose own test data are pairs) on the
