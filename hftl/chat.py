@@ -219,11 +219,16 @@ def reply(tokenizer, new: list[int], stops: list[int]) -> dict:
             "end": how, "new_tokens": len(new)}
 
 
+def is_number_token(tokenizer, token: int) -> bool:
+    """Whether `token` decodes to digits alone (spaces aside): a token that `NUMBER` masks."""
+    return tokenizer.decode([token]).strip().isdigit()
+
+
 def numbers_masked(tokenizer, ids: list[int]) -> list[int]:
     """`ids` with every run of tokens that decode to digits replaced by one `NUMBER` (so 9 and 10 look alike)."""
     masked: list[int] = []
     for token in ids:
-        if tokenizer.decode([token]).strip().isdigit():
+        if is_number_token(tokenizer, token):
             if masked and masked[-1] == NUMBER:
                 continue
             token = NUMBER
@@ -254,12 +259,7 @@ def loop_stop(tokenizer, prompt_width: int, stops: list[int]):
             self._masked: dict[int, list[int]] = {}
             self._seen: dict[int, set] = {}  # each row's earlier windows of `REPEAT_WINDOW` masked tokens
             self._finished: set[int] = set()
-            self._digit: dict[int, bool] = {}
-
-        def is_digit(self, token: int) -> bool:
-            if token not in self._digit:
-                self._digit[token] = tokenizer.decode([token]).strip().isdigit()
-            return self._digit[token]
+            self._is_number: dict[int, bool] = {}  # decoding each token once: this runs at every generated token
 
         def __call__(self, input_ids, scores, **kwargs):
             import torch
@@ -274,7 +274,9 @@ def loop_stop(tokenizer, prompt_width: int, stops: list[int]):
         def extend(self, row: int, token: int) -> bool:
             """Add `token` to the row's masked reply; whether its last window now occurs earlier in it."""
             masked = self._masked.setdefault(row, [])
-            if self.is_digit(token):
+            if token not in self._is_number:
+                self._is_number[token] = is_number_token(tokenizer, token)
+            if self._is_number[token]:
                 if masked and masked[-1] == NUMBER:  # a longer number: the masked reply is unchanged
                     return False
                 token = NUMBER

@@ -66,6 +66,9 @@ class PreferenceData(DataConfig):
     loss_type: str = field("sigmoid", help=f"TRL DPOTrainer loss: {', '.join(LOSS_TYPES)} (sigmoid = DPO, "
                                            "sigmoid_norm = length-normalised DPO, ipo = IPO)")
     beta: float = field(0.1, help="DPO's beta: how far the policy may move from the reference")
+    sft_weight: float = field(
+        0.0, help="weight of an SFT term (the chosen replies' mean token loss) added to the preference loss: "
+                  "RPO (arXiv:2404.19733), TRL's 'sft' loss; it keeps the chosen replies' likelihood from falling")
     max_length: int = field(1024, help="the most tokens of prompt + reply")
     too_long: Literal["drop", "truncate"] = field(
         "drop", help="pairs longer than max_length: drop them, or truncate the reply end (counted in the log)")
@@ -77,6 +80,8 @@ class PreferenceData(DataConfig):
             problems.append(f"loss_type: must be one of {', '.join(LOSS_TYPES)}, got '{self.loss_type}'.")
         if self.beta <= 0:
             problems.append(f"beta: must be positive, got {self.beta}.")
+        if self.sft_weight < 0:
+            problems.append(f"sft_weight: must be 0 (off) or positive, got {self.sft_weight}.")
         if self.max_length < 8:
             problems.append(f"max_length: must be at least 8 tokens, got {self.max_length}.")
         return problems
@@ -237,9 +242,11 @@ class PreferenceTuningRecipe(InstructionTuningRecipe):
         names = {f.name for f in dataclasses.fields(DPOConfig) if f.init}
         values = {k: v for k, v in args.to_dict().items() if k in names}
         data = self.config.data
+        losses = {data.loss_type: 1.0, **({"sft": data.sft_weight} if data.sft_weight else {})}
         # the lengths were applied already (too_long); TRL's truncation is a no-op kept as a guard
-        return DPOConfig(**values, beta=data.beta, loss_type=[data.loss_type], max_length=data.max_length,
-                         truncation_mode="keep_start", precompute_ref_log_probs=False, disable_dropout=True)
+        return DPOConfig(**values, beta=data.beta, loss_type=list(losses), loss_weights=list(losses.values()),
+                         max_length=data.max_length, truncation_mode="keep_start", precompute_ref_log_probs=False,
+                         disable_dropout=True)
 
     def create_trainer(self, base_class, kwargs: dict):
         """TRL's DPOTrainer on hftl's Trainer class; the reference as the module docstring says; tokens checked."""
