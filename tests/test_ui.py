@@ -264,3 +264,47 @@ def test_a_job_runs_below_the_uis_cpu_priority(tmp_path, monkeypatch, niceness):
     assert job.status == FINISHED, job.log_tail()
     expected = min(19, os.nice(0) + niceness)
     assert f"main {expected}" in job.log_tail() and f"thread {expected}" in job.log_tail()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_job_gets_sigterm_when_the_ui_is_killed(tmp_path):
+    """A SIGKILLed UI runs no clean-up (its atexit stop never runs): its job must still get SIGTERM, on which
+    `hftl train` saves a checkpoint and stops, and not train on as an orphan nobody can stop from the page."""
+    import signal
+    import textwrap
+
+    job = tmp_path / "job.py"
+    job.write_text(textwrap.dedent(f"""
+        import os, signal, sys, time
+        from pathlib import Path
+        def stop(signum, frame):
+            Path({str(tmp_path / "job-signal")!r}).write_text(str(signum))
+            sys.exit(130)
+        signal.signal(signal.SIGTERM, stop)
+        Path({str(tmp_path / "job-pid")!r}).write_text(str(os.getpid()))
+        time.sleep(120)
+    """))
+    ui = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from hftl.ui.jobs import Job, JobQueue
+        Job.command = lambda self: [sys.executable, {str(job)!r}]
+        JobQueue(Path({str(tmp_path)!r})).submit("orphan", Path("unused.yaml"), Path("run"))
+        time.sleep(120)
+    """)], env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    job_pid = None
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "job-pid").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        job_pid = int((tmp_path / "job-pid").read_text())
+        ui.kill()
+        ui.wait()
+        deadline = time.time() + 20
+        while not (tmp_path / "job-signal").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        assert (tmp_path / "job-signal").read_text() == str(int(signal.SIGTERM))
+    finally:
+        ui.kill()
+        if job_pid is not None and not (tmp_path / "job-signal").exists():
+            os.kill(job_pid, signal.SIGKILL)

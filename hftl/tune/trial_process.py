@@ -36,6 +36,8 @@ import time
 import types
 from pathlib import Path
 
+from hftl.parent_death import parent_death_signal
+
 logger = logging.getLogger(__name__)
 
 #: set to 0 to start every trial as a fresh interpreter
@@ -55,16 +57,6 @@ STOP_GRACE_S = 120.0
 
 class _Stop(Exception):
     """SIGTERM reached the worker: finish the trial's process cleanly, mark the trial failed, stop."""
-
-
-def _die_with_parent():  # pragma: no cover - runs in the child
-    """Linux: this process gets SIGTERM when its parent dies (it then saves a checkpoint and stops)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _cpu_s(*whos: str) -> float:
@@ -99,8 +91,9 @@ class SubprocessTrial:
     def __init__(self, command: list[str], log_path: Path, env: dict):
         self._cpu_before = _cpu_s("CHILDREN")
         with open(log_path, "ab") as log:
+            # SIGTERM when the worker dies: the trial then saves a checkpoint and stops
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                             preexec_fn=parent_death_signal(signal.SIGTERM))
         self.pid = self._process.pid
 
     def wait(self, timeout: float | None) -> int | None:
@@ -256,8 +249,9 @@ def _trial_main(module: str, argv: list[str], env: dict, log_path: str, conn, tu
     import traceback
 
     alive_closed = _close_alive_pipe()
-    if sys.platform.startswith("linux"):
-        _die_with_parent()  # relative to the server, which exits when the tuner does (see the module's docstring)
+    ask_for_signal = parent_death_signal(signal.SIGTERM)
+    if ask_for_signal is not None:
+        ask_for_signal()  # relative to the server, which exits when the tuner does (see the module's docstring)
     if not process_alive(tuner_pid):  # the tuner died before the line above: nobody waits for this trial
         os._exit(1)
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hftl.parent_death import parent_death_signal
+
 #: the folder under the root where the UI keeps its configs and job logs (hidden: never listed as a run)
 UI_FOLDER = ".hftl-ui"
 QUEUED, RUNNING, STOPPING, FINISHED, FAILED, STOPPED, CANCELLED = (
@@ -100,6 +102,7 @@ class JobQueue:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._stop_with_ui = parent_death_signal(signal.SIGTERM)
         self._thread = threading.Thread(target=self._work, name="hftl-ui-jobs", daemon=True)
         self._thread.start()
         atexit.register(self.stop_all)
@@ -168,8 +171,10 @@ class JobQueue:
             log.write(("$ hftl " + " ".join(job.command()[3:]) + "\n").encode())
             log.flush()
             try:
+                # SIGTERM if the UI is killed (its atexit stop never runs): the job saves a checkpoint and stops.
+                # This thread lives as long as the UI, as PR_SET_PDEATHSIG needs.
                 job.process = subprocess.Popen(job.command(), cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL, env=env)
+                                               stdin=subprocess.DEVNULL, env=env, preexec_fn=self._stop_with_ui)
             except OSError as err:
                 log.write(f"could not start: {err}\n".encode())
                 job.status, job.ended = FAILED, time.time()
