@@ -431,7 +431,12 @@ def test_default_precision_trains_records_and_reloads(tiny, task, name):
     in_memory = result.recipe.predict(model, result.trainer.processing_class, inputs, loaded.labels,
                                       **row.predict_kwargs, **fitted)
     assert_same_predictions(loaded.predict(inputs, **row.predict_kwargs), in_memory)
-    recorded = _figures(json.loads((result.run_dir / "metrics.json").read_text())["test"])
+    assert_recorded_test_figures_are_evaluates(result.run_dir, loaded)
+
+
+def assert_recorded_test_figures_are_evaluates(run_dir: Path, loaded) -> None:
+    """The test figures a run recorded are those `hftl evaluate` computes on the saved run (`loaded`)."""
+    recorded = _figures(_metrics(run_dir)["test"])
     evaluated = _figures(loaded.evaluate())
     shared = recorded.keys() & evaluated.keys()  # a preference run's reward figures need the reference it trained against
     assert shared >= {key for key in evaluated if "loss" in key or "accuracy" in key} and shared
@@ -754,6 +759,11 @@ def ddp_launch(tiny, request):
             # as one process does (the Trainer's first evaluation prepares the model for evaluation only)
             config["data"].pop("baseline", None)
             jobs.append({"name": job, "config": config})
+        # and at the default precision, as users run it (test_ddp_at_default_precision_records_float32_figures)
+        job = f"ddp-{_slug(name, row.dropout_strategy)}-default-precision"
+        config = tiny.config(row, row.dropout_strategy, job, use_cpu=True, per_device_train_batch_size=BATCH // 2)
+        del config["speed"]["bf16"]
+        jobs.append({"name": job, "config": config})
     return launch(tiny, "cpu_ddp.yaml", "ddp-launch", jobs)
 
 
@@ -808,6 +818,22 @@ def test_ddp_with_dropout_and_cheap_dropout_matches_one_process(tiny, ddp_launch
         if rows is not None:
             assert _evaluated(got_metrics[split]) == rows, split
     assert results[1][job]["writes"] == [], results[1][job]["writes"]
+
+
+@pytest.mark.parametrize("task, name", _real_rows())
+def test_ddp_at_default_precision_records_float32_figures(tiny, ddp_launch, task, name):
+    """DDP with `speed.bf16` at its default (`auto`: bf16 autocast where the CPU has native bf16): the manifest
+    records the precision used, and the test figures, computed in float32 after bf16 training by both processes,
+    are what `hftl evaluate` computes on the saved run in one process (the P column, under DDP)."""
+    from hftl import load
+    from hftl.trainer import bf16_is_fast
+
+    row = _row(task, name)
+    run_dir = tiny.root / "runs" / f"ddp-{_slug(name, row.dropout_strategy)}-default-precision"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["training"]["bf16"] is bf16_is_fast() and manifest["training"]["inference_precision"] == "float32"
+    assert manifest["training"]["world_size"] == 2
+    assert_recorded_test_figures_are_evaluates(run_dir, load(run_dir))
 
 
 # -- 2-process FSDP on CPU ------------------------------------------------------------------------------------
