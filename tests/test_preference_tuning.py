@@ -293,6 +293,8 @@ def test_sft_weight_adds_trls_sft_loss_and_keeps_the_chosen_replies_likely(tiny)
     from hftl.tasks.preference_tuning import PreferenceData, PreferenceTuningRecipe
 
     root = tiny[0]
+    recipe = PreferenceTuningRecipe(config(tiny, "lora", "encode-only"))  # the same data and tokenizer
+    encoded = recipe.preprocess(recipe.load_data(), recipe.load_processor())["test"].encoded
     chosen = {}
     for weight in (0.0, 2.0):
         name = f"run-sft-weight-{weight:g}"
@@ -305,8 +307,6 @@ def test_sft_weight_adds_trls_sft_loss_and_keeps_the_chosen_replies_likely(tiny)
         path = root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(settings))
         assert main(["train", str(path)]) == 0
-        recipe = PreferenceTuningRecipe(config(tiny, "lora", "encode-only"))
-        encoded = recipe.preprocess(recipe.load_data(), recipe.load_processor())["test"].encoded
         logps = float32_reply_logps(AutoModelForCausalLM.from_pretrained(root / name / "merged").eval(), encoded)
         chosen[weight] = sum(logps[:len(encoded)]) / len(encoded)
     assert chosen[2.0] > chosen[0.0] + 0.1, chosen
