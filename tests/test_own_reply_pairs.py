@@ -116,7 +116,8 @@ def test_pairs_reject_the_replies_that_do_not_end_and_choose_the_reference(tmp_p
 
 def test_script_writes_pairs_that_preference_tuning_reads(tmp_path):
     """recipes/data/own_reply_pairs.py on a finished run (an untrained model tuned for two steps: it loops), rows
-    after --skip; the file it writes reads as preference pairs, and it is never overwritten."""
+    after --skip; the file it writes reads as preference pairs, and it is never overwritten. A preference run
+    tuned on them gives a second round's pairs, with --max-new-tokens (it has no generation settings)."""
     import yaml
 
     from hftl.cli import main
@@ -146,3 +147,21 @@ def test_script_writes_pairs_that_preference_tuning_reads(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode == 2 and "nothing is overwritten" in again.stderr
     assert [json.loads(line) for line in out.read_text().splitlines()] == rows
+
+    # a second round: the pairs tune a preference run, whose own replies give the next pairs
+    config.update(task="preference-tuning",
+                  data={"train": str(out), "validation": str(out), "max_length": 128, "baseline": False})
+    config["training"]["output_dir"] = str(tmp_path / "dpo")
+    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "dpo.yaml")]) == 0
+    second = [sys.executable, str(ROOT / "recipes" / "data" / "own_reply_pairs.py"), str(tmp_path / "dpo"),
+              "--data", str(data), "--skip", "10", "--limit", "2"]
+    refused = subprocess.run(second + ["--out", str(tmp_path / "pairs" / "second.jsonl")], capture_output=True,
+                             text=True, cwd=tmp_path)
+    assert refused.returncode == 2 and "give --max-new-tokens" in refused.stderr
+    done = subprocess.run(second + ["--max-new-tokens", "24", "--out", str(tmp_path / "pairs" / "second.jsonl")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "pairs" / "second.jsonl").read_text().splitlines()]
+    assert [r["source"] for r in rows] == [f"{data}: line {n}" for n in (11, 12)]
+    assert [r["chosen"][0]["content"] for r in rows] == [row["messages"][1]["content"] for row in chat_rows(12)[10:]]

@@ -8,6 +8,10 @@ Reads --data with the run's data settings (its format and columns), rows --skip+
 run did not train on), generates in the precision of the run's own figures, and writes one pair a line in TRL's
 conversational preference format, for `task: preference-tuning` (`model.name_or_path`: the run exported with
 `hftl export RUN --merged`). Logs its progress and prints how the replies ended. An existing --out is never overwritten.
+
+RUN may be such a preference-tuning run too, for a second round (SPIN iterates): its replies are then read as chat
+`messages` (with the run's system prompt), and --max-new-tokens is required, since a preference run has no
+generation settings.
 """
 
 import argparse
@@ -25,7 +29,8 @@ def main() -> int:
     parser.add_argument("--skip", type=int, default=0, help="rows to skip first (e.g. the rows the run trained on)")
     parser.add_argument("--limit", type=int, default=None, help="rows to read after those skipped")
     parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="the token limit of a reply (default: the run's data.generation_max_new_tokens)")
+                        help="the token limit of a reply (default: the run's data.generation_max_new_tokens; "
+                             "required for a preference-tuning run)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="skip conversations longer than this in tokens (prompt and reference): give preference "
                              "tuning's data.max_length, which would drop or cut their pairs")
@@ -36,11 +41,17 @@ def main() -> int:
 
     from hftl.data.conversations import read_conversations
     from hftl.inference import load
+    from hftl.tasks.instruction_tuning import InstructionData
     from hftl.tasks.own_reply_pairs import own_reply_pairs
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     run = load(args.run_dir)
     data = run.recipe.config.data
+    if not isinstance(data, InstructionData):  # a preference-tuning run: a second round
+        if args.max_new_tokens is None:
+            parser.error(f"{args.run_dir} is a {run.recipe.task} run, which has no generation settings: give "
+                         "--max-new-tokens (the first round's run has it as data.generation_max_new_tokens).")
+        data = InstructionData(train=args.data, system_prompt=data.system_prompt)
     end = None if args.limit is None else args.skip + args.limit
     conversations = read_conversations(args.data, data, "train", end)[args.skip:]
     start = time.perf_counter()
