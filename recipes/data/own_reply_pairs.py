@@ -41,19 +41,22 @@ def main() -> int:
 
     from hftl.data.conversations import read_conversations
     from hftl.inference import load
+    from hftl.tasks import recipe_for_run
     from hftl.tasks.instruction_tuning import InstructionData
     from hftl.tasks.own_reply_pairs import own_reply_pairs
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    run = load(args.run_dir)
-    data = run.recipe.config.data
+    # the run's config only, so that arguments and rows are checked before the model loads
+    recipe = recipe_for_run(args.run_dir)
+    data = recipe.config.data
     if not isinstance(data, InstructionData):  # a preference-tuning run: a second round
         if args.max_new_tokens is None:
-            parser.error(f"{args.run_dir} is a {run.recipe.task} run, which has no generation settings: give "
+            parser.error(f"{args.run_dir} is a {recipe.task} run, which has no generation settings: give "
                          "--max-new-tokens (the first round's run has it as data.generation_max_new_tokens).")
         data = InstructionData(train=args.data, system_prompt=data.system_prompt)
     end = None if args.limit is None else args.skip + args.limit
     conversations = read_conversations(args.data, data, "train", end)[args.skip:]
+    run = load(args.run_dir)
     start = time.perf_counter()
     with run.in_run_precision():
         pairs, ends = own_reply_pairs(run.model, run.processor, conversations,
