@@ -259,6 +259,19 @@ def test_chat_repl_streams_replies_with_the_conversation_so_far(tiny_run, capsys
     assert "model> negative" in out and "model> positive" in out  # streamed as generated, one reply per turn
 
 
+@pytest.mark.parametrize("command", ["chat", "generate"])
+def test_decoding_flags_out_of_range_are_named_before_any_model_loads(tmp_path, capsys, command):
+    """`hftl chat` and `hftl generate` share their decoding flags and their checks: a bad value is refused before the
+    run folder is read (here it does not exist)."""
+    from hftl.cli import main
+
+    message = ["--message", "hi"] if command == "generate" else []
+    assert main([command, str(tmp_path / "no-run"), "--max-new-tokens", "0", *message]) == 2
+    assert "--max-new-tokens must be at least 1, got 0" in capsys.readouterr().err
+    assert main([command, str(tmp_path / "no-run"), "--repetition-penalty", "0", *message]) == 2
+    assert "--repetition-penalty must be above 0" in capsys.readouterr().err
+
+
 def test_evaluate_command_scores_a_finished_run(tiny_run, capsys):
     from hftl.cli import main
 

@@ -5,6 +5,7 @@ Commands: /reset starts over, /exit (or Ctrl-D) leaves.
 """
 
 from hftl.commands import add_trust_arguments, trust_of
+from hftl.commands.generate import add_decoding_arguments
 
 
 def register(subparsers):
@@ -12,23 +13,16 @@ def register(subparsers):
                                    description="Load a finished chat run and talk with it; /reset, /exit.")
     parser.add_argument("run_dir", help="the output_dir of a finished run of a chat task")
     parser.add_argument("--system", default=None, help="a system message put first in the conversation")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="the most tokens of one reply (default 256)")
-    parser.add_argument("--sample", action="store_true", help="sample (temperature, top-p) instead of greedy decoding")
-    parser.add_argument("--seed", type=int, default=None, help="seed for --sample")
-    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (with --sample)")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (with --sample)")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0,
-                        help="above 1, tokens already in the reply are made less likely: breaks greedy loops "
-                        "(default 1.0: none; 1.1-1.3 are usual)")
+    add_decoding_arguments(parser, max_new_tokens=256, temperature=0.7)
     add_trust_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args, read=input) -> int:
     from hftl.chat import generate
-    from hftl.commands.generate import check_generation_options, load_chat_run
+    from hftl.commands.generate import decoding_options, load_chat_run
 
-    check_generation_options(args)
+    options = decoding_options(args)
     loaded = load_chat_run(args.run_dir, trust_of(args))
     start = [{"role": "system", "content": args.system}] if args.system else []
     messages = list(start)
@@ -49,7 +43,5 @@ def run(args, read=input) -> int:
         messages.append({"role": "user", "content": text})
         print("model> ", end="", flush=True)
         with loaded.in_run_precision():
-            reply = generate(loaded.model, loaded.processor, messages, max_new_tokens=args.max_new_tokens,
-                             sample=args.sample, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
-                             repetition_penalty=args.repetition_penalty, stream=True)
+            reply = generate(loaded.model, loaded.processor, messages, **options, stream=True)
         messages.append({"role": "assistant", "content": reply["text"]})

@@ -14,16 +14,36 @@ def register(subparsers):
                         help="chat runs: a user message to reply to (repeatable; each is its own conversation)")
     parser.add_argument("--messages", default=None,
                         help="chat runs: a JSON file holding one conversation, a list of {\"role\", \"content\"}")
-    parser.add_argument("--max-new-tokens", type=int, default=50, help="the most tokens to add (default 50)")
+    add_decoding_arguments(parser, max_new_tokens=50, temperature=1.0)
+    add_trust_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_decoding_arguments(parser, max_new_tokens: int, temperature: float) -> None:
+    """The decoding flags `hftl generate` and `hftl chat` share; `decoding_options` reads them back."""
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                        help=f"the most tokens of one reply or continuation (default {max_new_tokens})")
     parser.add_argument("--sample", action="store_true", help="sample (temperature, top-p) instead of greedy decoding")
     parser.add_argument("--seed", type=int, default=None, help="seed for --sample: the same seed gives the same text")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
+    parser.add_argument("--temperature", type=float, default=temperature,
+                        help=f"sampling temperature (with --sample; default {temperature})")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (with --sample)")
     parser.add_argument("--repetition-penalty", type=float, default=1.0,
                         help="above 1, tokens already in the reply are made less likely: breaks greedy loops "
                         "(default 1.0: none; 1.1-1.3 are usual)")
-    add_trust_arguments(parser)
-    parser.set_defaults(func=run)
+
+
+def decoding_options(args) -> dict:
+    """The decoding flags as keyword arguments of `hftl.chat.generate` / `hftl.generation.generate`, after checking
+    them (before a model is loaded)."""
+    from hftl.errors import HftlError
+
+    if args.max_new_tokens < 1:
+        raise HftlError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
+    if args.repetition_penalty <= 0:
+        raise HftlError(f"--repetition-penalty must be above 0 (1.0: none), got {args.repetition_penalty}.")
+    return dict(max_new_tokens=args.max_new_tokens, sample=args.sample, seed=args.seed,
+                temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty)
 
 
 def _load_generating(run_dir, trust: dict):
@@ -50,27 +70,15 @@ def load_chat_run(run_dir, trust: dict):
     return loaded
 
 
-def check_generation_options(args) -> None:
-    """`hftl generate` / `hftl chat` flags out of range, named before a model is loaded."""
-    from hftl.errors import HftlError
-
-    if args.max_new_tokens < 1:
-        raise HftlError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
-    if args.repetition_penalty <= 0:
-        raise HftlError(f"--repetition-penalty must be above 0 (1.0: none), got {args.repetition_penalty}.")
-
-
 def run(args) -> int:
     import json
     from pathlib import Path
 
     from hftl.errors import HftlError
 
-    check_generation_options(args)
+    options = decoding_options(args)
     if not (args.prompt or args.message or args.messages):
         raise HftlError("give --prompt TEXT (continue text), or --message TEXT / --messages FILE (chat runs).")
-    options = dict(max_new_tokens=args.max_new_tokens, sample=args.sample, seed=args.seed,
-                   temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty)
     if args.message or args.messages:
         from hftl.chat import generate
 
