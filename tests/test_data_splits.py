@@ -149,3 +149,41 @@ def test_keeps_every_class_is_a_safe_shortcut():
             assert {labels[i] for i in split.train} == set(labels)
     assert not keeps_every_class(["a", "a", "b"], 1)  # 'b' has a single example
     assert not keeps_every_class(["a", "a", "b", "b"], 3)  # the training part could lose a class
+
+
+def test_chat_hold_out_keeps_each_prompt_on_one_side():
+    """Preference pairs ranked from one conversation tree share its first user turn (oasst1: 1,568 pairs of 544
+    prompts). A plain row split put prompts on both sides, and validation scored prompts the model trained on (0.79
+    preference accuracy against 0.62 on the test's unseen prompts). Whole prompts are held out, about the asked
+    share; where every prompt is distinct the split is the plain one, as before."""
+    from types import SimpleNamespace
+
+    from hftl.data.conversations import Conversation, Pair
+    from hftl.tasks.instruction_tuning import hold_out
+
+    def pair(tree: int, turn: int) -> Pair:
+        prompt = [{"role": "user", "content": f"question {tree}"}]
+        if turn:  # a deeper node of the same tree
+            prompt += [{"role": "assistant", "content": "an answer"}, {"role": "user", "content": f"and {turn}?"}]
+        return Pair(prompt, [{"role": "assistant", "content": "good"}], [{"role": "assistant", "content": "bad"}])
+
+    train = [pair(tree, turn) for tree in range(12) for turn in range(1 + tree % 4)]  # 30 pairs of 12 prompts
+    data = SimpleNamespace(validation_fraction=0.2)
+    for seed in range(5):
+        splits = {"train": list(train)}
+        sources = {"train": "pairs.jsonl"}
+        hold_out(splits, sources, data, seed)
+        assert sources["validation"] == "pairs.jsonl (held-out share 0.2, whole prompts)"
+        seen = {p.prompt[0]["content"] for p in splits["train"]}
+        held = {p.prompt[0]["content"] for p in splits["validation"]}
+        assert not seen & held and seen | held == {f"question {t}" for t in range(12)}
+        assert 6 <= len(splits["validation"]) <= 6 + 3 and len(splits["train"]) + len(splits["validation"]) == 30
+
+    distinct = [Conversation(messages=[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
+                             trained=[False, True]) for i in range(20)]
+    splits = {"train": list(distinct)}
+    sources = {"train": "chats.jsonl"}
+    hold_out(splits, sources, data, 3)
+    assert sources["validation"] == "chats.jsonl (held-out share 0.2)"
+    plain = holdout_indices(20, 4, 3)
+    assert splits["validation"] == [distinct[i] for i in sorted(plain.validation)]

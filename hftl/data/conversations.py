@@ -26,6 +26,11 @@ FORMATS = ("auto", "messages", "prompt-completion", "instruction")
 SHOWN = 40
 
 
+def first_user_turn(messages: list[dict]) -> str:
+    """The content of the first user message ("" if none)."""
+    return next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
+
+
 @dataclass
 class Conversation:
     """One example. `messages` is None for plain-text prompt-completion (then `prompt` / `completion` hold it)."""
@@ -39,6 +44,10 @@ class Conversation:
     @property
     def is_plain(self) -> bool:
         return self.messages is None
+
+    def root_prompt(self) -> str:
+        """The first user turn (the plain prompt): what examples of one prompt share, for a grouped hold-out."""
+        return first_user_turn(self.messages) if self.messages is not None else self.prompt or ""
 
     def prompt_messages(self) -> list[dict]:
         """The messages before the last trained turn: what a model is given at inference."""
@@ -231,6 +240,10 @@ class Pair:
     chosen: list[dict]
     rejected: list[dict]
     where: str = ""
+
+    def root_prompt(self) -> str:
+        """The first user turn: pairs ranked from one conversation tree share it."""
+        return first_user_turn(self.prompt)
 
     def conversation(self, which: str) -> Conversation:
         """prompt + the chosen or rejected reply, the reply trained (what `hftl.chat.encode` takes)."""

@@ -84,6 +84,34 @@ def holdout_indices(n_rows: int, n_val: int, seed: int, labels: list | None = No
     return Holdout(permutation[n_val:].tolist(), permutation[:n_val].tolist(), reason)
 
 
+def grouped_holdout_indices(groups: list, n_val: int, seed: int) -> Holdout | None:
+    """Hold out whole groups (rows sharing a key, e.g. pairs of one prompt), about `n_val` rows, seeded.
+
+    Rows of one group on both sides would let validation score prompts the model trained on: oasst1's pairs share
+    their prompts (1,568 pairs of 544 prompts), and a plain split read 0.79 preference accuracy on validation where
+    the unseen-prompt test read 0.62. Groups are taken in a seeded order until `n_val` rows are held. None when no
+    group has two rows (the plain split of `holdout_indices` is then the same thing, and earlier runs' splits stay
+    as they were) or when there are fewer than two groups.
+    """
+    import numpy as np
+
+    order = list(dict.fromkeys(groups))  # first-seen order, so the seed alone fixes the draw
+    if len(order) < 2 or len(order) == len(groups):
+        return None
+    rows_of: dict = {}
+    for i, key in enumerate(groups):
+        rows_of.setdefault(key, []).append(i)
+    held: list[int] = []
+    for g in np.random.default_rng(seed).permutation(len(order)):
+        if len(held) >= n_val:
+            break
+        held += rows_of[order[g]]
+    if len(held) >= len(groups):  # one group holds nearly everything: keep at least one group for training
+        held = held[:-len(rows_of[order[g]])]
+    held_set = set(held)
+    return Holdout([i for i in range(len(groups)) if i not in held_set], sorted(held))
+
+
 def label_values(dataset, column: str) -> list | None:
     """The labels of a loaded split, class names for a `ClassLabel` column; None if the column is missing."""
     import datasets

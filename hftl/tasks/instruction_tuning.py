@@ -87,17 +87,21 @@ class InstructionData(DataConfig):
 
 
 def hold_out(splits: dict, sources: dict, data, seed: int) -> None:
-    """Without validation data, hold out a seeded `data.validation_fraction` of train (in place)."""
-    from hftl.data.holdout import holdout_indices
+    """Without validation data, hold out a seeded `data.validation_fraction` of train (in place): whole prompts
+    where examples share their first user turn (`root_prompt`), so validation scores prompts training never saw."""
+    from hftl.data.holdout import grouped_holdout_indices, holdout_indices
 
     if "validation" in splits:
         return
     train = splits["train"]
-    held = set(int(i) for i in holdout_indices(len(train), max(1, round(len(train) * data.validation_fraction)),
-                                               seed).validation)
+    n_val = max(1, round(len(train) * data.validation_fraction))
+    grouped = grouped_holdout_indices([example.root_prompt() for example in train], n_val, seed)
+    split = grouped or holdout_indices(len(train), n_val, seed)
+    held = set(int(i) for i in split.validation)
     splits["validation"] = [c for i, c in enumerate(train) if i in held]
     splits["train"] = [c for i, c in enumerate(train) if i not in held]
-    sources["validation"] = f"{sources['train']} (held-out share {data.validation_fraction})"
+    sources["validation"] = (f"{sources['train']} (held-out share {data.validation_fraction}"
+                             f"{', whole prompts' if grouped else ''})")
 
 
 def rouge_l(prediction: str, reference: str) -> float:
