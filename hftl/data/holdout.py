@@ -95,19 +95,17 @@ def grouped_holdout_indices(groups: list, n_val: int, seed: int) -> Holdout | No
     """
     import numpy as np
 
-    order = list(dict.fromkeys(groups))  # first-seen order, so the seed alone fixes the draw
-    if len(order) < 2 or len(order) == len(groups):
-        return None
-    rows_of: dict = {}
+    rows_of: dict = {}  # group -> its rows, groups in first-seen order, so the seed alone fixes the draw
     for i, key in enumerate(groups):
         rows_of.setdefault(key, []).append(i)
+    if len(rows_of) < 2 or len(rows_of) == len(groups):
+        return None
+    order = list(rows_of.values())
     held: list[int] = []
     for g in np.random.default_rng(seed).permutation(len(order)):
-        if len(held) >= n_val:
+        if len(held) >= n_val or len(held) + len(order[g]) == len(groups):  # keep a group for training
             break
-        held += rows_of[order[g]]
-    if len(held) >= len(groups):  # one group holds nearly everything: keep at least one group for training
-        held = held[:-len(rows_of[order[g]])]
+        held += order[g]
     held_set = set(held)
     return Holdout([i for i in range(len(groups)) if i not in held_set], sorted(held))
 
