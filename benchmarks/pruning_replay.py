@@ -14,7 +14,11 @@ studies before 2026-12-05's fourth session did not record; each rule is replayed
 compute is its recorded process CPU seconds; a stopped trial is charged the share of its examples trained (its
 start and final evaluation are not refunded, so the saving is a slight overestimate). What it cannot show: a real
 pruned study's sampler sees the pruned values and samples other trials afterwards; the replay keeps the unpruned
-study's trials.
+study's trials. It first prints a bound for each warm-up: what a rule that foresaw the result would save, stopping
+every trial but the best at its first evaluation past the warm-up.
+
+The unpruned studies of sessions since 2026-12-06 are kept in `benchmarks/data/pruning/` (their `study.json`), so
+their replays can be re-run: pass the file's folder, e.g. `benchmarks/data/pruning/sst2-seed53`.
 """
 
 from __future__ import annotations
@@ -68,6 +72,19 @@ def replay(trials: list[dict], train_rows: int, warm_up: float, pruner: str = "m
             "best_trial": best_trial}
 
 
+def bound(trials: list[dict], train_rows: int, warm_up: float, best_number: int, step_examples: int = 1) -> float:
+    """The most any rule judging from `warm_up` can save on these trials: every trial but the best stopped at its
+    first evaluation past the warm-up (charged as `replay` charges a stopped trial)."""
+    cpu_full = cpu_bound = 0.0
+    for trial in trials:
+        steps = sorted(int(k) * step_examples for k in trial["intermediate_values"])
+        cpu = trial["user_attrs"]["process_cpu_seconds"]
+        cpu_full += cpu
+        judged = [s for s in steps if s / train_rows >= warm_up]
+        cpu_bound += cpu if trial["number"] == best_number or not judged else cpu * judged[0] / steps[-1]
+    return 1 - cpu_bound / cpu_full
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", type=Path, help="a study folder of `hftl tune --pruner none`")
@@ -90,6 +107,10 @@ def main(argv=None) -> None:
     direction = record["objective"]["direction"]
     unpruned_best = (max if direction == "maximize" else min)(t["value"] for t in trials)
     print(f"{args.study}: {len(trials)} complete trials, best validation {unpruned_best:.4f}")
+    best_number = next(t["number"] for t in trials if t["value"] == unpruned_best)
+    print("At most saved by any rule, if it stopped every trial but the best at its first evaluation past the warm-up: "
+          + ", ".join(f"{bound(trials, args.train_rows, w, best_number, args.step_examples):.1%} from {w:g} epoch"
+                      for w in args.warm_ups))
     print("| pruner | start-up trials | warm-up (epochs) | chance bar | trials stopped (by the bar) | "
           "CPU saved | best validation kept | best trial |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -351,20 +351,21 @@ def test_trials_of_different_batch_sizes_are_compared_after_as_many_examples(tmp
 
 
 def test_no_pruning_before_the_warm_up_epochs(tmp_path):
-    """A trial is judged only once it has trained `prune_after_epochs` (default 0.5): at its first evaluations a
-    slow starter (full fine-tuning still in its learning-rate warm-up, F1 at the constant-prediction 0.36 after 25
-    steps, 0.82 after 50 on SST-2) looks like a bad trial. Its values are reported either way."""
+    """A trial is judged only once it has trained `prune_after_epochs` (default 0.4): at its first evaluations a
+    slow starter (full fine-tuning still in its learning-rate warm-up, F1 at the constant-prediction 0.36 after 800
+    examples, 0.82 after 1,600 on SST-2's 3,600 training rows) looks like a bad trial. Its values are reported either
+    way. The default judges from 1,600 examples (0.44 epoch there), not from the next evaluation after 0.5 epoch."""
     from transformers import TrainerControl
 
     from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
 
-    assert DEFAULT_PRUNE_AFTER_EPOCHS == 0.5
+    assert DEFAULT_PRUNE_AFTER_EPOCHS == 0.4
     study, trial, callback = _callback_setup(tmp_path, [0.8, 0.85, 0.9, 0.9], intermediate_steps=(800, 1600),
                                              prune_after_epochs=None)
     args = _train_args(32)
-    early = callback.on_evaluate(args, _state(25, epoch=0.25), TrainerControl(), metrics={"eval_f1": 0.36})
+    early = callback.on_evaluate(args, _state(25, epoch=800 / 3600), TrainerControl(), metrics={"eval_f1": 0.36})
     assert not early.should_training_stop
-    late = callback.on_evaluate(args, _state(50, epoch=0.5), TrainerControl(), metrics={"eval_f1": 0.36})
+    late = callback.on_evaluate(args, _state(50, epoch=1600 / 3600), TrainerControl(), metrics={"eval_f1": 0.36})
     assert late.should_training_stop
     assert study.get_trials(deepcopy=False)[trial.number].intermediate_values == {800: 0.36, 1600: 0.36}
 
@@ -721,7 +722,8 @@ def test_killed_worker_restarts_without_losing_or_repeating_trials(tmp_path, tin
 
 def test_the_pruning_replay_applies_the_chance_bar_during_the_start_up():
     """`benchmarks/pruning_replay.py --chance`: the replay stops a trial whose best value so far never beat the
-    bar, from the warm-up on, although too few trials have finished for the median; CPU is charged pro rata."""
+    bar, from the warm-up on, although too few trials have finished for the median; CPU is charged pro rata, as it
+    is in the bound (every trial but the best stopped at its first evaluation past the warm-up)."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning_replay.py"
@@ -744,6 +746,10 @@ def test_the_pruning_replay_applies_the_chance_bar_during_the_start_up():
     assert (barred["best"], barred["best_trial"]) == (0.85, 1)
     late = module.replay(trials, 400, warm_up=2.0, startup=8, chance=0.35)  # from 800: trial 2 has beaten it
     assert (late["stopped"], late["saved"]) == ([0], pytest.approx(50 / 300))
+    # the bound stops every trial but the best (1) at its first evaluation past the warm-up: from 400 examples,
+    # 75 of 100 CPU s saved on trials 0 and 2; from 1,200 (1.5 epochs of 800), 25 each
+    assert module.bound(trials, 800, warm_up=0.5, best_number=1) == pytest.approx(150 / 300)
+    assert module.bound(trials, 800, warm_up=1.5, best_number=1) == pytest.approx(50 / 300)
 
 
 def test_the_report_says_which_trials_were_stopped_as_no_better_than_chance():
