@@ -17,8 +17,8 @@ pruned study's sampler sees the pruned values and samples other trials afterward
 study's trials. It first prints a bound for each warm-up: what a rule that foresaw the result would save, stopping
 every trial but the best at its first evaluation past the warm-up.
 
-The unpruned studies of sessions since 2026-12-06 are kept in `benchmarks/data/pruning/` (their `study.json`), so
-their replays can be re-run: pass the file's folder, e.g. `benchmarks/data/pruning/sst2-seed53`.
+The acceptance studies of sessions since 2026-12-06 are kept in `benchmarks/data/pruning/` (their `study.json`), so
+their replays can be re-run: pass an unpruned study's folder, e.g. `benchmarks/data/pruning/sst2-seed53-unpruned`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from __future__ import annotations
 #: best (0.88) at the end; a median pruner that judged from the first evaluation stopped every such trial there. 0.4
 #: skips that evaluation (0.22 epoch of 3,600 rows) and judges from 1,600 examples (0.44); 0.5 judged from the next
 #: evaluation common to all batch sizes, 3,200 (0.89), and saved less at the same best in the two real studies that
-#: compared them (docs/tuning.md, "First run, step 1" and "The acceptance, eighth run").
+#: compared them; a third (seed 67) lost its best with 0.4, as its replay does with 0.5 (docs/tuning.md, "First run,
+#: step 1" and "The acceptance, eighth run").
 DEFAULT_PRUNE_AFTER_EPOCHS = 0.4
 
 def startup_trials(trials: int) -> int:
