@@ -30,7 +30,8 @@ from pathlib import Path
 import optuna
 
 from hftl.tune.defaults import PRUNERS, startup_trials
-from hftl.tune.report import make_pruner, no_better
+from hftl.tune.pruners import SCHEDULE_EXAMPLES, make_pruner
+from hftl.tune.report import no_better
 
 
 def replay(trials: list[dict], train_rows: int, warm_up: float, pruner: str = "median", startup: int = 4,
@@ -44,6 +45,8 @@ def replay(trials: list[dict], train_rows: int, warm_up: float, pruner: str = "m
         cpu = trial["user_attrs"]["process_cpu_seconds"]
         cpu_full += cpu
         replayed, stop_at, best = study.ask(), None, None
+        # as the trial's process records it (studies before 2026-12-06's second session did not: its last step)
+        replayed.set_user_attr(SCHEDULE_EXAMPLES, trial["user_attrs"].get(SCHEDULE_EXAMPLES) or max(values))
         for step in sorted(values):
             replayed.report(values[step], step)
             if best is None or not no_better(values[step], best, direction):

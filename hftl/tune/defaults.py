@@ -26,8 +26,8 @@ def startup_trials(trials: int) -> int:
     return max(2, min(10, trials // 3))
 
 
-#: the pruners `--pruner` names (`hftl.tune.report.make_pruner` builds them), and the one used when none is named
-PRUNERS = ("median", "quartile", "halving", "none")
+#: the pruners `--pruner` names (`hftl.tune.pruners.make_pruner` builds them), and the one used when none is named
+PRUNERS = ("progress", "median", "quartile", "halving", "none")
 DEFAULT_PRUNER = "median"
 
 #: strategy -> {dotted key: (range or choices, source)}

@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from hftl.callbacks import any_process
 from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
+from hftl.tune.pruners import SCHEDULE_EXAMPLES, make_pruner
 
 logger = logging.getLogger(__name__)
 
@@ -75,27 +76,11 @@ def shown_url(url: str) -> str:
     return url
 
 
-def make_pruner(name: str, startup_trials: int):
-    """`median` (Optuna's MedianPruner: stop a trial whose best value so far is worse than the median of the
-    finished trials' values after as many training examples, once `startup_trials` trials finished), `halving`
-    (successive halving, its first rung estimated from the first finished trial), `quartile` (Optuna's
-    PercentilePruner keeping the top 75%: stop a trial whose best value so far is below the lower quartile instead
-    of the median) or `none`. `startup_trials`: `hftl.tune.defaults.startup_trials` of the study's trial budget."""
-    import optuna
-
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0)
-    if name == "quartile":  # stop only the bottom quarter: kinder to long schedules when the epochs are searched
-        return optuna.pruners.PercentilePruner(75.0, n_startup_trials=startup_trials, n_warmup_steps=0)
-    if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource="auto", reduction_factor=3)
-    return optuna.pruners.NopPruner()
-
-
-def examples_seen(args, state) -> int:
-    """Training examples seen after `state.global_step` optimizer steps: steps x the effective batch (per device x
-    accumulation x processes; a short last batch counted whole)."""
-    return state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+def examples_seen(args, state, steps: int | None = None) -> int:
+    """Training examples seen after `steps` (default `state.global_step`) optimizer steps: steps x the effective
+    batch (per device x accumulation x processes; a short last batch counted whole)."""
+    steps = state.global_step if steps is None else steps
+    return steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
 
 
 def no_better(value: float, bar: float, direction: str) -> bool:
@@ -151,6 +136,7 @@ class TrialReportCallback(TrainerCallback):
         self.evaluations, self.best = 0, None
         if state.is_world_process_zero:
             self._set(TRAIN_STARTED, time.time())
+            self._set(SCHEDULE_EXAMPLES, examples_seen(args, state, state.max_steps))  # for the `progress` pruner
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:

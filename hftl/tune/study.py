@@ -29,7 +29,8 @@ from hftl.errors import ConfigError, HftlError
 from hftl.run_dir import RunDir
 from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS, DEFAULT_PRUNER, PRUNERS, startup_trials
 from hftl.tune.folder import StudyDir
-from hftl.tune.report import PRUNED_AT, TRIAL_ENV, make_pruner, open_storage, shown_url
+from hftl.tune.pruners import make_pruner
+from hftl.tune.report import PRUNED_AT, TRIAL_ENV, open_storage, shown_url
 from hftl.tune.space import SearchSpace, overrides, read_space
 from hftl.tune.trial_process import _Stop, launch, process_alive
 

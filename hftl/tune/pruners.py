@@ -1,0 +1,89 @@
+"""The pruners `hftl tune --pruner` names. Optuna's own where they fit; `progress` is hftl's: the median compared at
+an equal share of each trial's schedule rather than at equal training examples (docs/tuning.md, "What the pruner
+does").
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+#: trial user attribute: the training examples the trial's whole schedule holds (optimizer steps x effective batch),
+#: written by the trial's process when training starts (`hftl.tune.report.TrialReportCallback`)
+SCHEDULE_EXAMPLES = "schedule_examples"
+
+
+def make_pruner(name: str, startup_trials: int) -> optuna.pruners.BasePruner:
+    """`progress` (`ProgressMedianPruner`), `median` (Optuna's MedianPruner: stop a trial whose best value so far is
+    worse than the median of the finished trials' values after as many training examples), `halving` (successive
+    halving, its first rung estimated from the first finished trial), `quartile` (Optuna's PercentilePruner keeping
+    the top 75%: stop a trial whose best value so far is below the lower quartile instead of the median) or `none`.
+    `startup_trials`: finished trials before any is stopped (`hftl.tune.defaults.startup_trials` of the budget)."""
+    if name == "progress":
+        return ProgressMedianPruner(n_startup_trials=startup_trials)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0)
+    if name == "quartile":  # stop only the bottom quarter: kinder to long schedules when the epochs are searched
+        return optuna.pruners.PercentilePruner(75.0, n_startup_trials=startup_trials, n_warmup_steps=0)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource="auto", reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def schedule_examples(trial: FrozenTrial) -> int | None:
+    """The examples `trial`'s schedule holds: recorded by its process, else (a finished trial of an older study, or
+    one replayed) its last reported step, which is where a trial that ran to its end last evaluated."""
+    recorded = trial.user_attrs.get(SCHEDULE_EXAMPLES)
+    if recorded:
+        return int(recorded)
+    return max(trial.intermediate_values) if trial.intermediate_values else None
+
+
+def value_at_share(trial: FrozenTrial, share: float) -> float | None:
+    """`trial`'s value at its last evaluation within the first `share` of its schedule (None before its first)."""
+    total = schedule_examples(trial)
+    if not total:
+        return None
+    reached = [step for step in trial.intermediate_values if step <= share * total + 1e-6]
+    value = trial.intermediate_values[max(reached)] if reached else None
+    return None if value is None or math.isnan(value) else value
+
+
+class ProgressMedianPruner(optuna.pruners.BasePruner):
+    """Stop a trial whose best value so far is worse than the median of the finished trials' values at the same
+    share of their own schedules (examples seen / the examples of the whole schedule), once `n_startup_trials`
+    trials have finished.
+
+    Optuna's MedianPruner compares at equal steps (here: training examples). When the epochs are searched, its bar at
+    a late step is made only of the finished trials whose schedules reach that far, those that survived the sampler
+    and the pruner, and each of them was already at the end of its decayed learning rate there: a longer schedule,
+    still at a high learning rate at that step, looks worse and is stopped although it ends best (SST-2, sampler
+    seed 67: the study's best trial lost). At an equal share every finished trial is a comparator at every point,
+    each at the same point of its learning-rate schedule. A trial's schedule is its `SCHEDULE_EXAMPLES` attribute;
+    one without it (nothing recorded yet) is never stopped by this pruner.
+    """
+
+    def __init__(self, n_startup_trials: int = 5):
+        self.n_startup_trials = n_startup_trials
+
+    def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        total = trial.user_attrs.get(SCHEDULE_EXAMPLES)
+        if step is None or not total:
+            return False
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(finished) < max(1, self.n_startup_trials):
+            return False
+        bar = [v for v in (value_at_share(t, step / total) for t in finished) if v is not None]
+        values = [v for v in trial.intermediate_values.values() if not math.isnan(v)]
+        if not values:  # nothing but NaN reported: Optuna's pruners stop such a trial
+            return True
+        if not bar:
+            return False
+        if study.direction == StudyDirection.MAXIMIZE:
+            return max(values) < statistics.median(bar)
+        return min(values) > statistics.median(bar)
