@@ -751,6 +751,12 @@ def test_the_pruning_replay_applies_the_chance_bar_during_the_start_up():
     # 75 of 100 CPU s saved on trials 0 and 2; from 1,200 (1.5 epochs of 800), 25 each
     assert module.bound(trials, 800, warm_up=0.5, best_number=1) == pytest.approx(150 / 300)
     assert module.bound(trials, 800, warm_up=1.5, best_number=1) == pytest.approx(50 / 300)
+    # `progress` needs each trial's schedule: the replay gives it a trial's last step (a 1,600-example trial, then an
+    # 800-example one). At 400 examples, half its schedule, the short trial (0.55) is under the long one at half of
+    # its (0.6 at 800) and stopped; at equal examples it is above it (0.5 at 400, then 0.6 against 0.65 at 800)
+    trials = [trial(0, [0.5, 0.6, 0.7, 0.9]), trial(1, [0.55, 0.65])]
+    assert module.replay(trials, 400, warm_up=0.0, pruner="progress", startup=1)["stopped"] == [1]
+    assert module.replay(trials, 400, warm_up=0.0, pruner="median", startup=1)["stopped"] == []
 
 
 def test_the_report_says_which_trials_were_stopped_as_no_better_than_chance():
