@@ -29,12 +29,12 @@ from pathlib import Path
 
 import optuna
 
-from hftl.tune.defaults import PRUNERS, startup_trials
+from hftl.tune.defaults import DEFAULT_PRUNER, PRUNERS, startup_trials
 from hftl.tune.pruners import SCHEDULE_EXAMPLES, make_pruner
 from hftl.tune.report import no_better
 
 
-def replay(trials: list[dict], train_rows: int, warm_up: float, pruner: str = "median", startup: int = 4,
+def replay(trials: list[dict], train_rows: int, warm_up: float, pruner: str = DEFAULT_PRUNER, startup: int = 4,
            step_examples: int = 1, direction: str = "maximize", chance: float | None = None) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=direction, pruner=make_pruner(pruner, startup))
@@ -96,7 +96,7 @@ def main(argv=None) -> None:
                         help="training examples a reported step stands for: 1 (examples seen, hftl tune since "
                              "2026-12-05); for earlier studies (step = the evaluation's number) the examples between "
                              "evaluations, e.g. 800 for 25 steps of 32")
-    parser.add_argument("--pruners", nargs="+", default=["median"], choices=[p for p in PRUNERS if p != "none"],
+    parser.add_argument("--pruners", nargs="+", default=[DEFAULT_PRUNER], choices=[p for p in PRUNERS if p != "none"],
                         help="`hftl tune --pruner` names, built as hftl tune builds them")
     parser.add_argument("--warm-ups", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5])
     parser.add_argument("--startup-trials", type=int, nargs="+",

@@ -219,7 +219,7 @@ def test_the_pruning_rule_in_words():
     assert pruning_text("none", 8, 0.5) == "none"
 
 
-@pytest.mark.parametrize("pruner", ["median", "halving", "none"])
+@pytest.mark.parametrize("pruner", ["progress", "median", "halving", "none"])
 def test_a_trial_no_better_than_chance_is_stopped_before_the_start_up_finished(tmp_path, pruner):
     """With no trial finished (the median pruner would stop nothing), a warmed-up trial whose best value so far
     does not beat chance is stopped, and its reason recorded; one that beat it once, one above it, or one not yet
@@ -785,6 +785,8 @@ def test_the_progress_pruner_compares_at_an_equal_share_of_each_schedule(tmp_pat
     import optuna
     from optuna.trial import create_trial
 
+    from hftl.cli import build_parser
+    from hftl.tune.defaults import DEFAULT_PRUNER
     from hftl.tune.pruners import SCHEDULE_EXAMPLES, make_pruner, value_at_share
 
     def finished(curve, total=None):
@@ -807,6 +809,7 @@ def test_the_progress_pruner_compares_at_an_equal_share_of_each_schedule(tmp_pat
         return trial.should_prune()
 
     long_trial = {1600: 0.80, 4800: 0.84, 9200: 0.864}
+    assert DEFAULT_PRUNER == "progress" and build_parser().parse_args(["tune", "c.yaml"]).pruner == "progress"
     assert judged("median", long_trial)  # below 0.867, the median of the two 3-epoch trials at 9,200 examples
     assert not judged("progress", long_trial)  # above 0.80, the median at 64% of each schedule (0.70, 0.80, 0.80)
     # a 2-epoch trial at 44% of its schedule, against 0.70, 0.75, 0.75 (3,200 of 7,200; 3,200 of 10,800, twice)
