@@ -1,12 +1,13 @@
 """Replay a pruner over a study run without pruning: which trials it would have stopped, at which warm-up, what
 that saves and which best validation value survives. No training: it reads the study's `study.json`.
 
-    python benchmarks/pruning_replay.py STUDY_DIR --train-rows 3600 [--pruners median quartile] [--warm-ups 0.5 1]
+    python benchmarks/pruning_replay.py STUDY_DIR --train-rows 3600 [--pruners progress median] [--warm-ups 0.4 1]
         [--startup-trials 4 8] [--chance 0.499]
 
 Each trial's reported values (step = training examples seen, as `hftl tune` reports them) are told, in trial order,
 to an in-memory Optuna study whose pruner is built by `hftl tune`'s own `make_pruner`, and asked `should_prune()`
-at each step once the trial has trained `warm-up` epochs, as `TrialReportCallback` does; no trial is stopped
+at each step once the trial has trained `warm-up` epochs, as `TrialReportCallback` does (each replayed trial is
+given its recorded schedule, `schedule_examples`, or its last step, for the `progress` pruner); no trial is stopped
 before `startup-trials` trials finished (default: what `hftl tune` uses for the study's number of trials), except,
 with `--chance`, one whose best value so far is no better than that bar: chance's validation score, which
 `TrialReportCallback` is given by the task (`Recipe.chance_scores`: for SST-2's macro-F1, a random guess) and which
