@@ -217,6 +217,9 @@ def test_the_pruning_rule_in_words():
     assert pruning_text("halving", 8, 1.0) == f"halving, a trial {chance} stopped, none judged before epoch 1"
     assert pruning_text("quartile", 4, 0.0) == f"quartile, no trial stopped before 4 had finished unless {chance}"
     assert pruning_text("none", 8, 0.5) == "none"
+    assert pruning_text("progress", 8, 0.4) == ("progress (the median at an equal share of each trial's schedule), "
+                                                f"no trial stopped before 8 had finished unless {chance}, none judged "
+                                                "before epoch 0.4")
 
 
 @pytest.mark.parametrize("pruner", ["progress", "median", "halving", "none"])

@@ -12,6 +12,9 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+#: how a study's report and the picked run's card name a pruner where its name alone does not say what it does
+IN_WORDS = {"progress": "progress (the median at an equal share of each trial's schedule)"}
+
 #: trial user attribute: the training examples the trial's whole schedule holds (optimizer steps x effective batch),
 #: written by the trial's process when training starts (`hftl.tune.report.TrialReportCallback`)
 SCHEDULE_EXAMPLES = "schedule_examples"

@@ -100,7 +100,9 @@ def pruning_text(pruner: str, startup_trials: int | None, prune_after_epochs: fl
     if pruner == "none":
         return "none"
     chance = "no better than an answer that ignores the input"  # `TrialReportCallback`'s own rule
-    parts = [pruner]
+    from hftl.tune.pruners import IN_WORDS  # imports optuna: only when a report or card is written
+
+    parts = [IN_WORDS.get(pruner, pruner)]
     if startup_trials and pruner != "halving":  # successive halving compares within rungs, from the first trial
         parts.append(f"no trial stopped before {startup_trials} had finished unless {chance}")
     else:
