@@ -69,8 +69,9 @@ class ProgressMedianPruner(optuna.pruners.BasePruner):
     longer schedule, still at a high learning rate there, looks worse and is stopped although it ends best (SST-2,
     sampler seed 67). When the batch size is searched, a step that only small batches evaluate at has a bar of a few
     trials (seed 71: the best stopped after 2,000 examples, against the batch-8 trials alone). At an equal share every
-    finished trial is a comparator at every point, each at the same point of its learning-rate schedule. A trial's schedule is its `SCHEDULE_EXAMPLES` attribute;
-    one without it (nothing recorded yet) is never stopped by this pruner.
+    finished trial is a comparator at every point, each at the same point of its learning-rate schedule. A trial's
+    schedule is its `SCHEDULE_EXAMPLES` attribute; one without it (nothing recorded yet) is never stopped by this
+    pruner.
     """
 
     def __init__(self, n_startup_trials: int = 5):
