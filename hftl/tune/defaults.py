@@ -27,10 +27,11 @@ def startup_trials(trials: int) -> int:
 
 
 #: the pruners `--pruner` names (`hftl.tune.pruners.make_pruner` builds them), and the one used when none is named.
-#: `progress` (the median at an equal share of each schedule) since 2026-12-06: replayed over five unpruned SST-2
-#: studies it kept the best in all five (30-59% saved) where the median at equal examples lost it in three, and as
-#: real studies on three fresh sampler seeds it saved 33%, 41% and 35%, the best equal in two and 0.0008 lower in
-#: the third (docs/tuning.md, "ninth run").
+#: `progress` (the median at an equal share of each schedule) since 2026-12-06: replayed over eight unpruned SST-2
+#: studies it saved at least 30% at an equal best in six, more than any other rule measured (the median at equal
+#: examples: two). As real studies on five fresh sampler seeds it saved 23-41%, the best equal in two and up to 0.011
+#: lower in three: pruning on that space can cost about a point of best validation (docs/tuning.md, "ninth run" and
+#: "tenth run").
 PRUNERS = ("progress", "median", "quartile", "halving", "none")
 DEFAULT_PRUNER = "progress"
 
