@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -35,10 +36,14 @@ from hftl.tune.pruners import SCHEDULE_EXAMPLES, make_pruner
 from hftl.tune.report import no_better
 
 
-def replay(trials: list[dict], train_rows: int, warm_up: float, pruner: str = DEFAULT_PRUNER, startup: int = 4,
+def replay(trials: list[dict], train_rows: int, warm_up: float,
+           pruner: str | Callable[[int], optuna.pruners.BasePruner] = DEFAULT_PRUNER, startup: int = 4,
            step_examples: int = 1, direction: str = "maximize", chance: float | None = None) -> dict:
+    """`pruner`: a `--pruner` name, or a function of the start-up trials that builds one (a rule not shipped, as
+    `benchmarks/pruning_variants.py` replays)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=direction, pruner=make_pruner(pruner, startup))
+    built = pruner(startup) if callable(pruner) else make_pruner(pruner, startup)
+    study = optuna.create_study(direction=direction, pruner=built)
     cpu_full = cpu_pruned = 0.0
     stopped, kept, at_chance = [], {}, []
     for trial in sorted(trials, key=lambda t: t["number"]):

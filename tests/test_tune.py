@@ -762,6 +762,39 @@ def test_the_pruning_replay_applies_the_chance_bar_during_the_start_up():
     assert module.replay(trials, 400, warm_up=0.0, pruner="median", startup=1)["stopped"] == []
 
 
+def test_the_pruning_variants_change_one_thing_each():
+    """`benchmarks/pruning_variants.py`: each variant of the progress median decides as it says, on the short trial
+    the progress median stops (0.55 at half its schedule, against the long trial's 0.6 at half of its)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning_variants.py"
+    spec = importlib.util.spec_from_file_location("pruning_variants", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def trial(number, values):  # values at 400, 800, ... examples; 100 CPU s a trial
+        return {"number": number, "value": max(values), "user_attrs": {"process_cpu_seconds": 100.0},
+                "intermediate_values": {str(400 * (i + 1)): v for i, v in enumerate(values)}}
+
+    trials = [trial(0, [0.5, 0.6, 0.7, 0.9]), trial(1, [0.55, 0.65])]
+
+    def replayed(build):
+        r = module.pruning_replay.replay(trials, 400, warm_up=0.0, pruner=build, startup=1)
+        return r["stopped"], r["saved"]
+
+    assert replayed(module.VARIANTS["progress (the default)"]) == ([1], pytest.approx(50 / 200))
+    assert replayed(module.VARIANTS["0.01 under the median"]) == ([1], pytest.approx(50 / 200))  # 0.55 < 0.59
+    # kept at half its schedule (0.55 >= 0.6 - 0.06); at its end, 0.65 against the long trial's 0.9 at its end
+    assert replayed(lambda n: module.ProgressVariant(n, margin=0.06)) == ([1], 0.0)
+    # not judged at half its schedule; at its end, 0.65 against the long trial's 0.9: stopped, nothing saved
+    assert replayed(lambda n: module.ProgressVariant(n, min_share=0.6)) == ([1], 0.0)
+    # at 400 examples the long trial is compared at 400 (0.5), not at half its schedule (0.6 at 800); at 800 the
+    # short trial's best, 0.65, is above the long one's 0.6 at 800
+    assert replayed(module.VARIANTS["the earlier of equal share and equal examples"]) == ([], 0.0)
+    # one standard error of 400 rows at 0.6 is 0.0245: 0.55 is still under 0.5755
+    assert replayed(module.VARIANTS["one standard error under the median"])[0] == [1]
+
+
 def test_the_report_says_which_trials_were_stopped_as_no_better_than_chance():
     from hftl.tune.report import PRUNED_AT_CHANCE, PRUNED_BECAUSE
     from hftl.tune.summary import render_report
