@@ -65,7 +65,7 @@ class ProgressVariant(ProgressMedianPruner):
         if len(finished) < max(1, self.n_startup_trials):
             return False
         if self.count_stopped:
-            finished += study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+            finished = finished + study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
         limit = step if self.earlier_of_examples else math.inf
         bar = [v for v in (value_before(t, step / total, limit) for t in finished) if v is not None]
         values = [v for v in trial.intermediate_values.values() if not math.isnan(v)]
