@@ -23,23 +23,12 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hftl.tune.pruners import SCHEDULE_EXAMPLES, ProgressMedianPruner, schedule_examples
+from hftl.tune.pruners import SCHEDULE_EXAMPLES, ProgressMedianPruner, schedule_examples, value_at_share
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("pruning_replay", HERE / "pruning_replay.py")
 pruning_replay = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pruning_replay)
-
-
-def value_before(trial: FrozenTrial, share: float, examples: float = math.inf) -> float | None:
-    """`trial`'s value at its last evaluation within `share` of its schedule and within `examples` examples."""
-    total = schedule_examples(trial)
-    if not total:
-        return None
-    limit = min(share * total, examples) + 1e-6
-    reached = [step for step in trial.intermediate_values if step <= limit]
-    value = trial.intermediate_values[max(reached)] if reached else math.nan
-    return None if math.isnan(value) else value
 
 
 class ProgressVariant(ProgressMedianPruner):
@@ -57,6 +46,12 @@ class ProgressVariant(ProgressMedianPruner):
         self.margin, self.standard_errors, self.validation_rows = margin, standard_errors, validation_rows
         self.earlier_of_examples = earlier_of_examples
 
+    def comparator_share(self, finished: FrozenTrial, step: int, total: int) -> float:
+        """The share of `finished`'s schedule it is compared at: the judged trial's share, or with
+        `earlier_of_examples` no further than the judged trial's `step` examples either."""
+        own = schedule_examples(finished)
+        return min(step / total, step / own) if self.earlier_of_examples and own else step / total
+
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         step, total = trial.last_step, trial.user_attrs.get(SCHEDULE_EXAMPLES)
         if step is None or not total or step / total < self.min_share:
@@ -66,8 +61,7 @@ class ProgressVariant(ProgressMedianPruner):
             return False
         if self.count_stopped:
             finished = finished + study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-        limit = step if self.earlier_of_examples else math.inf
-        bar = [v for v in (value_before(t, step / total, limit) for t in finished) if v is not None]
+        bar = [v for v in (value_at_share(t, self.comparator_share(t, step, total)) for t in finished) if v is not None]
         values = [v for v in trial.intermediate_values.values() if not math.isnan(v)]
         if not values:
             return True
@@ -111,17 +105,18 @@ def main(argv=None) -> None:
     studies = {}
     for folder in args.studies:
         record = json.loads((folder / "study.json").read_text())
-        studies[folder.name] = ([t for t in record["trials"] if t["state"] == "COMPLETE"],
-                                record["objective"]["direction"])
+        trials = [t for t in record["trials"] if t["state"] == "COMPLETE"]
+        direction = record["objective"]["direction"]
+        pick = max if direction == "maximize" else min
+        studies[folder.name] = (trials, direction, pick(t["value"] for t in trials))
     print("| variant | " + " | ".join(studies) + " | best kept | >= 30% at the best | mean saved |")
     print("|---|" + "---:|" * (len(studies) + 3))
     for name, build in VARIANTS.items():
         cells, kept, met, saved = [], 0, 0, 0.0
-        for trials, direction in studies.values():
-            pick = max if direction == "maximize" else min
+        for trials, direction, best in studies.values():
             r = pruning_replay.replay(trials, args.train_rows, args.warm_up, build, args.startup_trials,
                                       direction=direction, chance=args.chance)
-            best_kept = r["best"] == pick(t["value"] for t in trials)
+            best_kept = r["best"] == best
             kept, met, saved = kept + best_kept, met + (best_kept and r["saved"] >= 0.3), saved + r["saved"]
             cells.append(f"{r['saved']:.1%}" + ("" if best_kept else f" lost ({r['best']:.4f})"))
         print(f"| {name} | " + " | ".join(cells) + f" | {kept} | {met} | {saved / len(studies):.1%} |")

@@ -724,21 +724,29 @@ def test_killed_worker_restarts_without_losing_or_repeating_trials(tmp_path, tin
     assert "SIGTERM received: stopping after this step" in (study / "logs" / "trial-1.log").read_text()
 
 
+def _benchmark(name: str):
+    """A script of `benchmarks/` (not a package) as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _replayed_trial(number, values):
+    """A finished trial as `study.json` records it: `values` at 400, 800, ... examples; 100 CPU s."""
+    return {"number": number, "value": max(values), "user_attrs": {"process_cpu_seconds": 100.0},
+            "intermediate_values": {str(400 * (i + 1)): v for i, v in enumerate(values)}}
+
+
 def test_the_pruning_replay_applies_the_chance_bar_during_the_start_up():
     """`benchmarks/pruning_replay.py --chance`: the replay stops a trial whose best value so far never beat the
     bar, from the warm-up on, although too few trials have finished for the median; CPU is charged pro rata, as it
     is in the bound (every trial but the best stopped at its first evaluation past the warm-up)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning_replay.py"
-    spec = importlib.util.spec_from_file_location("pruning_replay", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    def trial(number, values):  # values at 400, 800, 1200, 1600 examples; 100 CPU s a trial
-        return {"number": number, "value": max(values), "user_attrs": {"process_cpu_seconds": 100.0},
-                "intermediate_values": {str(400 * (i + 1)): v for i, v in enumerate(values)}}
-
+    module = _benchmark("pruning_replay")
+    trial = _replayed_trial
     trials = [trial(0, [0.35, 0.35, 0.35, 0.35]), trial(1, [0.6, 0.7, 0.8, 0.85]), trial(2, [0.35, 0.5, 0.6, 0.7])]
     plain = module.replay(trials, 800, warm_up=0.5, startup=8)
     assert (plain["stopped"], plain["saved"]) == ([], 0.0)  # 8 start-up trials: the median stops nothing
@@ -765,18 +773,8 @@ def test_the_pruning_replay_applies_the_chance_bar_during_the_start_up():
 def test_the_pruning_variants_change_one_thing_each():
     """`benchmarks/pruning_variants.py`: each variant of the progress median decides as it says, on the short trial
     the progress median stops (0.55 at half its schedule, against the long trial's 0.6 at half of its)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning_variants.py"
-    spec = importlib.util.spec_from_file_location("pruning_variants", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    def trial(number, values):  # values at 400, 800, ... examples; 100 CPU s a trial
-        return {"number": number, "value": max(values), "user_attrs": {"process_cpu_seconds": 100.0},
-                "intermediate_values": {str(400 * (i + 1)): v for i, v in enumerate(values)}}
-
-    trials = [trial(0, [0.5, 0.6, 0.7, 0.9]), trial(1, [0.55, 0.65])]
+    module = _benchmark("pruning_variants")
+    trials = [_replayed_trial(0, [0.5, 0.6, 0.7, 0.9]), _replayed_trial(1, [0.55, 0.65])]
 
     def replayed(build):
         r = module.pruning_replay.replay(trials, 400, warm_up=0.0, pruner=build, startup=1)
