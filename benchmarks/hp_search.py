@@ -54,7 +54,7 @@ STEPS = ("tune", "nopruning", "baseline", "default", "overhead")
 #: the precision of the steps: hftl's configs leave speed.bf16 at auto, the baseline is plain float32
 BF16_USED = "hftl steps: speed.bf16 auto (on where the CPU has native bf16); Trainer.hyperparameter_search: float32"
 #: the settings a resumed acceptance must share with the recorded one
-KEPT_SETTINGS = ("data", "rows", "trials", "top", "seeds", "max_epochs", "eval_steps", "sampler_seed", "pruner",
+KEPT_SETTINGS = ("data", "rows", "validation_share", "trials", "top", "seeds", "max_epochs", "eval_steps", "sampler_seed", "pruner",
                  "prune_after_epochs")
 
 
@@ -62,6 +62,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with SST-2's train.tsv and test.tsv")
     parser.add_argument("--rows", type=int, default=4000)
+    parser.add_argument("--validation-share", type=float, default=0.1,
+                        help="the share of --rows held out for validation (the rest trains)")
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3)
@@ -83,14 +85,15 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def prepare_data(source: Path, rows: int, folder: Path) -> dict[str, Path]:
-    """The first `rows` rows of train.tsv, split 90/10 (seed 42) into train / dev; test.tsv as it is."""
+def prepare_data(source: Path, rows: int, folder: Path, validation_share: float = 0.1) -> dict[str, Path]:
+    """The first `rows` rows of train.tsv, split (seed 42) into train / dev, `validation_share` of them dev (the
+    acceptance's 90/10 by default); test.tsv as it is."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = (source / "train.tsv").read_text(encoding="utf-8").splitlines()
     header, body = lines[0], lines[1:rows + 1]
     order = list(range(len(body)))
     random.Random(42).shuffle(order)
-    n_dev = len(body) // 10
+    n_dev = round(len(body) * validation_share)
     parts = {"dev": sorted(order[:n_dev]), "train": sorted(order[n_dev:])}
     files = {}
     for name, indices in parts.items():
@@ -211,6 +214,8 @@ def main(argv=None) -> None:
         return
     settings_now = {k: str(v) for k, v in vars(args).items() if k in KEPT_SETTINGS}
     recorded = results.get("settings")
+    if recorded:  # recorded before --validation-share existed: the 90/10 split
+        recorded = {"validation_share": "0.1", **recorded}
     if recorded and any(recorded.get(k) != v for k, v in settings_now.items()):
         differ = {k: (recorded.get(k), v) for k, v in settings_now.items() if recorded.get(k) != v}
         sys.exit(f"{results_path} was measured with other settings (recorded, now): {differ}. Use another --workdir, "
@@ -220,7 +225,7 @@ def main(argv=None) -> None:
     from machine import machine_info
 
     results["machine"] = machine_info(bf16=None)  # not one answer: see BF16_USED
-    files = prepare_data(args.data, args.rows, work / "data")
+    files = prepare_data(args.data, args.rows, work / "data", args.validation_share)
     common = [*data_settings(files), f"training.eval_steps={args.eval_steps}"]
     tune_config = write_tune_config(work, args.max_epochs)
     hftl = [sys.executable, "-m", "hftl.cli"]
