@@ -54,8 +54,8 @@ STEPS = ("tune", "nopruning", "baseline", "default", "overhead")
 #: the precision of the steps: hftl's configs leave speed.bf16 at auto, the baseline is plain float32
 BF16_USED = "hftl steps: speed.bf16 auto (on where the CPU has native bf16); Trainer.hyperparameter_search: float32"
 #: the settings a resumed acceptance must share with the recorded one
-KEPT_SETTINGS = ("data", "rows", "validation_share", "trials", "top", "seeds", "max_epochs", "eval_steps", "sampler_seed", "pruner",
-                 "prune_after_epochs")
+KEPT_SETTINGS = ("data", "rows", "validation_share", "trials", "top", "seeds", "max_epochs", "eval_steps",
+                 "sampler_seed", "pruner", "prune_after_epochs")
 
 
 def parse_args(argv=None):

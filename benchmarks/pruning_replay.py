@@ -51,6 +51,8 @@ def replay(trials: list[dict], train_rows: int, warm_up: float,
         cpu = trial["user_attrs"]["process_cpu_seconds"]
         cpu_full += cpu
         replayed, stop_at, best = study.ask(), None, None
+        for key, value in trial["user_attrs"].items():  # what the trial recorded, for a pruner that reads it
+            replayed.set_user_attr(key, value)
         # as the trial's process records it (studies before 2026-12-06's second session did not: its last step)
         replayed.set_user_attr(SCHEDULE_EXAMPLES, trial["user_attrs"].get(SCHEDULE_EXAMPLES) or max(values))
         for step in sorted(values):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The `hftl tune` acceptance of issue 24 on SST-2 (docs/tuning.md, "Acceptance"), one step after another:
+# The `hftl tune` acceptance of issue 24 on SST-2 (docs/tuning_acceptance.md), one step after another:
 #   1. hftl tune, 24 trials with its default pruner (the progress median since 2026-12-06), then --top 3 --seeds 3 (sampler seed 42)
 #   2. the same study without pruning (same sampler seed): the pruning saving at equal best validation
 #   3. Trainer.hyperparameter_search (optuna backend, its default space, 24 trials) on the same data

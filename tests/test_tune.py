@@ -791,6 +791,11 @@ def test_the_pruning_variants_change_one_thing_each():
     assert replayed(module.VARIANTS["the earlier of equal share and equal examples"]) == ([], 0.0)
     # one standard error of 400 rows at 0.6 is 0.0245: 0.55 is still under 0.5755
     assert replayed(module.VARIANTS["one standard error under the median"])[0] == [1]
+    # judged on the loss: at half its schedule its lowest loss, 0.45, is under the long trial's 0.5 at half of its;
+    # at its end, 0.44 against the long trial's 0.3 at its end: stopped, nothing saved
+    for t, losses in zip(trials, ([0.7, 0.5, 0.4, 0.3], [0.45, 0.44])):
+        t["user_attrs"][module.EVAL_LOSS] = {400 * (i + 1): loss for i, loss in enumerate(losses)}
+    assert replayed(module.VARIANTS["judged on the validation loss"]) == ([1], 0.0)
 
 
 def test_the_report_says_which_trials_were_stopped_as_no_better_than_chance():

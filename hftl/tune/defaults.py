@@ -14,15 +14,15 @@ from __future__ import annotations
 #: best (0.88) at the end; a median pruner that judged from the first evaluation stopped every such trial there. 0.4
 #: skips that evaluation (0.22 epoch of 3,600 rows) and judges from 1,600 examples (0.44); 0.5 judged from the next
 #: evaluation common to all batch sizes, 3,200 (0.89), and saved less at the same best in the two real studies that
-#: compared them; a third (seed 67) lost its best with 0.4, as its replay does with 0.5 (docs/tuning.md, "First run,
-#: step 1" and "The acceptance, eighth run").
+#: compared them; a third (seed 67) lost its best with 0.4, as its replay does with 0.5 (docs/tuning_acceptance.md,
+#: "First run, step 1" and "The acceptance, eighth run").
 DEFAULT_PRUNE_AFTER_EPOCHS = 0.4
 
 def startup_trials(trials: int) -> int:
     """Trials TPE draws at random before it models the space, and trials that must finish before the pruner stops
     any: the median of fewer finished trials is a noisy bar. Replayed over two 24-trial SST-2 studies without
     pruning, the median judged after 4 finished trials lost the best trial of one (1.6 points); after 8 (this rule
-    for 24 trials) it kept the best of both (docs/tuning.md, "Pruning after the random start-up")."""
+    for 24 trials) it kept the best of both (docs/tuning_acceptance.md, "Pruning after the random start-up")."""
     return max(2, min(10, trials // 3))
 
 
@@ -30,8 +30,8 @@ def startup_trials(trials: int) -> int:
 #: `progress` (the median at an equal share of each schedule) since 2026-12-06: replayed over eight unpruned SST-2
 #: studies it saved at least 30% at an equal best in six, more than any other rule measured (the median at equal
 #: examples: two). As real studies on five fresh sampler seeds it saved 23-41%, the best equal in two and up to 0.011
-#: lower in three: pruning on that space can cost about a point of best validation (docs/tuning.md, "ninth run" and
-#: "tenth run").
+#: lower in three: pruning on that space can cost about a point of best validation (docs/tuning_acceptance.md,
+#: "ninth run" and "tenth run").
 PRUNERS = ("progress", "median", "quartile", "halving", "none")
 DEFAULT_PRUNER = "progress"
 
