@@ -14,6 +14,7 @@ uses them), and it shares that script's limit: a real study's sampler goes elsew
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import math
@@ -98,10 +99,10 @@ class LossVariant(ProgressMedianPruner):
 
 
 def _loss_at_share(trial: FrozenTrial, share: float) -> float | None:
-    """`value_at_share` of the trial's validation loss."""
-    losses, total = trial.user_attrs[EVAL_LOSS], schedule_examples(trial)
-    reached = [at for at in losses if at <= share * total + 1e-6]
-    return losses[max(reached)] if reached else None
+    """`value_at_share` of the trial's validation loss: the same trial, its losses as its values."""
+    as_losses = copy.copy(trial)
+    as_losses.intermediate_values = trial.user_attrs[EVAL_LOSS]
+    return value_at_share(as_losses, share)
 
 
 #: name -> a function of the start-up trials that builds the pruner

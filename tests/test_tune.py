@@ -796,6 +796,9 @@ def test_the_pruning_variants_change_one_thing_each():
     for t, losses in zip(trials, ([0.7, 0.5, 0.4, 0.3], [0.45, 0.44])):
         t["user_attrs"][module.EVAL_LOSS] = {400 * (i + 1): loss for i, loss in enumerate(losses)}
     assert replayed(module.VARIANTS["judged on the validation loss"]) == ([1], 0.0)
+    # and only on the losses so far: at half its schedule 0.52 is above 0.5 (its later 0.40 is not seen yet)
+    trials[1]["user_attrs"][module.EVAL_LOSS] = {400: 0.52, 800: 0.40}
+    assert replayed(module.VARIANTS["judged on the validation loss"]) == ([1], pytest.approx(50 / 200))
 
 
 def test_the_report_says_which_trials_were_stopped_as_no_better_than_chance():
