@@ -4,6 +4,9 @@ default space, written the way a transformers user writes it (the course / docs 
     model_init -> Trainer(...) -> trainer.hyperparameter_search(direction="maximize", backend="optuna", n_trials=N,
     compute_objective=macro-F1) -> train again with the best hyperparameters -> evaluate on test
 
+The final training builds a new Trainer with the best values in its TrainingArguments. The course sets them on
+`trainer.args` instead, which leaves the batch size at the last trial's (see `make_trainer`).
+
 transformers' default Optuna space (`default_hp_space_optuna`): learning rate 1e-6..1e-4 (log), epochs 1..5, seed
 1..40, batch size 4/8/16/32/64. The study's pruner is Optuna's default (MedianPruner), fed the objective at each
 evaluation by the Trainer; a trial is judged by its *last* evaluation (transformers #25247).
@@ -81,11 +84,17 @@ def main(argv=None) -> None:
                 "f1": f1_score(prediction.label_ids, predicted, average="macro")}
 
     steps = {"eval_strategy": "steps", "eval_steps": args.eval_steps} if args.eval_steps else {"eval_strategy": "epoch"}
-    training_args = TrainingArguments(output_dir=args.output_dir, save_strategy="no", report_to="none",
-                                      logging_steps=50, per_device_eval_batch_size=128, **steps)
-    trainer = Trainer(model_init=model_init, args=training_args, train_dataset=data["train"],
-                      eval_dataset=data["validation"], processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
+
+    def make_trainer(**hyperparameters) -> Trainer:
+        # The picked hyperparameters go into TrainingArguments: setting them on `trainer.args` after the search, as
+        # the course does, leaves the Trainer's batch size at its last trial's (Trainer._train_batch_size is set at
+        # init and by each trial's setup), so the final run could train another configuration than the one picked.
+        training_args = TrainingArguments(output_dir=args.output_dir, save_strategy="no", report_to="none",
+                                          logging_steps=50, per_device_eval_batch_size=128, **steps, **hyperparameters)
+        return Trainer(model_init=model_init, args=training_args, train_dataset=data["train"],
+                       eval_dataset=data["validation"], processing_class=tokenizer,
+                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
+
     def cpu_s() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
@@ -99,7 +108,7 @@ def main(argv=None) -> None:
         started_trials.append(trial.number)
         return default_hp_space_optuna(trial)
 
-    def train_and_test() -> dict:
+    def train_and_test(trainer: Trainer) -> dict:
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
@@ -113,25 +122,21 @@ def main(argv=None) -> None:
         picked = json.loads(Path(args.retrain).read_text(encoding="utf-8"))["best_trial"]["hyperparameters"]
         runs = {}
         for seed in args.seeds:
-            for name, value in {**picked, "seed": seed}.items():
-                setattr(trainer.args, name, value)
-            runs[seed] = train_and_test()
+            runs[seed] = train_and_test(make_trainer(**{**picked, "seed": seed}))
         f1 = [run["test"]["f1"] for run in runs.values()]
         results = {"retrained": args.retrain, "hyperparameters": picked, "runs": runs,
                    "test_f1": {"mean": statistics.fmean(f1), "std": statistics.stdev(f1) if len(f1) > 1 else 0.0}}
         write_results(args.results, results)
         return
 
+    trainer = make_trainer()
     started, cpu_started = time.perf_counter(), cpu_s()
     best = trainer.hyperparameter_search(direction="maximize", backend="optuna", n_trials=args.trials,
                                          hp_space=hp_space if args.cpu_budget else None,
                                          compute_objective=lambda metrics: metrics["eval_f1"])
     search_s, search_cpu_s = time.perf_counter() - started, cpu_s() - cpu_started
 
-    # the documented way to use the result: set the best hyperparameters and train once more
-    for name, value in best.hyperparameters.items():
-        setattr(trainer.args, name, value)
-    final = train_and_test()
+    final = train_and_test(make_trainer(**best.hyperparameters))  # train the best hyperparameters once more
     results = {
         "trials": args.trials,
         "best_trial": {"number": best.run_id, "objective": best.objective, "hyperparameters": best.hyperparameters},

@@ -31,8 +31,8 @@ def startup_trials(trials: int) -> int:
 #: studies it saved at least 30% at an equal best in six, more than any other rule measured (the median at equal
 #: examples: two). As real studies on five fresh sampler seeds it saved 23-41%, the best equal in two and up to 0.011
 #: lower in three: pruning on that space can cost about a point of best validation. With the same rows split 80/20
-#: (800 validation rows) it saved 31-44% at a best no lower on three fresh seeds (docs/tuning_acceptance.md, "ninth
-#: run" to "eleventh run").
+#: (800 validation rows) it saved 31-44% at a best no lower on four fresh seeds (docs/tuning_acceptance.md, "ninth
+#: run" to "twelfth run").
 PRUNERS = ("progress", "median", "quartile", "halving", "none")
 DEFAULT_PRUNER = "progress"
 
