@@ -873,3 +873,33 @@ def test_a_trial_records_its_schedule_in_examples(tmp_path):
     state = SimpleNamespace(**vars(_state(0, epoch=0.0)), max_steps=450)
     callback.on_train_begin(_train_args(4, accumulation=4, world_size=2), state, TrainerControl())
     assert study.get_trials(deepcopy=False)[trial.number].user_attrs[SCHEDULE_EXAMPLES] == 450 * 32
+
+
+def test_the_trial_test_scores_read_each_completed_trial_beside_its_objective(tmp_path, monkeypatch, capsys):
+    """`benchmarks/trial_test_scores.py`: every COMPLETE trial (a pruned one never trained to its end) gives its
+    objective from `study.json`, its final validation and test values of the study's metric from its run folder, and
+    the summary spans the test values of the trials within a point of the best objective."""
+    module = _benchmark("trial_test_scores")
+    study = tmp_path / "study"
+    trials = []
+    recorded = ((0, "COMPLETE", 0.87, 0.86, 0.81), (1, "PRUNED", 0.70, 0.69, 0.6),
+                (2, "COMPLETE", 0.865, 0.865, 0.85), (3, "COMPLETE", 0.80, 0.79, 0.75))
+    for number, state, objective, final, test in recorded:
+        trials.append({"number": number, "state": state, "value": objective, "params": {"model.strategy": "lora"}})
+        RunDir(study / f"trial-{number}").write_metrics({"validation": {"f1": final, "accuracy": 0.5},
+                                                         "test": {"f1": test, "accuracy": 0.5}})
+    (study / "study.json").write_text(json.dumps({"objective": {"metric": "f1"}, "trials": trials}))
+    scores = module.trial_scores(study, "unused.tsv")  # every trial holds test metrics: nothing is evaluated again
+    assert scores == {0: {"params": {"model.strategy": "lora"}, "objective": 0.87, "final_validation": 0.86,
+                          "test": 0.81},
+                      2: {"params": {"model.strategy": "lora"}, "objective": 0.865, "final_validation": 0.865,
+                          "test": 0.85},
+                      3: {"params": {"model.strategy": "lora"}, "objective": 0.80, "final_validation": 0.79,
+                          "test": 0.75}}
+    monkeypatch.setattr("sys.argv", ["trial_test_scores.py", str(study), "unused.tsv", "--keep", str(tmp_path / "k")])
+    module.main()
+    assert "2 trials within 0.01 of the best objective 0.8700: objectives 0.8650-0.8700; test 0.8100-0.8500 " \
+           "(mean 0.8300); the best objective's test 0.8100" in capsys.readouterr().out
+    kept = json.loads((tmp_path / "k" / "test_scores.json").read_text())
+    assert sorted(kept) == ["0", "2", "3"] and kept["2"] == {"objective": 0.865, "final_validation": 0.865,
+                                                            "test": 0.85}
