@@ -14,24 +14,26 @@ A trial that already holds test metrics (a study's pick) is not evaluated again.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
+from hftl.files import write_json
 from hftl.inference import load
 from hftl.run_dir import RunDir
+from hftl.tune.folder import StudyDir
 
 WITHIN = 0.01  # "the best trials": within a point of validation macro-F1 of the best objective
 
 
 def trial_scores(study_dir: Path, test_file: str) -> dict[int, dict]:
-    record = json.loads((study_dir / "study.json").read_text())
+    study = StudyDir(study_dir)
+    record = study.record()
     metric = record["objective"]["metric"]
     scores = {}
     for trial in record["trials"]:
         if trial["state"] != "COMPLETE":
             continue
-        run = RunDir(study_dir / f"trial-{trial['number']}")
+        run = RunDir(study.trial_dir(trial["number"]))
         metrics = run.metrics()
         test = metrics["test"] if "test" in metrics else load(run.path).evaluate(test_file)
         scores[trial["number"]] = {"params": trial["params"], "objective": trial["value"],
@@ -60,8 +62,8 @@ def main() -> None:
           f"(mean {statistics.fmean(tests):.4f}); the best objective's test {ranked[0][1]['test']:.4f}")
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        kept = {str(n): {k: v for k, v in s.items() if k != "params"} for n, s in scores.items()}
-        (args.keep / "test_scores.json").write_text(json.dumps(kept, indent=1) + "\n")
+        write_json(args.keep / "test_scores.json",
+                   {str(n): {k: v for k, v in s.items() if k != "params"} for n, s in scores.items()})
 
 
 if __name__ == "__main__":
