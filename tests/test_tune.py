@@ -168,6 +168,62 @@ def test_conditional_lora_settings_are_sampled_only_in_lora_trials():
     assert seen == {"full", "lora"}
 
 
+PER_STRATEGY = {"model.strategy": ["full", "lora"], "model.lora.r": [2, 4],
+                "training.learning_rate": {"full": {"low": 1.0e-5, "high": 1.0e-4, "log": True},
+                                           "lora": {"low": 1.0e-3, "high": 1.0e-2, "log": True}},
+                "training.num_train_epochs": {"lora": [3, 4]}}
+
+
+def test_a_range_per_strategy_is_sampled_from_the_trials_strategy_only():
+    """Each strategy's learning rate comes from its own range, as an Optuna parameter of its own (so TPE models each
+    strategy's rates apart); a strategy the mapping leaves out samples nothing for that key."""
+    import optuna
+
+    from hftl.tasks import get_recipe_class
+    from hftl.tune.space import parse_space
+
+    space, problems = parse_space(PER_STRATEGY, get_recipe_class("text-classification"), "full")
+    assert problems == []
+    assert space.to_data() == PER_STRATEGY  # written back as it was given (the study's identity, the report)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(24):
+        trial = study.ask()
+        values = space.sample(trial, "full")
+        rate = values["training.learning_rate"]
+        if values["model.strategy"] == "full":
+            assert 1.0e-5 <= rate <= 1.0e-4 and "training.num_train_epochs" not in values
+            assert set(trial.params) == {"model.strategy", "training.learning_rate[full]"}
+        else:
+            assert 1.0e-3 <= rate <= 1.0e-2 and values["training.num_train_epochs"] in (3, 4)
+            assert set(trial.params) == {"model.strategy", "model.lora.r", "training.learning_rate[lora]",
+                                         "training.num_train_epochs[lora]"}
+        study.tell(trial, 0.5)
+    assert {t.params["model.strategy"] for t in study.trials} == {"full", "lora"}
+
+
+def test_bad_ranges_per_strategy_list_every_problem():
+    from hftl.tasks import get_recipe_class
+    from hftl.tune.space import parse_space
+
+    bad = {"model.strategy": ["full", "lora"],
+           "training.learning_rate": {"full": {"low": 1e-3, "high": 1e-5}, "lora": {"low": 0, "high": 1, "log": True}},
+           "training.weight_decay": {"full": [0.0, 0.1], "high": 0.3},   # strategies mixed with a range key
+           "model.lora.r": {"full": [4], "lora": [8]},                    # a LoRA setting for full trials
+           "training.warmup_steps": {"freeze": [0.0, 0.1]},               # a strategy no trial uses
+           "training.num_train_epochs": {"lroa": [2, 3]}}                 # a misspelt strategy
+    _, problems = parse_space(bad, get_recipe_class("text-classification"), "full")
+    expected = ["search.training.learning_rate.full: low (0.001) is greater than high (1e-05)",
+                "search.training.learning_rate.lora: a log range needs low > 0",
+                "search.training.weight_decay: mixes strategies with high",
+                "search.model.lora.r: applies only to strategy 'lora'; give one range or list, not one per strategy",
+                "search.training.warmup_steps.freeze: applies only to strategy 'freeze', which no trial uses",
+                "search.training.num_train_epochs: unknown range key 'lroa'. Did you mean 'lora'?",
+                "search.training.num_train_epochs: missing 'low'", "search.training.num_train_epochs: missing 'high'"]
+    assert len(problems) == len(expected), problems
+    for text in expected:
+        assert any(text in problem for problem in problems), (text, problems)
+
+
 def _callback_setup(tmp_path, finished_values, intermediate_steps=(1,), prune_after_epochs=0.0, pruner="median",
                     startup_trials=4):
     import optuna

@@ -117,7 +117,7 @@ def tuning_record(plan, options, record_counts: dict, picked: dict, seeds: int) 
         "study": plan.study_name,
         "objective": f"validation {plan.metric} at each trial's best evaluation ({plan.direction})",
         "space_source": plan.space.source,
-        "space": {p.key: p.describe() + (f" (only in {p.strategy} trials)" if p.strategy else "")
+        "space": {p.name: p.describe() + (f" (only in {p.strategy} trials)" if p.strategy else "")
                   for p in plan.space.params},
         "sampler": "Optuna TPE" + (f" (seed {plan.sampler_seed})" if plan.sampler_seed is not None else ""),
         "pruner": pruning_text(plan.pruner, plan.startup_trials, plan.prune_after_epochs),

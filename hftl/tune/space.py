@@ -12,6 +12,16 @@ a mapping `{low, high}` with optional `log: true` and `step`, or a list of choic
 
 Settings that apply to one strategy only (`model.lora.*` to `lora`, `model.trainable_layers` to `freeze`) are
 conditional: a trial samples them only when its strategy is that one, so they are absent from the others.
+
+When the strategy is searched, any key can take one range (or list) per strategy, since the strategies want
+different values: LoRA trains at learning rates about ten times full fine-tuning's (docs/tuning.md).
+
+      training.learning_rate:
+        full: {low: 1.0e-5, high: 2.0e-4, log: true}
+        lora: {low: 1.0e-4, high: 2.0e-3, log: true}
+
+Each is a parameter of its own for Optuna (`training.learning_rate[lora]`), so TPE models each strategy's values
+apart; a strategy the mapping leaves out keeps the config's value.
 """
 
 from __future__ import annotations
@@ -19,10 +29,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from hftl.config.parse import did_you_mean
+from hftl.config.schema import Strategy
 
 #: settings that apply to one strategy only: key prefix -> the strategy that uses them
 CONDITIONAL = {"model.lora.": "lora", "model.trainable_layers": "freeze"}
@@ -40,6 +52,7 @@ NOT_SEARCHABLE = {
     "resume": "not a hyperparameter",
 }
 _RANGE_KEYS = ("low", "high", "log", "step")
+_STRATEGIES = typing.get_args(Strategy)
 _SCALAR = (str, int, float, bool, type(None))
 
 
@@ -54,6 +67,7 @@ class Param:
         log (`bool`): sample the range on a log scale.
         step (`int` or `float`, *optional*): the range's grid (ints: default 1).
         strategy (`str`, *optional*): the strategy this setting applies to (sampled only in its trials).
+        per_strategy (`bool`): one of a key's ranges per strategy; its Optuna name says which (`key[strategy]`).
     """
 
     key: str
@@ -63,6 +77,17 @@ class Param:
     log: bool = False
     step: float | int | None = None
     strategy: str | None = None
+    per_strategy: bool = False
+
+    @property
+    def name(self) -> str:
+        """The parameter's name in the Optuna study (and its figures)."""
+        return f"{self.key}[{self.strategy}]" if self.per_strategy else self.key
+
+    @property
+    def where(self) -> str:
+        """Where the parameter is written in the config, for messages."""
+        return f"search.{self.key}" + (f".{self.strategy}" if self.per_strategy else "")
 
     @property
     def is_int(self) -> bool:
@@ -73,11 +98,11 @@ class Param:
         """The value for `trial` (an `optuna.Trial`); list choices travel through Optuna as JSON strings."""
         if self.choices is not None:
             if all(isinstance(c, _SCALAR) for c in self.choices):
-                return trial.suggest_categorical(self.key, list(self.choices))
-            return json.loads(trial.suggest_categorical(self.key, [json.dumps(c) for c in self.choices]))
+                return trial.suggest_categorical(self.name, list(self.choices))
+            return json.loads(trial.suggest_categorical(self.name, [json.dumps(c) for c in self.choices]))
         if self.is_int:
-            return trial.suggest_int(self.key, self.low, self.high, step=self.step or 1, log=self.log)
-        return trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)
+            return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
 
     def values_to_check(self) -> list:
         """The values whose acceptance by the config checks stands for the whole parameter."""
@@ -109,11 +134,17 @@ class SearchSpace:
     source: str = "search"
 
     def to_data(self) -> dict:
-        return {p.key: p.to_data() for p in self.params}
+        data = {}
+        for p in self.params:
+            if p.per_strategy:
+                data.setdefault(p.key, {})[p.strategy] = p.to_data()
+            else:
+                data[p.key] = p.to_data()
+        return data
 
     def summary(self) -> str:
         """One line: how many parameters, and which apply to one strategy only."""
-        conditional = [f"{p.key} in {p.strategy} trials only" for p in self.params if p.strategy]
+        conditional = [f"{p.name} in {p.strategy} trials only" for p in self.params if p.strategy]
         return f"{len(self.params)} parameters" + (f" ({', '.join(conditional)})" if conditional else "")
 
     def sample(self, trial, base_strategy: str) -> dict:
@@ -158,9 +189,36 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def parse_param(key: str, spec, problems: list[str]) -> Param | None:
-    """One entry of `search:`; every problem of its syntax goes to `problems`."""
+def parse_params(key: str, spec, problems: list[str]) -> list[Param]:
+    """One entry of `search:` (a range or list, or one per strategy); every problem of its syntax goes to
+    `problems`."""
+    if not (isinstance(spec, dict) and spec and any(k in _STRATEGIES for k in spec)):
+        param = parse_param(key, spec, problems)
+        return [param] if param is not None else []
     where = f"search.{key}"
+    if not all(k in _STRATEGIES for k in spec):
+        others = [str(k) for k in spec if k not in _STRATEGIES]
+        problems.append(f"{where}: mixes strategies with {', '.join(others)}. Give either one range {{low, high}} or "
+                        f"list for every trial, or one per strategy ({', '.join(_STRATEGIES)}).")
+        return []
+    if key == "model.strategy":
+        problems.append(f"{where}: the strategy cannot be searched per strategy; give a list, e.g. [full, lora].")
+        return []
+    only = _strategy_of(key)
+    if only is not None and set(spec) != {only}:
+        problems.append(f"{where}: applies only to strategy '{only}'; give one range or list, not one per strategy.")
+        return []
+    params = []
+    for strategy, sub in spec.items():
+        param = parse_param(key, sub, problems, where=f"{where}.{strategy}")
+        if param is not None:
+            params.append(dataclasses.replace(param, strategy=strategy, per_strategy=True))
+    return params
+
+
+def parse_param(key: str, spec, problems: list[str], where: str | None = None) -> Param | None:
+    """One range or list of `search:`; every problem of its syntax goes to `problems`."""
+    where = where or f"search.{key}"
     if isinstance(spec, list):
         if not spec:
             problems.append(f"{where}: the list of choices is empty; give at least one value, or remove the key.")
@@ -180,8 +238,9 @@ def parse_param(key: str, spec, problems: list[str]) -> Param | None:
         return None
     before = len(problems)
     for unknown in (k for k in spec if k not in _RANGE_KEYS):
-        problems.append(f"{where}: unknown range key '{unknown}'.{did_you_mean(str(unknown), _RANGE_KEYS)} A range "
-                        "takes low, high, log and step.")
+        hint = did_you_mean(str(unknown), _RANGE_KEYS + _STRATEGIES)
+        problems.append(f"{where}: unknown range key '{unknown}'.{hint} A range takes low, high, log and step; one "
+                        f"range per strategy is a mapping from {', '.join(_STRATEGIES)}.")
     low, high, log, step = (spec.get(k) for k in _RANGE_KEYS)
     for name, value in (("low", low), ("high", high)):
         if value is None:
@@ -226,14 +285,12 @@ def parse_space(search: dict, recipe_cls, base_strategy: str) -> tuple[SearchSpa
             hint = did_you_mean(key, allowed) or " Keys are dotted config keys such as training.learning_rate."
             problems.append(f"search: unknown key '{key}'.{hint}")
             continue
-        param = parse_param(key, spec, problems)
-        if param is not None:
-            params.append(param)
+        params += parse_params(key, spec, problems)
     strategies = _reachable_strategies(params, base_strategy)
     for param in params:
         if param.strategy and param.strategy not in strategies:
             problems.append(
-                f"search.{param.key}: applies only to strategy '{param.strategy}', which no trial uses "
+                f"{param.where}: applies only to strategy '{param.strategy}', which no trial uses "
                 f"(model.strategy is '{base_strategy}'{' and' if len(strategies) == 1 else ', searched over'} "
                 f"{'not searched' if len(strategies) == 1 else ', '.join(sorted(strategies))}). Add "
                 f"'{param.strategy}' to search.model.strategy, or remove this key.")
@@ -273,13 +330,13 @@ def value_problems(space: SearchSpace, config_data: dict, base_dir, recipe_cls, 
             try:
                 config, found, failed = read(settings)
             except ConfigError as err:
-                problems += [f"search.{param.key}: {p}" for p in err.problems]
+                problems += [f"{param.where}: {p}" for p in err.problems]
                 continue
             found = [p for p in found if p not in existing]
             if not found and param.key == "model.name_or_path" and "model" not in failed:
                 found = check_model_source(config.model) or check_model_architecture(config, recipe_cls)
             shown = json.dumps(value)
-            problems += [f"search.{param.key}: the value {shown} is rejected by the config checks: {p}" for p in found]
+            problems += [f"{param.where}: the value {shown} is rejected by the config checks: {p}" for p in found]
     return problems
 
 
