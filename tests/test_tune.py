@@ -26,6 +26,12 @@ SPACE = {"model.strategy": ["full", "lora"], "model.lora.r": [2, 4],
          "training.learning_rate": {"low": 5.0e-3, "high": 3.0e-2, "log": True}}
 
 
+#: the real studies' space: each strategy's learning rate from a range of its own (one Optuna parameter per strategy)
+STUDY_SPACE = {"model.strategy": ["full", "lora"], "model.lora.r": [2, 4],
+               "training.learning_rate": {"full": {"low": 5.0e-3, "high": 2.0e-2, "log": True},
+                                          "lora": {"low": 2.0e-2, "high": 5.0e-2, "log": True}}}
+
+
 def write_config(folder: Path, model_dir: Path, search: dict | None = SPACE, **training) -> Path:
     config = tiny_config(folder, model_dir, rows=(48, 24, 24), **{
         "data.max_length": 24, "training.output_dir": str(folder / "study"), "training.learning_rate": 1e-2,
@@ -646,7 +652,7 @@ def _log_tail(study: Path) -> str:
 def concurrent_study(tmp_path_factory, tiny_bert_dir):
     """Two workers started together on one study (the default journal storage), 3 trials in all."""
     folder = tmp_path_factory.mktemp("tune")
-    config = write_config(folder, tiny_bert_dir)
+    config = write_config(folder, tiny_bert_dir, search=STUDY_SPACE)
     workers = [worker(config, "--trials", "3", "--no-select") for _ in range(2)]
     outputs = [finish(w) for w in workers]
     return SimpleNamespace(config=config, study=folder / "study", outputs=outputs)
@@ -679,6 +685,9 @@ def test_concurrent_workers_give_n_distinct_trials(concurrent_study):
         assert ("model.lora.r" in t.params) == (strategy == "lora")
         saved = yaml.safe_load((run.path / RunDir.CONFIG).read_text())
         assert saved["model"]["strategy"] == strategy
+        # the learning rate from the strategy's own range, set on the config key (not on the Optuna name)
+        assert saved["training"]["learning_rate"] == t.params[f"training.learning_rate[{strategy}]"]
+        assert f"training.learning_rate[{'full' if strategy == 'lora' else 'lora'}]" not in t.params
         if strategy == "lora":
             assert saved["model"]["lora"]["r"] == t.params["model.lora.r"]
             assert json.loads((run.path / "adapter_config.json").read_text())["r"] == t.params["model.lora.r"]
