@@ -653,6 +653,10 @@ def concurrent_study(tmp_path_factory, tiny_bert_dir):
     """Two workers started together on one study (the default journal storage), 3 trials in all."""
     folder = tmp_path_factory.mktemp("tune")
     config = write_config(folder, tiny_bert_dir, search=STUDY_SPACE)
+    # the config's own strategy is one no trial samples: whatever shows it instead of a trial's is caught
+    data = yaml.safe_load(config.read_text())
+    data["model"]["strategy"] = "freeze"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
     workers = [worker(config, "--trials", "3", "--no-select") for _ in range(2)]
     outputs = [finish(w) for w in workers]
     return SimpleNamespace(config=config, study=folder / "study", outputs=outputs)
@@ -719,6 +723,9 @@ def test_selection_over_seeds_best_yaml_and_compare(concurrent_study, capsys):
         assert candidate["mean"] == pytest.approx(statistics.fmean(objectives))
         assert candidate["std"] == pytest.approx(statistics.stdev(objectives))
         assert "test" not in RunDir(group / "seed-43").metrics() or candidate["trial"] == selection["picked"]
+        # the group's card names the configuration its runs trained (the trial's), not the study config's
+        strategy = next(t.params["model.strategy"] for t in trials if t.number == candidate["trial"])
+        assert f"strategy {strategy})" in (group / RunDir.CARD).read_text()
     picked = max(selection["candidates"], key=lambda c: c["mean"])
     assert selection["picked"] == picked["trial"]
     # test: evaluated on the pick's runs only, once

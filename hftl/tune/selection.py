@@ -51,13 +51,14 @@ def _write_group(plan, group: Path, runs: list[Path], seeds: list[int]) -> None:
     """The seed group's aggregate, as `hftl train --seeds` writes it (`hftl.seeds`): `hftl compare` reads it."""
     from hftl.calibration import aggregate_seeds
     from hftl.seeds import render_seed_table
+    from hftl.tasks import recipe_for_run
 
     aggregate = aggregate_seeds([RunDir(r).metrics() for r in runs])
     names = [os.path.relpath(r, group) for r in runs]
     RunDir(group).write_metrics({**aggregate, "seeds": seeds, "runs": names})
-    recipe = plan.recipe_cls(plan.config)
+    recipe = recipe_for_run(runs[0])  # the configuration the runs trained: the trial's, not the study config's
     shown = tuple(dict.fromkeys((*recipe.summary_metrics, *recipe.card_metrics)))
-    config = dataclasses.replace(plan.config, training={**plan.config.training, "output_dir": str(group)})
+    config = dataclasses.replace(recipe.config, training={**recipe.config.training, "output_dir": str(group)})
     write_atomic(group / RunDir.CARD, render_seed_table(aggregate, seeds, shown, config))
 
 
