@@ -1,5 +1,5 @@
-"""Replay variants of the progress median (`hftl.tune.pruners.ProgressMedianPruner`, the default pruner) that
-hftl does not ship, over the unpruned studies kept in `benchmarks/data/pruning/`: which keeps each study's best, and
+"""Replay variants of the progress median (`hftl.tune.pruners.ProgressMedianPruner`, the default pruner), all but
+one (`--pruner progress-examples`) not shipped by hftl, over the unpruned studies kept in `benchmarks/data/pruning/`: which keeps each study's best, and
 what it saves. docs/tuning_acceptance.md, "The acceptance, tenth run", reads the result. No training.
 
     python benchmarks/pruning_variants.py [STUDY_DIR ...] [--train-rows 3600] [--chance 0.4994817866983493]
@@ -25,7 +25,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hftl.tune.pruners import SCHEDULE_EXAMPLES, ProgressMedianPruner, schedule_examples, value_at_share
+from hftl.tune.pruners import SCHEDULE_EXAMPLES, ProgressMedianPruner, value_at_share
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("pruning_replay", HERE / "pruning_replay.py")
@@ -37,22 +37,14 @@ class ProgressVariant(ProgressMedianPruner):
     """The progress median with one change. `min_share`: no trial judged before this share of its schedule;
     `count_stopped`: stopped trials are comparators too (their last value carried forward); `margin`: stop only
     this far under the bar; `standard_errors`: a margin of that many binomial standard errors of a split of
-    `validation_rows` at the bar's value; `quantile`: the bar (50: the median); `earlier_of_examples`: each
-    comparator is taken at the earlier of an equal share and equal examples."""
+    `validation_rows` at the bar's value; `quantile`: the bar (50: the median)."""
 
     def __init__(self, n_startup_trials: int, min_share: float = 0.0, count_stopped: bool = False,
                  margin: float = 0.0, standard_errors: float = 0.0, validation_rows: int = 400,
-                 quantile: int = 50, earlier_of_examples: bool = False):
+                 quantile: int = 50):
         super().__init__(n_startup_trials)
         self.min_share, self.count_stopped, self.quantile = min_share, count_stopped, quantile
         self.margin, self.standard_errors, self.validation_rows = margin, standard_errors, validation_rows
-        self.earlier_of_examples = earlier_of_examples
-
-    def comparator_share(self, finished: FrozenTrial, step: int, total: int) -> float:
-        """The share of `finished`'s schedule it is compared at: the judged trial's share, or with
-        `earlier_of_examples` no further than the judged trial's `step` examples either."""
-        own = schedule_examples(finished)
-        return min(step / total, step / own) if self.earlier_of_examples and own else step / total
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         step, total = trial.last_step, trial.user_attrs.get(SCHEDULE_EXAMPLES)
@@ -116,7 +108,8 @@ VARIANTS = {
     **{f"the {q}th percentile": (lambda n, q=q: ProgressVariant(n, quantile=q)) for q in (40, 45)},
     **{f"PatientPruner, patience {p}": (lambda n, p=p: optuna.pruners.PatientPruner(ProgressMedianPruner(n), p))
        for p in (1, 2, 3)},
-    "the earlier of equal share and equal examples": lambda n: ProgressVariant(n, earlier_of_examples=True),
+    "the earlier of equal share and equal examples (`--pruner progress-examples`)":
+        lambda n: ProgressMedianPruner(n, no_more_examples=True),
     "judged on the validation loss": LossVariant,
 }
 

@@ -859,8 +859,9 @@ def test_the_pruning_variants_change_one_thing_each():
     # not judged at half its schedule; at its end, 0.65 against the long trial's 0.9: stopped, nothing saved
     assert replayed(lambda n: module.ProgressVariant(n, min_share=0.6)) == ([1], 0.0)
     # at 400 examples the long trial is compared at 400 (0.5), not at half its schedule (0.6 at 800); at 800 the
-    # short trial's best, 0.65, is above the long one's 0.6 at 800
-    assert replayed(module.VARIANTS["the earlier of equal share and equal examples"]) == ([], 0.0)
+    # short trial's best, 0.65, is above the long one's 0.6 at 800 (shipped: `--pruner progress-examples`)
+    assert replayed(module.VARIANTS["the earlier of equal share and equal examples (`--pruner progress-examples`)"]) \
+        == replayed("progress-examples") == ([], 0.0)
     # one standard error of 400 rows at 0.6 is 0.0245: 0.55 is still under 0.5755
     assert replayed(module.VARIANTS["one standard error under the median"])[0] == [1]
     # judged on the loss: at half its schedule its lowest loss, 0.45, is under the long trial's 0.5 at half of its;
@@ -890,37 +891,51 @@ def test_the_report_says_which_trials_were_stopped_as_no_better_than_chance():
     assert [row.split(" | ")[1] for row in rows] == ["pruned (at chance)", "pruned", "complete"]
 
 
+def _finished_trial(curve: dict, total: int | None = None):
+    """A finished trial of `curve` (training examples -> objective) whose schedule held `total` examples (default:
+    its last step)."""
+    from optuna.trial import create_trial
+
+    from hftl.tune.pruners import SCHEDULE_EXAMPLES
+
+    return create_trial(value=max(curve.values()), intermediate_values=curve,
+                        user_attrs={SCHEDULE_EXAMPLES: total or max(curve)})
+
+
+def _judged(pruner: str, curve: dict, total: int | None, comparators) -> bool:
+    """Whether `pruner`, with 3 start-up trials and the finished `comparators` (curves), stops a trial that reported
+    `curve` on a schedule of `total` examples."""
+    import optuna
+
+    from hftl.tune.pruners import SCHEDULE_EXAMPLES, make_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(pruner, 3))
+    for c in comparators:
+        study.add_trial(_finished_trial(c))
+    trial = study.ask()
+    trial.set_user_attr(SCHEDULE_EXAMPLES, total)
+    for step, value in curve.items():
+        trial.report(value, step)
+    return trial.should_prune()
+
+
 def test_the_progress_pruner_compares_at_an_equal_share_of_each_schedule(tmp_path):
     """`--pruner progress` judges a trial against the finished trials' values at the same share of their own
     schedules. SST-2, sampler seed 67, in small: a 4-epoch trial (14,400 examples), 0.864 so far after 9,200, was
     stopped by the median at equal examples, whose bar there is made only of finished 3-epoch trials near their
     end (0.866, 0.868); at 64% of its schedule the finished trials stood at 0.70-0.80 (their value at the last
     evaluation within 64% of theirs), and it goes on."""
-    import optuna
-    from optuna.trial import create_trial
-
     from hftl.cli import build_parser
     from hftl.tune.defaults import DEFAULT_PRUNER
-    from hftl.tune.pruners import SCHEDULE_EXAMPLES, make_pruner, value_at_share
-
-    def finished(curve, total=None):
-        return create_trial(value=max(curve.values()), intermediate_values=curve,
-                            user_attrs={SCHEDULE_EXAMPLES: total or max(curve)})
+    from hftl.tune.pruners import value_at_share
 
     two_epochs = {1600: 0.60, 3200: 0.70, 4800: 0.78, 6400: 0.80, 7200: 0.80}  # 7,200 examples
     three_epochs = {1600: 0.70, 3200: 0.75, 6400: 0.80, 9200: 0.866, 10800: 0.87}  # 10,800 examples
-    assert value_at_share(finished(three_epochs), 9200 / 14400) == 0.80  # 64% of 10,800 = 6,912: the 6,400 value
-    assert value_at_share(finished(two_epochs), 9200 / 14400) == 0.70  # 64% of 7,200 = 4,608: the 3,200 value
+    assert value_at_share(_finished_trial(three_epochs), 9200 / 14400) == 0.80  # 64% of 10,800 = 6,912: at 6,400
+    assert value_at_share(_finished_trial(two_epochs), 9200 / 14400) == 0.70  # 64% of 7,200 = 4,608: at 3,200
 
     def judged(pruner, curve, total=14400, comparators=(two_epochs, three_epochs, {**three_epochs, 9200: 0.868})):
-        study = optuna.create_study(direction="maximize", pruner=make_pruner(pruner, 3))
-        for c in comparators:
-            study.add_trial(finished(c))
-        trial = study.ask()
-        trial.set_user_attr(SCHEDULE_EXAMPLES, total)
-        for step, value in curve.items():
-            trial.report(value, step)
-        return trial.should_prune()
+        return _judged(pruner, curve, total, comparators)
 
     long_trial = {1600: 0.80, 4800: 0.84, 9200: 0.864}
     assert DEFAULT_PRUNER == "progress" and build_parser().parse_args(["tune", "c.yaml"]).pruner == "progress"
@@ -931,6 +946,35 @@ def test_the_progress_pruner_compares_at_an_equal_share_of_each_schedule(tmp_pat
     assert not judged("progress", {1600: 0.76, 3200: 0.74}, total=7200)  # its best so far, 0.76, is not under 0.75
     assert not judged("progress", long_trial, comparators=(two_epochs, three_epochs))  # 2 finished < 3 start-up
     assert not judged("progress", long_trial, total=None)  # no schedule recorded: not judged
+
+
+def test_progress_examples_takes_no_comparator_past_the_judged_trials_examples():
+    """`--pruner progress-examples` takes each finished trial at the earlier of the judged trial's share of its
+    schedule and the judged trial's examples. SST-2, sampler seed 127, in small: a 2-epoch trial (7,200 examples)
+    at 3,200 examples (44%) meets 4-epoch trials (14,400) at 44% of theirs, 6,400 examples, twice its own, and the
+    progress median stops it; taken at 3,200 examples they stood at 0.76-0.78, and it goes on. Against shorter
+    finished trials the share is the earlier point, so both pruners compare alike there."""
+    from hftl.cli import build_parser
+    from hftl.tune.pruners import ProgressMedianPruner
+
+    four_epochs = [{1600: 0.70, 3200: 0.78, 4800: 0.82, 6400: 0.84, 14400: 0.88},
+                   {1600: 0.68, 3200: 0.76, 4800: 0.80, 6400: 0.83, 14400: 0.87},
+                   {1600: 0.72, 3200: 0.77, 4800: 0.83, 6400: 0.85, 14400: 0.89}]
+    two_epoch_trial = {1600: 0.74, 3200: 0.80}  # the best so far, 0.80: under 0.84 (at 6,400), over 0.77 (at 3,200)
+    assert _judged("progress", two_epoch_trial, 7200, four_epochs)
+    assert not _judged("progress-examples", two_epoch_trial, 7200, four_epochs)
+    assert _judged("progress-examples", {1600: 0.70, 3200: 0.75}, 7200, four_epochs)  # under 0.77 at 3,200 too
+
+    shares = ProgressMedianPruner(3, no_more_examples=True).comparator_share
+    assert shares(_finished_trial(four_epochs[0]), 3200, 7200) == 3200 / 14400  # equal examples: the earlier
+    assert shares(_finished_trial({1600: 0.6, 3600: 0.7}), 6400, 14400) == 6400 / 14400  # equal share: the earlier
+    assert ProgressMedianPruner(3).comparator_share(_finished_trial(four_epochs[0]), 3200, 7200) == 3200 / 7200
+    # a 4-epoch trial at 6,400 (44%) against 1-epoch trials (3,600) at 44% of theirs (1,600): 0.60, 0.62, 0.64
+    one_epoch = [{1600: 0.60 + i / 50, 3600: 0.70} for i in range(3)]
+    for pruner in ("progress", "progress-examples"):
+        assert _judged(pruner, {3200: 0.55, 6400: 0.61}, 14400, one_epoch)
+        assert not _judged(pruner, {3200: 0.55, 6400: 0.63}, 14400, one_epoch)
+    assert build_parser().parse_args(["tune", "c.yaml", "--pruner", "progress-examples"]).pruner == "progress-examples"
 
 
 def test_a_trial_records_its_schedule_in_examples(tmp_path):

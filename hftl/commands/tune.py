@@ -26,10 +26,11 @@ def register(subparsers):
                         help="the study's name in the storage (default: the study folder's name)")
     parser.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER,
                         help="stop unpromising trials at an evaluation (default %(default)s): `progress` (below the "
-                             "median of the finished trials at the same share of their schedules), `median` "
-                             "(Optuna's median pruner, at equal training examples), `quartile` (stop only trials "
-                             "below the lower quartile), `halving` "
-                             "(successive halving) or `none`; with any but `none`, a trial no better than chance (an "
+                             "median of the finished trials at the same share of their schedules), "
+                             "`progress-examples` (the same, each finished trial taken no further than the judged "
+                             "trial's examples), `median` (Optuna's median pruner, at equal training examples), "
+                             "`quartile` (stop only trials below the lower quartile), `halving` (successive halving) "
+                             "or `none`; with any but `none`, a trial no better than chance (an "
                              "answer ignoring the input: a classifier's most frequent class or a random guess) is "
                              "stopped too, however few trials have finished")
     parser.add_argument("--prune-after-epochs", type=float, default=DEFAULT_PRUNE_AFTER_EPOCHS, metavar="E",

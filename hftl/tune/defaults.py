@@ -33,7 +33,7 @@ def startup_trials(trials: int) -> int:
 #: lower in three: pruning on that space can cost about a point of best validation. With the same rows split 80/20
 #: (800 validation rows) it saved 31-44% at a best no lower on four fresh seeds (docs/tuning_acceptance.md, "ninth
 #: run" to "twelfth run").
-PRUNERS = ("progress", "median", "quartile", "halving", "none")
+PRUNERS = ("progress", "progress-examples", "median", "quartile", "halving", "none")
 DEFAULT_PRUNER = "progress"
 
 #: strategy -> {dotted key: (range or choices, source)}
