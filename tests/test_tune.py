@@ -282,6 +282,9 @@ def test_the_pruning_rule_in_words():
     assert pruning_text("progress", 8, 0.4) == ("progress (the median at an equal share of each trial's schedule), "
                                                 f"no trial stopped before 8 had finished unless {chance}, none judged "
                                                 "before epoch 0.4")
+    assert pruning_text("progress-examples", 8, 0.4).startswith(
+        "progress-examples (the median of the finished trials, each at the earlier of an equal share of its schedule "
+        "and equal training examples), no trial stopped before 8")
 
 
 @pytest.mark.parametrize("pruner", ["progress", "median", "halving", "none"])

@@ -32,7 +32,8 @@ def startup_trials(trials: int) -> int:
 #: examples: two). As real studies on five fresh sampler seeds it saved 23-41%, the best equal in two and up to 0.011
 #: lower in three: pruning on that space can cost about a point of best validation. With the same rows split 80/20
 #: (800 validation rows) it saved 31-44% at a best no lower on four fresh seeds (docs/tuning_acceptance.md, "ninth
-#: run" to "twelfth run").
+#: run" to "twelfth run"). `progress-examples` (2026-12-07), an option: the same median, no comparator past the
+#: judged trial's examples (docs/tuning.md, "What the pruner does").
 PRUNERS = ("progress", "progress-examples", "median", "quartile", "halving", "none")
 DEFAULT_PRUNER = "progress"
 
