@@ -1,6 +1,7 @@
 """Replay variants of the progress median (`hftl.tune.pruners.ProgressMedianPruner`, the default pruner), all but
-one (`--pruner progress-examples`) not shipped by hftl, over the unpruned studies kept in `benchmarks/data/pruning/`: which keeps each study's best, and
-what it saves. docs/tuning_acceptance.md, "The acceptance, tenth run", reads the result. No training.
+one (`--pruner progress-examples`) not shipped by hftl, over the unpruned studies kept in `benchmarks/data/pruning/`:
+which keeps each study's best, and what it saves. docs/tuning_acceptance.md, "The acceptance, tenth run", reads the
+result. No training.
 
     python benchmarks/pruning_variants.py [STUDY_DIR ...] [--train-rows 3600] [--chance 0.4994817866983493]
 

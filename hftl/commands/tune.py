@@ -59,7 +59,8 @@ def run(args) -> int:
     from hftl.tune.workflow import tune
 
     options = TuneOptions(trials=args.trials, timeout=args.timeout, storage=args.storage, study_name=args.study_name,
-                          pruner=args.pruner, prune_after_epochs=args.prune_after_epochs, sampler_seed=args.sampler_seed, metric=args.metric, top=args.top, seeds=args.seeds,
+                          pruner=args.pruner, prune_after_epochs=args.prune_after_epochs,
+                          sampler_seed=args.sampler_seed, metric=args.metric, top=args.top, seeds=args.seeds,
                           launcher=args.launcher, select=args.select)
     plan = prepare(args.config, args.overrides, options)
     return tune(plan, options)
