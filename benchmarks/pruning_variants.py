@@ -8,8 +8,8 @@ result. No training.
 Each variant changes one thing: when a trial is first judged, which trials are its comparators, how far under their
 median it must fall, which quantile is the bar, which signal is compared (the validation loss, for the studies whose
 `eval_loss.json` keeps each trial's, instead of the objective), or (Optuna's `PatientPruner`) whether it must also
-have stopped improving. The replay is `benchmarks/pruning_replay.py`'s (start-up trials, warm-up and chance bar as `hftl tune`
-uses them), and it shares that script's limit: a real study's sampler goes elsewhere after each stop.
+have stopped improving. The replay is `benchmarks/pruning_replay.py`'s (start-up trials, warm-up and chance bar as
+`hftl tune` uses them), and it shares that script's limit: a real study's sampler goes elsewhere after each stop.
 """
 
 from __future__ import annotations
