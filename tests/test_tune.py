@@ -894,15 +894,14 @@ def test_the_report_says_which_trials_were_stopped_as_no_better_than_chance():
     assert [row.split(" | ")[1] for row in rows] == ["pruned (at chance)", "pruned", "complete"]
 
 
-def _finished_trial(curve: dict, total: int | None = None):
-    """A finished trial of `curve` (training examples -> objective) whose schedule held `total` examples (default:
-    its last step)."""
+def _finished_trial(curve: dict):
+    """A finished trial of `curve` (training examples -> objective) whose schedule ended at its last step."""
     from optuna.trial import create_trial
 
     from hftl.tune.pruners import SCHEDULE_EXAMPLES
 
     return create_trial(value=max(curve.values()), intermediate_values=curve,
-                        user_attrs={SCHEDULE_EXAMPLES: total or max(curve)})
+                        user_attrs={SCHEDULE_EXAMPLES: max(curve)})
 
 
 def _judged(pruner: str, curve: dict, total: int | None, comparators) -> bool:

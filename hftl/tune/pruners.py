@@ -90,8 +90,10 @@ class ProgressMedianPruner(optuna.pruners.BasePruner):
     def comparator_share(self, finished: FrozenTrial, step: int, total: int) -> float:
         """The share of `finished`'s schedule at which it is compared with a trial at `step` of its `total`
         examples."""
+        if not self.no_more_examples:
+            return step / total
         own = schedule_examples(finished)
-        return min(step / total, step / own) if self.no_more_examples and own else step / total
+        return min(step / total, step / own) if own else step / total
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
