@@ -1,4 +1,4 @@
-"""Replay variants of the progress median (`hftl.tune.pruners.ProgressMedianPruner`, the default pruner), all but
+"""Replay variants of the progress median (`hftl.tune.pruners.ProgressMedianPruner`, `--pruner progress`), all but
 one (`--pruner progress-examples`) not shipped by hftl, over the unpruned studies kept in `benchmarks/data/pruning/`:
 which keeps each study's best, and what it saves. docs/tuning_acceptance.md, "The acceptance, tenth run", reads the
 result. No training.
@@ -26,6 +26,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
 from hftl.tune.pruners import SCHEDULE_EXAMPLES, ProgressMedianPruner, value_at_share
 
 HERE = Path(__file__).resolve().parent
@@ -100,7 +101,7 @@ def _loss_at_share(trial: FrozenTrial, share: float) -> float | None:
 
 #: name -> a function of the start-up trials that builds the pruner
 VARIANTS = {
-    "progress (the default)": ProgressMedianPruner,
+    "progress (`--pruner progress`)": ProgressMedianPruner,
     **{f"judged from {s:.0%} of the schedule": (lambda n, s=s: ProgressVariant(n, min_share=s))
        for s in (0.1, 0.15, 0.2, 0.3)},
     "stopped trials as comparators": lambda n: ProgressVariant(n, count_stopped=True),
@@ -137,7 +138,8 @@ def main(argv=None) -> None:
                         default=sorted((HERE / "data" / "pruning").glob("*-unpruned")),
                         help="unpruned study folders (default: those kept in benchmarks/data/pruning/)")
     parser.add_argument("--train-rows", type=int, default=3600, help="training examples an epoch")
-    parser.add_argument("--warm-up", type=float, default=0.4, help="epochs before a trial is judged")
+    parser.add_argument("--warm-up", type=float, default=DEFAULT_PRUNE_AFTER_EPOCHS,
+                        help="epochs before a trial is judged (default: hftl tune's, %(default)s)")
     parser.add_argument("--startup-trials", type=int, default=8)
     parser.add_argument("--chance", type=float, default=0.4994817866983493,
                         help="chance's validation score (the default: SST-2's macro-F1 on its 400 rows)")

@@ -420,15 +420,16 @@ def test_trials_of_different_batch_sizes_are_compared_after_as_many_examples(tmp
 
 
 def test_no_pruning_before_the_warm_up_epochs(tmp_path):
-    """A trial is judged only once it has trained `prune_after_epochs` (default 0.4): at its first evaluations a
+    """A trial is judged only once it has trained `prune_after_epochs` (default 0.3): at its first evaluations a
     slow starter (full fine-tuning still in its learning-rate warm-up, F1 at the constant-prediction 0.36 after 800
     examples, 0.82 after 1,600 on SST-2's 3,600 training rows) looks like a bad trial. Its values are reported either
-    way. The default judges from 1,600 examples (0.44 epoch there), not from the next evaluation after 0.5 epoch."""
+    way. At batch 32 the default judges from 1,600 examples (0.44 epoch there), not from the next evaluation after
+    0.5 epoch."""
     from transformers import TrainerControl
 
     from hftl.tune.defaults import DEFAULT_PRUNE_AFTER_EPOCHS
 
-    assert DEFAULT_PRUNE_AFTER_EPOCHS == 0.4
+    assert DEFAULT_PRUNE_AFTER_EPOCHS == 0.3
     study, trial, callback = _callback_setup(tmp_path, [0.8, 0.85, 0.9, 0.9], intermediate_steps=(800, 1600),
                                              prune_after_epochs=None)
     args = _train_args(32)
@@ -437,6 +438,15 @@ def test_no_pruning_before_the_warm_up_epochs(tmp_path):
     late = callback.on_evaluate(args, _state(50, epoch=1600 / 3600), TrainerControl(), metrics={"eval_f1": 0.36})
     assert late.should_training_stop
     assert study.get_trials(deepcopy=False)[trial.number].intermediate_values == {800: 0.36, 1600: 0.36}
+    # batch 8 evaluates every 400 examples: judged from 1,200 (0.33 epoch), one evaluation before 0.4 would judge it
+    (tmp_path / "batch8").mkdir()
+    study, trial, callback = _callback_setup(tmp_path / "batch8", [0.8, 0.85, 0.9, 0.9], intermediate_steps=(800, 1200),
+                                             prune_after_epochs=None)
+    args = _train_args(8)
+    assert not callback.on_evaluate(args, _state(100, epoch=800 / 3600), TrainerControl(),
+                                    metrics={"eval_f1": 0.36}).should_training_stop
+    assert callback.on_evaluate(args, _state(150, epoch=1200 / 3600), TrainerControl(),
+                                metrics={"eval_f1": 0.36}).should_training_stop
 
 
 def test_sampler_seed_gives_the_same_order_and_a_restart_draws_new_points(tmp_path, tiny_bert_dir):
@@ -855,7 +865,7 @@ def test_the_pruning_variants_change_one_thing_each():
         r = module.pruning_replay.replay(trials, 400, warm_up=0.0, pruner=build, startup=1)
         return r["stopped"], r["saved"]
 
-    assert replayed(module.VARIANTS["progress (the default)"]) == ([1], pytest.approx(50 / 200))
+    assert replayed(module.VARIANTS["progress (`--pruner progress`)"]) == ([1], pytest.approx(50 / 200))
     assert replayed(module.VARIANTS["0.01 under the median"]) == ([1], pytest.approx(50 / 200))  # 0.55 < 0.59
     # kept at half its schedule (0.55 >= 0.6 - 0.06); at its end, 0.65 against the long trial's 0.9 at its end
     assert replayed(lambda n: module.ProgressVariant(n, margin=0.06)) == ([1], 0.0)
@@ -927,8 +937,6 @@ def test_the_progress_pruner_compares_at_an_equal_share_of_each_schedule(tmp_pat
     stopped by the median at equal examples, whose bar there is made only of finished 3-epoch trials near their
     end (0.866, 0.868); at 64% of its schedule the finished trials stood at 0.70-0.80 (their value at the last
     evaluation within 64% of theirs), and it goes on."""
-    from hftl.cli import build_parser
-    from hftl.tune.defaults import DEFAULT_PRUNER
     from hftl.tune.pruners import value_at_share
 
     two_epochs = {1600: 0.60, 3200: 0.70, 4800: 0.78, 6400: 0.80, 7200: 0.80}  # 7,200 examples
@@ -940,7 +948,6 @@ def test_the_progress_pruner_compares_at_an_equal_share_of_each_schedule(tmp_pat
         return _judged(pruner, curve, total, comparators)
 
     long_trial = {1600: 0.80, 4800: 0.84, 9200: 0.864}
-    assert DEFAULT_PRUNER == "progress" and build_parser().parse_args(["tune", "c.yaml"]).pruner == "progress"
     assert judged("median", long_trial)  # below 0.867, the median of the two 3-epoch trials at 9,200 examples
     assert not judged("progress", long_trial)  # above 0.80, the median at 64% of each schedule (0.70, 0.80, 0.80)
     # a 2-epoch trial at 44% of its schedule, against 0.70, 0.75, 0.75 (3,200 of 7,200; 3,200 of 10,800, twice)
@@ -957,6 +964,7 @@ def test_progress_examples_takes_no_comparator_past_the_judged_trials_examples()
     progress median stops it; taken at 3,200 examples they stood at 0.76-0.78, and it goes on. Against shorter
     finished trials the share is the earlier point, so both pruners compare alike there."""
     from hftl.cli import build_parser
+    from hftl.tune.defaults import DEFAULT_PRUNER
     from hftl.tune.pruners import ProgressMedianPruner
 
     four_epochs = [{1600: 0.70, 3200: 0.78, 4800: 0.82, 6400: 0.84, 14400: 0.88},
@@ -976,7 +984,9 @@ def test_progress_examples_takes_no_comparator_past_the_judged_trials_examples()
     for pruner in ("progress", "progress-examples"):
         assert _judged(pruner, {3200: 0.55, 6400: 0.61}, 14400, one_epoch)
         assert not _judged(pruner, {3200: 0.55, 6400: 0.63}, 14400, one_epoch)
-    assert build_parser().parse_args(["tune", "c.yaml", "--pruner", "progress-examples"]).pruner == "progress-examples"
+    assert build_parser().parse_args(["tune", "c.yaml", "--pruner", "progress"]).pruner == "progress"
+    assert DEFAULT_PRUNER == "progress-examples"
+    assert build_parser().parse_args(["tune", "c.yaml"]).pruner == DEFAULT_PRUNER
 
 
 def test_a_trial_records_its_schedule_in_examples(tmp_path):
